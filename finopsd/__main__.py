@@ -1,0 +1,3 @@
+from finopsd.cli import main
+
+main()

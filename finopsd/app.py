@@ -1,0 +1,42 @@
+"""``build_app(config)``: wiring only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from finopsd import catalog
+from finopsd.appkeys import CONFIG, RUNTIME
+from finopsd.config import Config
+from finopsd.middleware import cors_preflight, errors_as_json, on_prepare, request_id
+from finopsd.routes import health, openai
+from finopsd.runtime import Runtime
+
+MB = 1024 * 1024
+
+
+def build_app(config: Config) -> web.Application:
+    app = web.Application(
+        middlewares=[request_id, errors_as_json, cors_preflight],
+        client_max_size=int(config.server.max_body_mb * MB),
+    )
+    app[CONFIG] = config
+    app[RUNTIME] = Runtime(config)
+    app.on_response_prepare.append(on_prepare)
+    app.cleanup_ctx.append(upstream_session)  # the one pooled ClientSession
+    app.cleanup_ctx.append(catalog.discover_models)  # best effort, never blocks startup
+    openai.add_routes(app.router)
+    health.add_routes(app.router)
+    return app
+
+
+async def upstream_session(app: web.Application) -> AsyncIterator[None]:
+    # no total timeout here: each call sets its own from the provider's timeouts
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=None), auto_decompress=True
+    ) as session:
+        app[RUNTIME].session = session
+        yield

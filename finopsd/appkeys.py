@@ -1,0 +1,18 @@
+"""Typed application state (aiohttp AppKeys): no module-level singletons."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from finopsd.config import Config
+    from finopsd.logstore import LogStore
+    from finopsd.runtime import Runtime
+
+CONFIG: web.AppKey[Config] = web.AppKey("config")
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
+SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
+LOGSTORE: web.AppKey[LogStore] = web.AppKey("logstore")

@@ -1,0 +1,366 @@
+"""YAML config → frozen dataclasses. Every error names the file line and key path.
+
+The YAML is composed (not just loaded) so each value keeps its source line;
+validation walks the tree and raises ``ConfigError("config.yaml:14:
+providers.groq.kyes: unknown key")``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Final, Mapping
+
+import yaml
+
+from finopsd.providers.registry import KNOWN_PROVIDERS, PROTOCOLS
+
+DEFAULT_ALLOWED_HEADERS: Final = (
+    "Content-Type",
+    "Authorization",
+    "X-Requested-With",
+    "X-Stainless-Timeout",
+    "X-Api-Key",
+)
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class CorsConfig:
+    allowed_origins: tuple[str, ...] = ("*",)
+    allowed_headers: tuple[str, ...] = DEFAULT_ALLOWED_HEADERS
+    allowed_methods: tuple[str, ...] = ("GET", "POST", "DELETE", "OPTIONS")
+    max_age: int = 600
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_mb: float = 32
+    drain_timeout_s: float = 30
+    cors: CorsConfig = field(default_factory=CorsConfig)
+    # guards /logs and /api/*; when None they answer loopback clients only
+    admin_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class LogsConfig:
+    content: bool = True  # false: rows keep metadata and usage, no conversation text
+    retention_days: float = 30
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds. ``first_byte`` waits for response headers; ``idle`` between stream reads."""
+
+    connect: float = 10
+    first_byte: float = 120
+    idle: float = 120
+    total: float = 900
+
+
+@dataclass(frozen=True, repr=False)
+class ProviderKey:
+    name: str
+    value: str
+    weight: float = 1
+
+    def __repr__(self) -> str:  # the value never reaches a log line
+        return f"ProviderKey(name={self.name!r}, weight={self.weight})"
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    name: str
+    type: str
+    base_url: str
+    keys: tuple[ProviderKey, ...] = ()
+    models: tuple[str, ...] | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    max_retries: int = 0
+    retry_backoff_ms: int = 250
+    # protocol-specific settings; each adapter reads the ones it needs
+    api_version: str | None = None
+    region: str | None = None
+    project: str | None = None
+    location: str | None = None
+    credentials_file: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    logs: LogsConfig = field(default_factory=LogsConfig)
+    providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    source: str = "<embedded default>"
+
+
+# --- reading YAML with line numbers -------------------------------------------------
+
+
+class _Doc:
+    """Plain data from YAML plus the source line of every key path."""
+
+    def __init__(self, filename: str, text: str) -> None:
+        self.filename = filename
+        self.lines: dict[str, int] = {}
+        self._scalars = yaml.SafeLoader("")
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{filename}:{mark.line + 1}" if mark else filename
+            raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+        self.data = self._plain(node, "") if node is not None else {}
+
+    def _plain(self, node: yaml.Node, path: str) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for k, v in node.value:
+                key = str(k.value)
+                sub = f"{path}.{key}" if path else key
+                self.lines[sub] = k.start_mark.line + 1
+                out[key] = self._plain(v, sub)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self._plain(v, f"{path}[{i}]") for i, v in enumerate(node.value)]
+        return self._scalars.construct_object(node)
+
+    def error(self, path: str, message: str) -> ConfigError:
+        probe = path
+        while probe and probe not in self.lines:
+            probe = probe.rsplit(".", 1)[0] if "." in probe else ""
+        line = self.lines.get(probe)
+        where = f"{self.filename}:{line}" if line else self.filename
+        return ConfigError(f"{where}: {path}: {message}" if path else f"{where}: {message}")
+
+
+class _Reader:
+    """Typed access to one mapping of the document; every problem is a located error."""
+
+    def __init__(self, doc: _Doc, data: Any, path: str, allowed: set[str]) -> None:
+        self.doc, self.path = doc, path
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise doc.error(path, f"must be a mapping, got {_kind(data)}")
+        for key in data:
+            if key not in allowed:
+                raise doc.error(self.sub(key), "unknown key")
+        self.data = data
+
+    def sub(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        if key not in self.data or self.data[key] is None:
+            return default
+        value = self.data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+            raise self.doc.error(self.sub(key), f"must be {_name(kind)}, got {_kind(value)}")
+        return value
+
+    def number(self, key: str, default: float, minimum: float = 0) -> float:
+        value = self.get(key, float, default)
+        if value < minimum:
+            raise self.doc.error(self.sub(key), f"must be at least {minimum}")
+        return value
+
+    def strings(self, key: str, default: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        value = self.get(key, list, None)
+        if value is None:
+            return default
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.doc.error(f"{self.sub(key)}[{i}]", f"must be a string, got {_kind(item)}")
+        return tuple(value)
+
+    def secret(self, key: str, env: Mapping[str, str]) -> str | None:
+        value = self.get(key, str)
+        return None if value is None else resolve_env(value, env, lambda m: self.doc.error(self.sub(key), m))
+
+
+def resolve_env(value: str, env: Mapping[str, str], error: Callable[[str], Exception]) -> str:
+    """``env:NAME`` → the variable's value; anything else is taken literally."""
+    if not value.startswith("env:"):
+        return value
+    name = value[4:]
+    if not env.get(name):
+        raise error(f"environment variable {name} is not set")
+    return env[name]
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list", dict: "a mapping"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+# --- sections -----------------------------------------------------------------------
+
+
+def _server(doc: _Doc, data: Any, env: Mapping[str, str]) -> ServerConfig:
+    r = _Reader(doc, data, "server", {"host", "port", "max_body_mb", "drain_timeout_s", "cors", "admin_token"})
+    port = r.get("port", int, 8080)
+    if not 0 <= port <= 65535:
+        raise doc.error("server.port", "must be between 0 and 65535")
+    c = _Reader(doc, r.data.get("cors"), "server.cors",
+                {"allowed_origins", "allowed_headers", "allowed_methods", "max_age"})
+    cors = CorsConfig(
+        allowed_origins=c.strings("allowed_origins", ("*",)) or (),
+        allowed_headers=c.strings("allowed_headers", DEFAULT_ALLOWED_HEADERS) or (),
+        allowed_methods=c.strings("allowed_methods", CorsConfig.allowed_methods) or (),
+        max_age=c.get("max_age", int, 600),
+    )
+    return ServerConfig(
+        host=r.get("host", str, "127.0.0.1"),
+        port=port,
+        max_body_mb=r.number("max_body_mb", 32, minimum=0.001),
+        drain_timeout_s=r.number("drain_timeout_s", 30),
+        cors=cors,
+        admin_token=r.secret("admin_token", env),
+    )
+
+
+_PROVIDER_KEYS: Final = {
+    "type", "base_url", "keys", "models", "timeouts", "headers", "max_retries", "retry_backoff_ms",
+    "api_version", "region", "project", "location", "credentials_file",
+    "access_key_id", "secret_access_key", "session_token",
+}
+
+
+def _provider(doc: _Doc, name: str, data: Any, env: Mapping[str, str]) -> ProviderConfig:
+    path = f"providers.{name}"
+    r = _Reader(doc, data, path, _PROVIDER_KEYS)
+    known = KNOWN_PROVIDERS.get(name)
+    ptype = r.get("type", str, known.protocol if known else None)
+    if ptype is None:
+        raise doc.error(path, f"unknown provider; set `type` to one of: {', '.join(sorted(PROTOCOLS))}")
+    if ptype not in PROTOCOLS:
+        raise doc.error(f"{path}.type", f"unknown type {ptype!r}; one of: {', '.join(sorted(PROTOCOLS))}")
+    base_url = r.get("base_url", str, known.base_url if known else None)
+    if not base_url and ptype not in ("vertex", "bedrock"):
+        raise doc.error(path, "needs `base_url`")
+    keys = []
+    for i, item in enumerate(r.get("keys", list, [])):
+        kr = _Reader(doc, item, f"{path}.keys[{i}]", {"name", "value", "weight"})
+        value = kr.secret("value", env)
+        if value is None:
+            raise doc.error(f"{path}.keys[{i}].value", "is required")
+        weight = kr.number("weight", 1)
+        keys.append(ProviderKey(name=kr.get("name", str, f"{name}-{i}"), value=value, weight=weight))
+    t = _Reader(doc, r.data.get("timeouts"), f"{path}.timeouts", {"connect", "first_byte", "idle", "total"})
+    timeouts = Timeouts(
+        connect=t.number("connect", Timeouts.connect, 0.001),
+        first_byte=t.number("first_byte", Timeouts.first_byte, 0.001),
+        idle=t.number("idle", Timeouts.idle, 0.001),
+        total=t.number("total", Timeouts.total, 0.001),
+    )
+    h = _Reader(doc, r.data.get("headers"), f"{path}.headers", set(r.data.get("headers") or {}))
+    headers = {k: h.secret(k, env) or "" for k in h.data}
+    return ProviderConfig(
+        name=name,
+        type=ptype,
+        base_url=(base_url or "").rstrip("/"),
+        keys=tuple(keys),
+        models=r.strings("models", None),
+        timeouts=timeouts,
+        headers=headers,
+        max_retries=r.get("max_retries", int, 0),
+        retry_backoff_ms=r.get("retry_backoff_ms", int, 250),
+        api_version=r.get("api_version", str),
+        region=r.get("region", str),
+        project=r.get("project", str),
+        location=r.get("location", str),
+        credentials_file=r.get("credentials_file", str),
+        access_key_id=r.secret("access_key_id", env),
+        secret_access_key=r.secret("secret_access_key", env),
+        session_token=r.secret("session_token", env),
+    )
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    """The per-user data dir (XDG), where SQLite lives when the config names no path."""
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "share")
+    return Path(base) / "finopsd"
+
+
+def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | None = None) -> Config:
+    """Validate YAML text into a Config; raise ConfigError naming file line and key path."""
+    env = os.environ if env is None else env
+    doc = _Doc(filename, text)
+    top = _Reader(doc, doc.data, "", {"server", "storage", "logs", "providers", "aliases"})
+    st = _Reader(doc, top.data.get("storage"), "storage", {"path"})
+    storage = StorageConfig(path=st.get("path", str) or str(default_data_dir(env) / "finops.db"))
+    pr = _Reader(doc, top.data.get("providers"), "providers", set(top.data.get("providers") or {}))
+    providers = {name: _provider(doc, name, pr.data[name], env) for name in pr.data}
+    al = _Reader(doc, top.data.get("aliases"), "aliases", set(top.data.get("aliases") or {}))
+    aliases = {name: al.get(name, str) for name in al.data}
+    for name, target in aliases.items():
+        if "/" not in target:
+            raise doc.error(f"aliases.{name}", "must name a model as provider/model")
+    lg = _Reader(doc, top.data.get("logs"), "logs", {"content", "retention_days"})
+    logs = LogsConfig(content=lg.get("content", bool, True), retention_days=lg.number("retention_days", 30))
+    return Config(
+        server=_server(doc, top.data.get("server"), env),
+        storage=storage,
+        logs=logs,
+        providers=providers,
+        aliases=aliases,
+        source=filename,
+    )
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    return parse(text, str(p), env)
+
+
+def embedded_default(env: Mapping[str, str] | None = None) -> Config:
+    """The config used with no file: loopback, per-user SQLite, every provider whose key is set."""
+    env = os.environ if env is None else env
+    providers = {
+        name: ProviderConfig(
+            name=name,
+            type=spec.protocol,
+            base_url=spec.base_url,
+            keys=(ProviderKey(name=f"{name}-0", value=env[spec.key_env]),),
+        )
+        for name, spec in KNOWN_PROVIDERS.items()
+        if spec.key_env and env.get(spec.key_env)
+    }
+    return Config(
+        storage=StorageConfig(path=str(default_data_dir(env) / "finops.db")),
+        providers=providers,
+    )

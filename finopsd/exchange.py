@@ -1,0 +1,99 @@
+"""One request's journey: created by the route, filled by hooks and the relay, logged once."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def new_request_id() -> str:
+    """A UUIDv7: time-ordered, so ids sort by arrival and make a keyset for paging."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    rand_a, rand_b = (rand >> 68) & 0xFFF, rand & ((1 << 62) - 1)
+    return str(uuid.UUID(int=(ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b))
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name, "arguments": "".join(self.arguments)}
+
+
+@dataclass
+class Transcript:
+    """What the assistant said, accumulated from chunks or taken from a whole response."""
+
+    content: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+
+    def add_message(self, message: dict[str, Any]) -> None:
+        """Fold a non-stream ``choices[0].message`` into the transcript."""
+        if isinstance(message.get("content"), str):
+            self.content.append(message["content"])
+        if isinstance(message.get("reasoning_content"), str):
+            self.reasoning.append(message["reasoning_content"])
+        for call in message.get("tool_calls") or ():
+            fn = call.get("function") or {}
+            self.tool_calls.append(
+                ToolCall(str(call.get("id", "")), str(fn.get("name", "")), [str(fn.get("arguments", ""))])
+            )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "content": "".join(self.content),
+            "reasoning": "".join(self.reasoning),
+            "tool_calls": [c.as_dict() for c in self.tool_calls],
+        }
+
+
+@dataclass
+class Exchange:
+    """Everything the log row and the post-hooks need about one request."""
+
+    id: str
+    route: str
+    client_ip: str | None = None
+    user_agent: str | None = None
+    started: float = field(default_factory=time.time)
+    t0: float = field(default_factory=time.perf_counter)
+    model: str | None = None  # as the client wrote it
+    stream: bool = False
+    request: dict[str, Any] | None = None  # canonical request
+    provider: str | None = None
+    upstream_model: str | None = None
+    upstream_key_name: str | None = None
+    key_name: str | None = None
+    team: str | None = None
+    status_code: int | None = None
+    status: str = "ok"
+    error_type: str | None = None
+    error_message: str | None = None
+    ttft_ms: float | None = None
+    duration_ms: float | None = None
+    cost_usd: float | None = None
+    cost_flags: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    transcript: Transcript = field(default_factory=Transcript)
+    routed: bool = False  # reached the router: exactly these requests get a log row
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.t0) * 1000
+
+    def mark_first_token(self) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = self.elapsed_ms()
+
+    def fail(self, status_code: int, error_type: str, message: str, status: str = "error") -> None:
+        self.status_code, self.error_type, self.error_message, self.status = status_code, error_type, message, status

@@ -1,0 +1,105 @@
+"""Middlewares, one job each: request id, errors as JSON, CORS preflight; headers on prepare."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from finopsd.appkeys import RUNTIME
+from finopsd.errors import GatewayError, error_type_for_status
+from finopsd.exchange import new_request_id
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ErrorShape = Callable[[GatewayError], dict[str, Any]]
+
+# routes of another dialect set this request key so errors come back in that dialect's shape
+ERROR_SHAPE: web.RequestKey[ErrorShape] = web.RequestKey("error_shape")
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+
+
+@web.middleware
+async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[REQUEST_ID] = new_request_id()
+    return await handler(request)
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatewayError as e:
+        return _json_error(request, e)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        message = e.text if e.text and not e.text.startswith(f"{e.status}:") else e.reason
+        if e.status == 413:
+            message = f"request body is larger than the limit of {request.app[RUNTIME].config.server.max_body_mb:g} MB"
+        err = GatewayError(message, status=e.status, type=error_type_for_status(e.status))
+        if e.status == 405:
+            err.headers["Allow"] = e.headers.get("Allow", "")
+        return _json_error(request, err)
+    except Exception:
+        log.exception("unhandled error in request %s", request.get(REQUEST_ID))
+        return _json_error(request, GatewayError("internal error in the gateway"))
+
+
+def _json_error(request: web.Request, err: GatewayError) -> web.Response:
+    shape: ErrorShape = request.get(ERROR_SHAPE) or GatewayError.body
+    return web.json_response(shape(err), status=err.status, headers=err.headers)
+
+
+@web.middleware
+async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer CORS preflights here, before auth or routing (browsers send no key with them)."""
+    origin = request.headers.get("Origin")
+    wanted = request.headers.get("Access-Control-Request-Method")
+    if request.method != "OPTIONS" or not origin or not wanted:
+        return await handler(request)
+    cors = request.app[RUNTIME].config.server.cors
+    if not _origin_allowed(cors.allowed_origins, origin):
+        raise GatewayError(f"origin {origin} is not allowed", status=403, type="cors_error")
+    asked = [h.strip() for h in request.headers.get("Access-Control-Request-Headers", "").split(",") if h.strip()]
+    allowed = {h.lower() for h in cors.allowed_headers}
+    refused = [h for h in asked if h.lower() not in allowed and "*" not in allowed]
+    if refused:
+        raise GatewayError(f"header(s) not allowed by CORS: {', '.join(refused)}", status=403, type="cors_error")
+    if wanted.upper() not in {m.upper() for m in cors.allowed_methods} and "*" not in cors.allowed_methods:
+        raise GatewayError(f"method {wanted} is not allowed by CORS", status=403, type="cors_error")
+    return web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Origin": origin if "*" not in cors.allowed_origins else "*",
+            "Access-Control-Allow-Methods": ", ".join(cors.allowed_methods),
+            "Access-Control-Allow-Headers": ", ".join(asked) if asked else ", ".join(cors.allowed_headers),
+            "Access-Control-Max-Age": str(cors.max_age),
+            "Vary": "Origin",
+        },
+    )
+
+
+def _origin_allowed(allowed: tuple[str, ...], origin: str) -> bool:
+    return "*" in allowed or origin in allowed
+
+
+EXPOSED = "x-request-id, retry-after, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, " \
+    "x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens"
+
+
+async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers every response carries, streams included: request id and CORS."""
+    rid = request.get(REQUEST_ID)
+    if rid:
+        response.headers.setdefault("x-request-id", rid)
+    origin = request.headers.get("Origin")
+    if origin and "Access-Control-Allow-Origin" not in response.headers:
+        cors = request.app[RUNTIME].config.server.cors
+        if _origin_allowed(cors.allowed_origins, origin):
+            response.headers["Access-Control-Allow-Origin"] = "*" if "*" in cors.allowed_origins else origin
+            response.headers["Access-Control-Expose-Headers"] = EXPOSED
+            response.headers.add("Vary", "Origin")

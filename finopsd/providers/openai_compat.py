@@ -1,0 +1,80 @@
+"""OpenAI chat-completions protocol: openai, azure, groq, mistral, vllm and every compatible server.
+
+Reference: https://platform.openai.com/docs/api-reference/chat
+Azure: https://learn.microsoft.com/azure/ai-foundry/openai/reference (v1 and deployment URLs).
+
+Request fields the gateway does not know pass through untouched; stream chunks
+are already canonical, so the relay can forward their bytes as they came.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from finopsd.errors import UpstreamError
+from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, upstream_error
+
+
+class OpenAIAdapter(BaseAdapter):
+    """Canonical in, canonical out: the only work is URL, auth header and usage."""
+
+    passthrough: ClassVar[bool] = True
+
+    def url(self, target: Target, endpoint: str) -> str:
+        return f"{target.provider.base_url}/{endpoint}"
+
+    def auth_headers(self, target: Target) -> dict[str, str]:
+        return {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
+
+    def build_passthrough(self, target: Target, endpoint: str, req: dict[str, Any]) -> UpstreamRequest:
+        """Any OpenAI endpoint (embeddings, completions, chat): swap the model, keep the rest."""
+        body = dict(req)
+        body["model"] = target.model
+        if body.get("stream"):
+            # always ask for usage: spend depends on it; the relay hides it unless asked
+            opts = body.get("stream_options")
+            body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+        headers = {"Content-Type": "application/json", **target.provider.headers, **self.auth_headers(target)}
+        return UpstreamRequest(self.url(target, endpoint), headers, json.dumps(body).encode())
+
+    def build_request(self, target: Target, req: dict[str, Any], *, stream: bool) -> UpstreamRequest:
+        return self.build_passthrough(target, "chat/completions", {**req, "stream": stream})
+
+    def parse_response(self, target: Target, body: bytes) -> dict[str, Any]:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            raise UpstreamError(f"{target.provider.name}: upstream sent invalid JSON") from None
+        if not isinstance(parsed, dict):
+            raise UpstreamError(f"{target.provider.name}: upstream sent an unexpected body")
+        return parsed
+
+    def new_stream(self, target: Target) -> str:
+        return target.provider.name
+
+    def parse_event(self, state: str, event: str | None, data: str) -> list[dict[str, Any]]:
+        if data == "[DONE]":
+            return []
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise UpstreamError(f"{state}: upstream sent an invalid stream event") from None
+        if not isinstance(chunk, dict):
+            raise UpstreamError(f"{state}: upstream sent an unexpected stream event")
+        if "error" in chunk and "choices" not in chunk:
+            raise upstream_error(500, data.encode(), state)
+        return [chunk]
+
+
+class AzureAdapter(OpenAIAdapter):
+    """Azure OpenAI: ``api-key`` header; the v1 endpoint, or deployment URLs with ``api_version``."""
+
+    def url(self, target: Target, endpoint: str) -> str:
+        base, version = target.provider.base_url, target.provider.api_version
+        if version:
+            return f"{base}/deployments/{target.model}/{endpoint}?api-version={version}"
+        return f"{base}/{endpoint}"
+
+    def auth_headers(self, target: Target) -> dict[str, str]:
+        return {"api-key": target.api_key} if target.api_key else {}

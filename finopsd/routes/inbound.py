@@ -1,0 +1,51 @@
+"""Reading a client's JSON body into a request dict, with clear 400s."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from finopsd.errors import BadRequest
+from finopsd.exchange import Exchange
+from finopsd.middleware import REQUEST_ID
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object (413 for an oversized body comes from aiohttp's limit)."""
+    raw = await request.read()
+    if not raw.strip():
+        raise BadRequest("request body is empty; send a JSON object")
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise BadRequest(f"request body is not valid JSON: {e}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def require(body: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
+    value = body.get(name)
+    if value is None:
+        raise BadRequest(f"missing required parameter: {name!r}", param=name, code="missing_required_parameter")
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise BadRequest(f"{name!r} must be {what}", param=name, code="invalid_type")
+    return value
+
+
+def optional(body: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
+    return None if body.get(name) is None else require(body, name, kind, what)
+
+
+def new_exchange(request: web.Request, route: str, model: str, stream: bool) -> Exchange:
+    peer = request.remote
+    return Exchange(
+        id=request[REQUEST_ID],
+        route=route,
+        client_ip=peer,
+        user_agent=request.headers.get("User-Agent"),
+        model=model,
+        stream=stream,
+    )

@@ -1,0 +1,30 @@
+"""What a running app holds beyond its config; swapped as a whole config on SIGHUP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+if TYPE_CHECKING:
+    from finopsd.config import Config
+    from finopsd.relay import Hook
+
+
+@dataclass
+class Runtime:
+    config: Config
+    hooks: tuple[Hook, ...] = ()
+    # set by the upstream-session cleanup context
+    session: aiohttp.ClientSession = field(init=False)
+    # provider → models found at its upstream /models, for providers whose config lists none
+    discovered: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def models(self) -> list[tuple[str, str]]:
+        """(provider, model) pairs that /models lists."""
+        out = []
+        for name, provider in self.config.providers.items():
+            for model in provider.models if provider.models is not None else self.discovered.get(name, ()):
+                out.append((name, model))
+        return out
