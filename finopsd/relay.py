@@ -26,9 +26,13 @@ from finopsd.providers.base import Adapter, BaseAdapter, Target
 from finopsd.providers.openai_compat import OpenAIAdapter
 from finopsd.router import adapter_for, pick_key, split_model
 from finopsd.sse import DONE, frame
-from finopsd.upstream import ClientGone, error_headers, read_error, send, watch_client
+from finopsd.upstream import error_headers, read_error, send
 
 log = logging.getLogger(__name__)
+
+
+class ClientGone(Exception):
+    """A write found the client gone (before aiohttp's cancellation arrived)."""
 
 
 class Hook(Protocol):
@@ -51,6 +55,11 @@ async def run_exchange(
         return await core()
     except GatewayError as e:
         ex.fail(e.status, e.type, e.message)
+        raise
+    except (asyncio.CancelledError, ClientGone):
+        # aiohttp cancels the handler when its client disconnects (handler_cancellation=True),
+        # which aborts the upstream call at once; the post-hooks below still log and charge
+        ex.fail(499, "client_closed", "the client disconnected", status="client_closed")
         raise
     except BaseException as e:
         ex.fail(500, "server_error", type(e).__name__)
@@ -152,38 +161,35 @@ async def relay_chat(
     ex.attempts.append({"provider": provider.name, "model": model, "key": target.key_name})
     response: web.StreamResponse | None = None
     try:
-        async with watch_client(request):
-            upstream = await send(rt.session, provider, call)
-            if upstream.status < 400 and has_followup(adapter):
-                async with upstream:
-                    first = await _read_body(target, upstream)
-                follow = adapter.followup(target, first, stream=ex.stream)
-                if follow is None:
-                    return _whole(ex, adapter, target, first, emitter)
-                upstream = await send(rt.session, provider, follow)
+        upstream = await send(rt.session, provider, call)
+        if upstream.status < 400 and has_followup(adapter):
             async with upstream:
-                ex.attempts[-1]["status"] = upstream.status
-                if upstream.status >= 400:
-                    err = adapter.parse_error(upstream.status, await upstream.read())
-                    err.headers.update(error_headers(upstream))
-                    raise err
-                if not ex.stream:
-                    return _whole(ex, adapter, target, await _read_body(target, upstream), emitter)
-                response = web.StreamResponse(headers=SSE_HEADERS)
-                chat = endpoint == "chat/completions"
+                first = await _read_body(target, upstream)
+            follow = adapter.followup(target, first, stream=ex.stream)
+            if follow is None:
+                return _whole(ex, adapter, target, first, emitter)
+            upstream = await send(rt.session, provider, follow)
+        async with upstream:
+            ex.attempts[-1]["status"] = upstream.status
+            if upstream.status >= 400:
+                err = adapter.parse_error(upstream.status, await upstream.read())
+                err.headers.update(error_headers(upstream))
+                raise err
+            if not ex.stream:
+                return _whole(ex, adapter, target, await _read_body(target, upstream), emitter)
+            response = web.StreamResponse(headers=SSE_HEADERS)
+            chat = endpoint == "chat/completions"
+            try:
                 await _stream(request, ex, adapter, target, upstream, emitter, response, req, chat)
-                return response
-    except ClientGone:
-        ex.fail(499, "client_closed", "the client disconnected", status="client_closed")
-        return response or web.Response(status=499)
+            except BaseException:
+                upstream.close()  # drop the connection: the upstream must see us leave
+                raise
+            return response
     except GatewayError as e:
         if response is None or not response.prepared:
             raise
         ex.fail(e.status, e.type, e.message)
-        try:
-            await response.write(emitter.error_frame(e))
-        except ConnectionResetError:
-            ex.status = "client_closed"
+        await _send(request, ex, response, emitter.error_frame(e))
         return response
 
 
@@ -237,30 +243,34 @@ async def _stream(
                 idle.reschedule(min(loop.time() + timeouts.idle, deadline))
                 data = await content.readany()
                 frames = decoder.feed(data) if data else decoder.close()
-                out = []
-                for event, payload in frames:
-                    for chunk in adapter.parse_event(state, event, payload):
-                        fixed, changed = fixer.fix(chunk)
-                        if fixed is not None:
-                            out.append(emitter.frames(fixed, payload if passthrough and not changed else None))
-                if out:
-                    if not response.prepared:
-                        ex.status_code = 200
-                        response.headers["x-request-id"] = ex.id
-                        await response.prepare(request)
-                    ex.mark_first_token()
-                    await response.write(b"".join(out))
+                out: list[bytes] = []
+                try:
+                    for event, payload in frames:
+                        for chunk in adapter.parse_event(state, event, payload):
+                            fixed, changed = fixer.fix(chunk)
+                            if fixed is not None:
+                                out.append(emitter.frames(fixed, payload if passthrough and not changed else None))
+                finally:  # what came before an in-band error still reaches the client first
+                    if out:
+                        await _send(request, ex, response, b"".join(out))
                 if not data:
                     break
     except (TimeoutError, aiohttp.ClientError) as e:
         raise read_error(target.provider, e) from None
+    await _send(request, ex, response, emitter.end())
+    try:
+        await response.write_eof()
     except ConnectionResetError:
         raise ClientGone() from None
-    if not response.prepared:
-        ex.status_code = 200
-        await response.prepare(request)
+
+
+async def _send(request: web.Request, ex: Exchange, response: web.StreamResponse, data: bytes) -> None:
+    """Write to the client, preparing the response on the first write (so earlier errors keep their status)."""
     try:
-        await response.write(emitter.end())
-        await response.write_eof()
+        if not response.prepared:
+            ex.status_code = 200
+            await response.prepare(request)
+        ex.mark_first_token()
+        await response.write(data)
     except ConnectionResetError:
         raise ClientGone() from None

@@ -32,7 +32,14 @@ def banner(config: Config, host: str, port: int) -> str:
 async def serve(config: Config, loader: Callable[[], Config] | None, say: Callable[[str], None]) -> None:
     """Serve until SIGTERM/SIGINT; ``loader`` re-reads the config on SIGHUP (None: no file to reload)."""
     app = build_app(config)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.server.drain_timeout_s)
+    # handler_cancellation: a client that hangs up cancels its upstream call at once
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        handler_cancellation=True,
+        shutdown_timeout=config.server.drain_timeout_s,
+        access_log=None,  # every exchange is logged to SQLite; per-request log lines cost throughput
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port)
     await site.start()

@@ -1,10 +1,8 @@
-"""The one HTTP call to a provider: timeouts, error mapping, and noticing a vanished client."""
+"""The one HTTP call to a provider: timeouts and error mapping."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -16,50 +14,6 @@ from finopsd.providers.base import UpstreamRequest
 
 if TYPE_CHECKING:
     from finopsd.config import ProviderConfig
-
-# how often a waiting relay checks that its client is still connected
-CLIENT_POLL_S = 0.25
-
-
-class ClientGone(Exception):
-    """The client disconnected while the relay waited on the upstream."""
-
-
-@contextlib.asynccontextmanager
-async def watch_client(request: web.Request) -> AsyncIterator[None]:
-    """Cancel the handler when its client disconnects, and turn that into ``ClientGone``.
-
-    aiohttp's handler cancellation stays off (any await could be the last); this
-    guard covers only the upstream phase, so the upstream call is aborted at once
-    while logging in ``finally`` is never interrupted.
-    """
-    task = asyncio.current_task()
-    assert task is not None
-    gone = False
-
-    async def poll() -> None:
-        nonlocal gone
-        while True:
-            await asyncio.sleep(CLIENT_POLL_S)
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                gone = True
-                task.cancel()
-                return
-
-    watcher = asyncio.create_task(poll())
-    try:
-        yield
-    except asyncio.CancelledError:
-        if not gone:
-            raise
-        task.uncancel()
-        raise ClientGone() from None
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-
 
 async def send(
     session: aiohttp.ClientSession, provider: ProviderConfig, call: UpstreamRequest

@@ -47,7 +47,7 @@ providers:
     base_url: {fake_url}
     keys: [{{value: sk-groq-literal-secret}}]
     models: [llama-3.3-70b-versatile]
-    timeouts: {{first_byte: 2, idle: 2}}
+    timeouts: {{connect: 1, first_byte: 2, idle: 2}}
 {extra}
 """
 

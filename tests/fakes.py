@@ -55,7 +55,10 @@ class FakeUpstream:
         self.replies: list[Reply] = []
         self.url = ""
         self.closed_early = asyncio.Event()  # the gateway dropped a stream before its end
+        self.models = ["fake-model-a", "fake-model-b"]  # what GET …/models lists (model discovery)
+        self.models_asked = 0
         self.app = web.Application()
+        self.app.router.add_get("/{prefix:.*}/models", self.list_models)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
 
     # scripting
@@ -72,6 +75,10 @@ class FakeUpstream:
     @property
     def last(self) -> Seen:
         return self.requests[-1]
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        self.models_asked += 1
+        return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]})
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -102,6 +109,9 @@ class FakeUpstream:
             await resp.write_eof()
         except (ConnectionResetError, ConnectionError):
             self.closed_early.set()
+        except asyncio.CancelledError:  # the test server cancels handlers whose client left
+            self.closed_early.set()
+            raise
         return resp
 
     async def _hold(self, request: web.Request, until: asyncio.Event) -> None:
