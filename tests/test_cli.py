@@ -1,0 +1,146 @@
+"""The ``finopsd`` command: check, serve as a real process, SIGHUP reload, SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from click.testing import CliRunner
+
+from finopsd import __version__
+from finopsd.cli import main
+from tests.fakes import FakeUpstream, fixture_frames, Reply
+from tests.test_routes_openai import MSGS
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_check_lists_providers_models_and_aliases(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "providers:\n  groq: {keys: [{name: team-a, value: gsk-secret}], models: [llama-3.3-70b-versatile]}\n"
+        "  vllm: {base_url: 'http://gpu:8000/v1'}\naliases: {fast: groq/llama-3.3-70b-versatile}\n"
+    )
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "groq  type=openai" in result.output and "keys=team-a" in result.output
+    assert "llama-3.3-70b-versatile" in result.output and "fast -> groq/" in result.output
+    assert "gsk-secret" not in result.output
+
+
+def test_check_reports_errors_with_line_and_exit_1(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("providers:\n  groq:\n    kyes: []\n")
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}:3: providers.groq.kyes: unknown key" in result.output
+
+
+class Daemon:
+    """``finopsd serve`` as a child process on a free port."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
+        self.proc, self.url = proc, url
+        self.stderr: list[str] = []
+
+    async def read_stderr_until(self, needle: str) -> None:
+        assert self.proc.stderr is not None
+        while not any(needle in line for line in self.stderr):
+            line = await self.proc.stderr.readline()
+            if not line:
+                raise AssertionError(f"{needle!r} never logged; got {self.stderr}")
+            self.stderr.append(line.decode())
+
+
+@pytest.fixture
+async def daemon_for(tmp_path: Path) -> AsyncIterator[Any]:
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def start(config_path: Path | None, env: dict[str, str] | None = None) -> Daemon:
+        args = [sys.executable, "-m", "finopsd", "serve", "--port", "0"]
+        if config_path:
+            args += ["--config", str(config_path)]
+        proc = await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )
+        procs.append(proc)
+        assert proc.stdout is not None
+        async with asyncio.timeout(20):
+            line = (await proc.stdout.readline()).decode()
+        match = re.search(r"listening on (http://\S+)", line)
+        assert match, line
+        return Daemon(proc, match.group(1))
+
+    yield start
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_serve_without_config_uses_embedded_default(daemon_for: Any, tmp_path: Path) -> None:
+    d = await daemon_for(None, {"GROQ_API_KEY": "gsk-test"})
+    assert d.url.startswith("http://127.0.0.1:")
+    async with aiohttp.ClientSession() as s, s.get(d.url + "/healthz") as r:
+        assert (await r.json())["providers"] == ["groq"]
+    d.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(d.proc.wait(), 20) == 0
+
+
+async def test_sighup_reloads_config_and_keeps_old_on_error(
+    daemon_for: Any, tmp_path: Path, fake_openai: FakeUpstream
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"providers:\n  openai: {{base_url: '{fake_openai.url}', models: [gpt-5]}}\n")
+    d = await daemon_for(path)
+
+    async def providers() -> list[str]:
+        async with aiohttp.ClientSession() as s, s.get(d.url + "/healthz") as r:
+            return list((await r.json())["providers"])
+
+    assert await providers() == ["openai"]
+    path.write_text(path.read_text() + f"  groq: {{base_url: '{fake_openai.url}'}}\n")
+    d.proc.send_signal(signal.SIGHUP)
+    async with asyncio.timeout(10):
+        await d.read_stderr_until("config reloaded")
+    assert await providers() == ["groq", "openai"]
+    path.write_text("providers:\n  groq:\n    kyes: []\n")
+    d.proc.send_signal(signal.SIGHUP)
+    async with asyncio.timeout(10):
+        await d.read_stderr_until("keeping the old one")
+    assert any(":3: providers.groq.kyes: unknown key" in line for line in d.stderr)
+    assert await providers() == ["groq", "openai"]
+
+
+async def test_sigterm_lets_inflight_stream_finish(
+    daemon_for: Any, tmp_path: Path, fake_openai: FakeUpstream
+) -> None:
+    gate = asyncio.Event()
+    fake_openai.add(Reply(frames=fixture_frames("openai/text_stream.sse"), hold_before=2, until=gate))
+    path = tmp_path / "c.yaml"
+    path.write_text(f"providers:\n  openai: {{base_url: '{fake_openai.url}', models: [gpt-5]}}\n")
+    d = await daemon_for(path)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(d.url + "/openai/chat/completions",
+                          json={"model": "openai/gpt-5", "messages": MSGS, "stream": True}) as r:
+            first = await r.content.readline()
+            assert b"chat.completion.chunk" in first
+            d.proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(10):
+                await d.read_stderr_until("draining")
+            gate.set()
+            rest = await r.read()
+    assert rest.rstrip().endswith(b"data: [DONE]")
+    assert await asyncio.wait_for(d.proc.wait(), 20) == 0
