@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from finopsd import catalog
+from finopsd import catalog, recorder
 from finopsd.appkeys import CONFIG, RUNTIME
 from finopsd.config import Config
 from finopsd.middleware import cors_preflight, errors_as_json, on_prepare, request_id
@@ -25,6 +25,9 @@ def build_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[RUNTIME] = Runtime(config)
     app.on_response_prepare.append(on_prepare)
+    # cleanup runs in reverse: the log store closes last, after draining every row
+    app.cleanup_ctx.append(recorder.open_logstore)
+    app.cleanup_ctx.append(recorder.prune_old_rows)
     app.cleanup_ctx.append(upstream_session)  # the one pooled ClientSession
     app.cleanup_ctx.append(catalog.discover_models)  # best effort, never blocks startup
     openai.add_routes(app.router)

@@ -108,6 +108,8 @@ class Config:
     logs: LogsConfig = field(default_factory=LogsConfig)
     providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
     aliases: Mapping[str, str] = field(default_factory=dict)
+    # model or alias → models tried in order when it fails before answering
+    fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     source: str = "<embedded default>"
 
 
@@ -315,7 +317,7 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
     """Validate YAML text into a Config; raise ConfigError naming file line and key path."""
     env = os.environ if env is None else env
     doc = _Doc(filename, text)
-    top = _Reader(doc, doc.data, "", {"server", "storage", "logs", "providers", "aliases"})
+    top = _Reader(doc, doc.data, "", {"server", "storage", "logs", "providers", "aliases", "fallbacks"})
     st = _Reader(doc, top.data.get("storage"), "storage", {"path"})
     storage = StorageConfig(path=st.get("path", str) or str(default_data_dir(env) / "finops.db"))
     pr = _Reader(doc, top.data.get("providers"), "providers", set(top.data.get("providers") or {}))
@@ -325,6 +327,13 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
     for name, target in aliases.items():
         if "/" not in target:
             raise doc.error(f"aliases.{name}", "must name a model as provider/model")
+    fb = _Reader(doc, top.data.get("fallbacks"), "fallbacks", set(top.data.get("fallbacks") or {}))
+    fallbacks = {name: fb.strings(name, ()) or () for name in fb.data}
+    for name, targets in fallbacks.items():
+        for i, target in enumerate(targets):
+            prefix, slash, _ = aliases.get(target, target).partition("/")
+            if not slash or prefix not in providers:
+                raise doc.error(f"fallbacks.{name}[{i}]", f"{target!r} names no configured provider")
     lg = _Reader(doc, top.data.get("logs"), "logs", {"content", "retention_days"})
     logs = LogsConfig(content=lg.get("content", bool, True), retention_days=lg.number("retention_days", 30))
     return Config(
@@ -333,6 +342,7 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
         logs=logs,
         providers=providers,
         aliases=aliases,
+        fallbacks=fallbacks,
         source=filename,
     )
 

@@ -22,11 +22,11 @@ from finopsd.appkeys import RUNTIME
 from finopsd.chunks import StreamNormaliser, UsageTap
 from finopsd.errors import BadRequest, GatewayError
 from finopsd.exchange import Exchange
-from finopsd.providers.base import Adapter, BaseAdapter, Target
+from finopsd.providers.base import Adapter, Target, UpstreamRequest
 from finopsd.providers.openai_compat import OpenAIAdapter
-from finopsd.router import adapter_for, pick_key, split_model
+from finopsd.router import can_fall_back, open_upstream, plan
 from finopsd.sse import DONE, frame
-from finopsd.upstream import error_headers, read_error, send
+from finopsd.upstream import read_error
 
 log = logging.getLogger(__name__)
 
@@ -147,34 +147,47 @@ async def relay_chat(
     OpenAI-protocol providers only.
     """
     rt = request.app[RUNTIME]
-    provider, model = split_model(rt.config, str(req["model"]))
-    ex.provider, ex.upstream_model, ex.routed = provider.name, model, True
-    adapter = adapter_for(provider)
-    target = await adapter.prepare(pick_key(provider, model))
-    ex.upstream_key_name = target.key_name
-    if endpoint == "chat/completions":
-        call = adapter.build_request(target, req, stream=ex.stream)
-    elif isinstance(adapter, OpenAIAdapter):
-        call = adapter.build_passthrough(target, endpoint, req)
-    else:
-        raise BadRequest(f"provider {provider.name!r} ({provider.type}) does not serve /{endpoint}", param="model")
-    ex.attempts.append({"provider": provider.name, "model": model, "key": target.key_name})
+    fallbacks = req.pop("fallbacks", None)  # ours, not the upstream's
+    if fallbacks is not None and not (isinstance(fallbacks, list) and all(isinstance(f, str) for f in fallbacks)):
+        raise BadRequest("'fallbacks' must be a list of provider/model names", param="fallbacks")
+    targets = plan(rt.config, str(req["model"]), fallbacks)
+    ex.routed = True
+
+    def build(adapter: Adapter, target: Target) -> UpstreamRequest:
+        if endpoint == "chat/completions":
+            return adapter.build_request(target, req, stream=ex.stream)
+        if isinstance(adapter, OpenAIAdapter):
+            return adapter.build_passthrough(target, endpoint, req)
+        raise BadRequest(f"provider {target.provider.name!r} does not serve /{endpoint}", param="model")
+
+    for i, (provider, model) in enumerate(targets):
+        ex.provider, ex.upstream_model = provider.name, model
+        try:
+            upstream, adapter, target = await open_upstream(rt.session, rt.keys, ex, provider, model, build)
+        except GatewayError as e:
+            if i + 1 < len(targets) and can_fall_back(e):
+                log.info("request %s: %s/%s failed (%s), falling back", ex.id, provider.name, model, e.status)
+                continue
+            raise
+        ex.upstream_key_name = target.key_name
+        return await _answer(request, ex, req, emitter, endpoint, upstream, adapter, target)
+    raise AssertionError("plan() always yields a target")
+
+
+async def _answer(
+    request: web.Request,
+    ex: Exchange,
+    req: dict[str, Any],
+    emitter: Emitter,
+    endpoint: str,
+    upstream: aiohttp.ClientResponse,
+    adapter: Adapter,
+    target: Target,
+) -> web.StreamResponse:
+    """Relay an open 2xx upstream answer: whole, or as a stream with errors in-band."""
     response: web.StreamResponse | None = None
     try:
-        upstream = await send(rt.session, provider, call)
-        if upstream.status < 400 and has_followup(adapter):
-            async with upstream:
-                first = await _read_body(target, upstream)
-            follow = adapter.followup(target, first, stream=ex.stream)
-            if follow is None:
-                return _whole(ex, adapter, target, first, emitter)
-            upstream = await send(rt.session, provider, follow)
         async with upstream:
-            ex.attempts[-1]["status"] = upstream.status
-            if upstream.status >= 400:
-                err = adapter.parse_error(upstream.status, await upstream.read())
-                err.headers.update(error_headers(upstream))
-                raise err
             if not ex.stream:
                 return _whole(ex, adapter, target, await _read_body(target, upstream), emitter)
             response = web.StreamResponse(headers=SSE_HEADERS)
@@ -191,10 +204,6 @@ async def relay_chat(
         ex.fail(e.status, e.type, e.message)
         await _send(request, ex, response, emitter.error_frame(e))
         return response
-
-
-def has_followup(adapter: Adapter) -> bool:
-    return type(adapter).followup is not BaseAdapter.followup
 
 
 async def _read_body(target: Target, upstream: aiohttp.ClientResponse) -> bytes:

@@ -1,16 +1,34 @@
-"""``provider/model`` → provider config, adapter and upstream key."""
+"""``provider/model`` → provider config, adapter and upstream key; retries and fallbacks.
+
+An attempt is one upstream call. Within a target, a key answered 401/403 is
+parked and the next key tried; 429 moves to another key (the limited one parked
+for its Retry-After); 5xx, connection errors and timeouts retry with jittered
+exponential backoff up to ``max_retries``. When a target is spent, the next
+fallback is tried. All of it happens before the first byte reaches the client.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+import aiohttp
+
 from finopsd.errors import BadRequest, GatewayError
-from finopsd.providers.base import Adapter, Target
+from finopsd.exchange import Exchange
+from finopsd.providers.base import Adapter, BaseAdapter, Target, UpstreamRequest
 from finopsd.providers.openai_compat import AzureAdapter, OpenAIAdapter
+from finopsd.upstream import error_headers, send
 
 if TYPE_CHECKING:
     from finopsd.config import Config, ProviderConfig
+
+log = logging.getLogger(__name__)
 
 ADAPTERS: Final[dict[str, Adapter]] = {
     "openai": OpenAIAdapter(),
@@ -57,10 +75,161 @@ def split_model(config: Config, model: str) -> tuple[ProviderConfig, str]:
     )
 
 
+def plan(config: Config, model: str, requested: list[str] | None) -> list[tuple[ProviderConfig, str]]:
+    """The primary target, then the request's ``fallbacks``, else the config's for that model."""
+    names = [model, *(requested if requested is not None else config.fallbacks.get(model, ()))]
+    return [split_model(config, name) for name in names]
+
+
+# the longest Retry-After worth waiting for when no other key can take the request
+MAX_RETRY_AFTER_S: Final = 10.0
+PARK_AUTH_FAILURE_S: Final = 300.0
+
+
+@dataclass
+class KeyPool:
+    """Which upstream keys are parked (failed auth or rate-limited), until when."""
+
+    parked: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
+
+    def pick(self, provider: ProviderConfig, model: str, avoid: set[str] = frozenset()) -> Target | None:  # type: ignore[assignment]
+        """A weighted random choice among usable keys; None when every key is parked or avoided."""
+        if not provider.keys:
+            return Target(provider, model)
+        now = self.clock()
+        usable = [
+            k for k in provider.keys
+            if k.name not in avoid and self.parked.get((provider.name, k.name), (0.0, ""))[0] <= now
+        ]
+        if not usable:
+            return None
+        key = usable[0] if len(usable) == 1 else random.choices(usable, weights=[k.weight for k in usable])[0]
+        return Target(provider, model, key.value, key.name)
+
+    def park(self, target: Target, seconds: float, why: str) -> None:
+        if target.key_name is None:
+            return
+        log.warning("parking key %s of %s for %.0f s: %s", target.key_name, target.provider.name, seconds, why)
+        self.parked[(target.provider.name, target.key_name)] = (self.clock() + seconds, why)
+
+    def status(self) -> dict[str, dict[str, str]]:
+        """Parked keys per provider, with the reason (for /healthz)."""
+        now = self.clock()
+        out: dict[str, dict[str, str]] = {}
+        for (provider, key), (until, why) in self.parked.items():
+            if until > now:
+                out.setdefault(provider, {})[key] = f"{why}; {until - now:.0f} s left"
+        return out
+
+
 def pick_key(provider: ProviderConfig, model: str) -> Target:
-    """A weighted random choice among the provider's keys (none for keyless local servers)."""
-    keys = provider.keys
-    if not keys:
-        return Target(provider, model)
-    key = keys[0] if len(keys) == 1 else random.choices(keys, weights=[k.weight for k in keys])[0]
-    return Target(provider, model, key.value, key.name)
+    """Any key of the provider, ignoring parking (model discovery)."""
+    return KeyPool().pick(provider, model) or Target(provider, model)
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    try:
+        if "retry-after-ms" in headers:
+            return float(headers["retry-after-ms"]) / 1000
+        return float(headers["Retry-After"]) if "Retry-After" in headers else None
+    except ValueError:
+        return None
+
+
+def has_followup(adapter: Adapter) -> bool:
+    return type(adapter).followup is not BaseAdapter.followup
+
+
+async def open_upstream(
+    session: aiohttp.ClientSession,
+    keys: KeyPool,
+    ex: Exchange,
+    provider: ProviderConfig,
+    model: str,
+    build: Callable[[Adapter, Target], UpstreamRequest],
+) -> tuple[aiohttp.ClientResponse, Adapter, Target]:
+    """Try one target until it answers 2xx (returned open) or its retries are spent (raises)."""
+    adapter = adapter_for(provider)
+    tried_keys: set[str] = set()
+    retries = 0
+    while True:
+        picked = keys.pick(provider, model, tried_keys)
+        if picked is None:
+            raise GatewayError(
+                f"{provider.name}: every key is parked (failed auth or rate limited)",
+                status=503, type="upstream_unavailable", code="keys_parked",
+            )
+        target = await adapter.prepare(picked)
+        attempt: dict[str, object] = {"provider": provider.name, "model": model, "key": target.key_name}
+        ex.attempts.append(attempt)
+        try:
+            upstream = await send(session, provider, build(adapter, target))
+            if upstream.status < 400 and has_followup(adapter):
+                async with upstream:
+                    first = await upstream.read()
+                follow = adapter.followup(target, first, stream=ex.stream)
+                if follow is not None:
+                    upstream = await send(session, provider, follow)
+                else:
+                    upstream = _Replay(first)  # type: ignore[assignment]
+            attempt["status"] = upstream.status
+            if upstream.status < 400:
+                return upstream, adapter, target
+            async with upstream:
+                err = adapter.parse_error(upstream.status, await upstream.read())
+                err.headers.update(error_headers(upstream))
+        except GatewayError as e:
+            err = e
+            attempt["status"] = e.status
+        attempt["error"] = err.message
+        status = err.status
+        if status in (401, 403) and len(provider.keys) > 1:
+            keys.park(target, PARK_AUTH_FAILURE_S, f"upstream answered {status}")
+            tried_keys.add(target.key_name or "")
+            continue
+        if status == 429:
+            wait = _retry_after(err.headers)
+            if target.key_name and len(provider.keys) > 1:
+                keys.park(target, wait or 1.0, "rate limited (429)")
+                tried_keys.add(target.key_name)
+                if len(tried_keys) < len(provider.keys):
+                    continue
+            if retries < provider.max_retries and wait is not None and wait <= MAX_RETRY_AFTER_S:
+                retries += 1
+                tried_keys.clear()
+                await asyncio.sleep(wait)
+                continue
+            raise err
+        if (status >= 500 or status in (408, 409)) and retries < provider.max_retries:
+            delay = provider.retry_backoff_ms / 1000 * (2**retries) * random.uniform(0.5, 1.5)
+            retries += 1
+            await asyncio.sleep(delay)
+            continue
+        raise err
+
+
+class _Replay:
+    """A finished first answer that is itself the result (a follow-up was not needed)."""
+
+    status = 200
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def read(self) -> bytes:
+        return self.body
+
+    async def __aenter__(self) -> _Replay:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def can_fall_back(err: GatewayError) -> bool:
+    """Another target may succeed: the failure was the provider's, not the request's."""
+    return err.status >= 500 or err.status in (401, 403, 404, 408, 429)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from finopsd.router import KeyPool
+
 if TYPE_CHECKING:
     from finopsd.config import Config
     from finopsd.relay import Hook
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
 class Runtime:
     config: Config
     hooks: tuple[Hook, ...] = ()
+    keys: KeyPool = field(default_factory=KeyPool)  # parked upstream keys survive a reload
     # set by the upstream-session cleanup context
     session: aiohttp.ClientSession = field(init=False)
     # provider → models found at its upstream /models, for providers whose config lists none

@@ -53,6 +53,7 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.requests: list[Seen] = []
         self.replies: list[Reply] = []
+        self.key_replies: dict[str, Reply] = {}  # Authorization value → a fixed reply for that key
         self.url = ""
         self.closed_early = asyncio.Event()  # the gateway dropped a stream before its end
         self.models = ["fake-model-a", "fake-model-b"]  # what GET …/models lists (model discovery)
@@ -89,6 +90,7 @@ class FakeUpstream:
         self.requests.append(Seen(request.method, request.path, dict(request.query), dict(request.headers), body))
         served = len(self.requests) - 1
         reply = self.replies[min(served, len(self.replies) - 1)] if self.replies else Reply(404)
+        reply = self.key_replies.get(request.headers.get("Authorization", ""), reply)
         if reply.hang:
             await asyncio.sleep(3600)
         if reply.delay_s:

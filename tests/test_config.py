@@ -109,3 +109,8 @@ def test_embedded_default_enables_providers_with_keys(tmp_path: Path) -> None:
 def test_secrets_stay_out_of_reprs() -> None:
     c = cfg.parse("server: {admin_token: tok-secret}\nproviders:\n  openai: {keys: [{value: sk-secret}]}\n", env={})
     assert "sk-secret" not in repr(c) and "tok-secret" not in repr(c)
+
+
+def test_fallbacks_must_name_configured_providers() -> None:
+    text = "providers:\n  groq: {keys: []}\nfallbacks:\n  groq/a:\n    - groq/b\n    - mistral/c\n"
+    assert error_of(text) == "config.yaml:6: fallbacks.groq/a[1]: 'mistral/c' names no configured provider"

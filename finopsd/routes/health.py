@@ -11,7 +11,12 @@ from finopsd.appkeys import RUNTIME
 async def healthz(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     return web.json_response(
-        {"status": "ok", "version": __version__, "providers": sorted(rt.config.providers)}
+        {
+            "status": "ok",
+            "version": __version__,
+            "providers": sorted(rt.config.providers),
+            "parked_keys": rt.keys.status(),
+        }
     )
 
 

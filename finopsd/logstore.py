@@ -1,0 +1,690 @@
+"""The request log: SQLite in WAL mode, an FTS5 index, one writer task fed by a queue.
+
+Handlers call ``submit(row)`` (a ``put_nowait``, never an ``await`` on SQLite); one
+task writes rows in batches, each batch one ``executemany`` in one transaction, and
+``close()`` drains the queue before the database closes. Readers use a second,
+query-only connection, so a slow search never holds up the writer (WAL lets both run).
+
+Schema changes are numbered migrations (``m001_…``), applied once each, in order, and
+recorded in ``_migrations``; the list is append-only. ``requests_fts`` is an external
+content index (the text is stored once, in ``requests``) kept current by triggers, and
+keyed by an explicit ``id integer primary key`` because implicit rowids may change on
+VACUUM and would silently detach the index from its rows.
+
+``new_request_id()`` gives UUIDv7 strings (36 characters, time-ordered to the
+millisecond); it lives in ``finopsd.exchange`` and is re-exported here so there is one
+implementation. Paging never relies on it: the keyset is ``(ts, id)``.
+
+References:
+- FTS5 (external content tables and their triggers, query syntax, bm25(), snippet()):
+  https://www.sqlite.org/fts5.html
+- auto_vacuum / incremental_vacuum / journal_mode / synchronous:
+  https://www.sqlite.org/pragma.html
+- WAL: https://www.sqlite.org/wal.html ; row values in keyset comparisons:
+  https://www.sqlite.org/rowvalue.html
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import logging
+import math
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any, Final
+
+import aiosqlite
+
+from finopsd.errors import BadRequest
+from finopsd.exchange import new_request_id
+
+__all__ = ["LogStore", "MIGRATIONS", "migrate", "new_request_id", "prompt_text", "response_text"]
+
+log = logging.getLogger(__name__)
+
+Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+# Scalar columns, named as in the row dict (the row's ``id`` is stored as ``request_id``).
+SCALARS: Final = (
+    "ts", "duration_ms", "ttft_ms", "route", "provider", "model", "upstream_model",
+    "key_name", "team", "client_ip", "user_agent", "status_code", "status",
+    "error_type", "error_message", "stream", "finish_reason", "prompt_tokens",
+    "completion_tokens", "cached_tokens", "reasoning_tokens", "cost_usd", "cost_flags",
+    "upstream_key_name",
+)  # fmt: skip
+
+
+@migration
+async def m001_requests(db: aiosqlite.Connection) -> None:
+    # The large text columns come last: an aggregate over the small ones then stops
+    # reading a record before its overflow pages.
+    await db.execute(
+        """
+        create table requests (
+            id integer primary key,
+            request_id text not null unique,
+            ts real not null,
+            duration_ms real, ttft_ms real,
+            route text, provider text, model text, upstream_model text,
+            key_name text, team text, client_ip text, user_agent text,
+            status_code integer, status text, error_type text, error_message text,
+            stream integer, finish_reason text,
+            prompt_tokens integer, completion_tokens integer,
+            cached_tokens integer, reasoning_tokens integer,
+            cost_usd real, cost_flags text, upstream_key_name text,
+            attempts text,
+            prompt_text text, response_text text,
+            request_json text, response_json text
+        )
+        """
+    )
+    # The newest-first page walks this index backwards with no sort; the columns after
+    # (ts, id) make it covering for the totals, so they never touch the wide table rows.
+    await db.execute(
+        "create index requests_ts on requests(ts desc, id desc,"
+        " status, prompt_tokens, completion_tokens, cost_usd)"
+    )
+    # Each filter index ends in (ts, id) so a filtered page is still read in page order.
+    for column in ("provider", "model", "key_name", "team", "status"):
+        await db.execute(f"create index requests_{column} on requests({column}, ts desc, id desc)")
+
+
+@migration
+async def m002_requests_fts(db: aiosqlite.Connection) -> None:
+    await db.execute(
+        """
+        create virtual table requests_fts using fts5(
+            prompt_text, response_text,
+            content='requests', content_rowid='id',
+            tokenize='unicode61 remove_diacritics 2'
+        )
+        """
+    )
+    # External content: FTS5 cannot see changes to `requests`, so triggers tell it. A
+    # 'delete' must pass the old values, which is what the index tokenises to remove.
+    await db.execute(
+        """
+        create trigger requests_ai after insert on requests begin
+            insert into requests_fts(rowid, prompt_text, response_text)
+            values (new.id, new.prompt_text, new.response_text);
+        end
+        """
+    )
+    await db.execute(
+        """
+        create trigger requests_ad after delete on requests begin
+            insert into requests_fts(requests_fts, rowid, prompt_text, response_text)
+            values ('delete', old.id, old.prompt_text, old.response_text);
+        end
+        """
+    )
+    await db.execute(
+        """
+        create trigger requests_au after update of prompt_text, response_text on requests begin
+            insert into requests_fts(requests_fts, rowid, prompt_text, response_text)
+            values ('delete', old.id, old.prompt_text, old.response_text);
+            insert into requests_fts(rowid, prompt_text, response_text)
+            values (new.id, new.prompt_text, new.response_text);
+        end
+        """
+    )
+    # Rows logged before this migration get indexed too.
+    await db.execute("insert into requests_fts(requests_fts) values ('rebuild')")
+
+
+async def migrate(db: aiosqlite.Connection) -> list[str]:
+    """Apply every migration not yet recorded, each in its own transaction; return their names."""
+    await db.execute("create table if not exists _migrations (name text primary key, applied_at real not null)")
+    done = {row[0] for row in await db.execute_fetchall("select name from _migrations")}
+    applied: list[str] = []
+    for fn in MIGRATIONS:
+        name = fn.__name__
+        if name in done:
+            continue
+        # `begin immediate` takes the write lock first, so a second process opening the
+        # same file waits here and then sees the row below instead of migrating twice.
+        await db.execute("begin immediate")
+        try:
+            if not await db.execute_fetchall("select 1 from _migrations where name = ?", (name,)):
+                await fn(db)
+                await db.execute("insert into _migrations (name, applied_at) values (?, ?)", (name, time.time()))
+                applied.append(name)
+            await db.execute("commit")
+        except BaseException:
+            await db.execute("rollback")
+            raise
+    return applied
+
+
+# ---------------------------------------------------------------------------- rows in
+
+# snippet() brackets hits with these; flattened text never contains them, so after
+# HTML-escaping they can only be our own marks.
+_MARK_OPEN: Final = "\x02"
+_MARK_CLOSE: Final = "\x03"
+_NO_MARKS: Final = str.maketrans("", "", _MARK_OPEN + _MARK_CLOSE)
+
+INSERT_SQL: Final = (
+    f"insert into requests (request_id, {', '.join(SCALARS)}, attempts, prompt_text, response_text,"
+    f" request_json, response_json) values ({', '.join('?' * (len(SCALARS) + 6))})"
+)
+
+
+def _dumps(value: Any) -> str:
+    # default=str: a stray non-JSON value must not cost the whole row.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _collect(content: Any, out: list[str]) -> None:
+    """Searchable strings of a message content: a string, or parts in any dialect we accept."""
+    if isinstance(content, str):
+        out.append(content)
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, str):
+                out.append(part)
+            elif isinstance(part, dict):
+                # text / refusal (OpenAI), thinking and tool_use name (Anthropic),
+                # function_call arguments and outputs (Responses items).
+                for key in ("text", "refusal", "thinking", "name", "arguments", "output"):
+                    if isinstance(part.get(key), str):
+                        out.append(part[key])
+                if isinstance(part.get("input"), dict):
+                    out.append(_dumps(part["input"]))
+                _collect(part.get("content"), out)  # tool_result blocks, Responses messages
+
+
+def prompt_text(request: dict[str, Any] | None) -> str | None:
+    """Plain text of a request for the index: messages, tool calls, and tool names."""
+    if not isinstance(request, dict):
+        return None
+    out: list[str] = []
+    _collect(request.get("system"), out)
+    for message in request.get("messages") or ():
+        if not isinstance(message, dict):
+            continue
+        _collect(message.get("content"), out)
+        for call in message.get("tool_calls") or ():
+            fn = call.get("function") if isinstance(call, dict) else None
+            if isinstance(fn, dict):
+                _collect([fn], out)
+    _collect(request.get("prompt"), out)  # legacy completions
+    _collect(request.get("input"), out)  # embeddings, Responses
+    # Tool names only: the descriptions are the same long boilerplate in every request.
+    for tool in request.get("tools") or ():
+        if isinstance(tool, dict):
+            spec = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+            if isinstance(spec.get("name"), str):
+                out.append(spec["name"])
+    return "\n".join(out).translate(_NO_MARKS) or None
+
+
+def response_text(response: dict[str, Any] | None) -> str | None:
+    """Plain text of a transcript: content, reasoning, tool call names and arguments."""
+    if not isinstance(response, dict):
+        return None
+    out: list[str] = []
+    for key in ("content", "reasoning"):
+        if isinstance(response.get(key), str):
+            out.append(response[key])
+    _collect([c for c in response.get("tool_calls") or () if isinstance(c, dict)], out)
+    return "\n".join(s for s in out if s).translate(_NO_MARKS) or None
+
+
+def _scalar(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float)):
+        return int(value) if isinstance(value, bool) else value
+    return str(value)  # binds whatever the caller put there instead of failing the batch
+
+
+def encode_row(row: dict[str, Any]) -> tuple[Any, ...]:
+    """A row dict as INSERT_SQL parameters."""
+    values = [_scalar(row.get(k)) for k in SCALARS]
+    if values[0] is None:
+        values[0] = time.time()  # ts is the keyset; a row without one still gets logged
+    request, response = row.get("request"), row.get("response")
+    return (
+        str(row["id"]),
+        *values,
+        _dumps(row.get("attempts") or []),
+        prompt_text(request),
+        response_text(response),
+        None if request is None else _dumps(request),
+        None if response is None else _dumps(response),
+    )
+
+
+def _encode_batch(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    params = []
+    for row in rows:
+        try:
+            params.append(encode_row(row))
+        except Exception as e:  # noqa: BLE001 - one bad row must not lose the batch
+            log.error("log row %s not written: %s", row.get("id"), type(e).__name__)
+    return params
+
+
+# ---------------------------------------------------------------------------- rows out
+
+SUMMARY_SQL: Final = "r.id, r.request_id, " + ", ".join(f"r.{c}" for c in SCALARS)
+TOTALS_SQL: Final = (
+    "count(*), total(r.prompt_tokens), total(r.completion_tokens), total(r.cost_usd), total(r.status = 'error')"
+)
+# bm25 weights (prompt_text, response_text). A prompt carries the whole conversation so
+# far, so a term in it also matches every later request of the session; the response is
+# what only this row said. Weighting the response 2:1 ranks the request where the term
+# was answered above the ones that merely carry it as history. (llm weights its prompt
+# 10:1 because there a prompt is only the newest message.)
+SEARCH_RANK: Final = "bm25(requests_fts, 1.0, 2.0)"
+SNIPPET_SQL: Final = f"snippet(requests_fts, -1, char(2), char(3), '…', 24)"
+PRUNE_CHUNK: Final = 2_000  # rows per delete transaction, so the writer is never held up long
+MAX_LIMIT: Final = 500
+
+
+def _summary(row: sqlite3.Row) -> dict[str, Any]:
+    item = {k: row[k] for k in SCALARS}
+    item["id"] = row["request_id"]
+    item["stream"] = None if row["stream"] is None else bool(row["stream"])
+    return item
+
+
+def _highlight(snippet: str | None) -> str | None:
+    if snippet is None:
+        return None
+    return html.escape(snippet).replace(_MARK_OPEN, "<mark>").replace(_MARK_CLOSE, "</mark>")
+
+
+def fts_literal(q: str) -> str:
+    """``q`` as one FTS5 phrase: inside double quotes only ``"`` is special, written twice."""
+    return '"' + q.replace('"', '""') + '"'
+
+
+def _encode_cursor(kind: str, key: float, rowid: int) -> str:
+    return f"{kind}{key!r}~{rowid}"
+
+
+def _decode_cursor(cursor: str, kind: str) -> tuple[float, int]:
+    try:
+        key, rowid = cursor[1:].split("~")
+        value, number = float(key), int(rowid)
+    except ValueError:
+        raise BadRequest("invalid cursor", param="cursor") from None
+    if cursor[:1] != kind or not math.isfinite(value):
+        raise BadRequest("invalid cursor for this order", param="cursor")
+    return value, number
+
+
+def _filters(
+    provider: str | None, model: str | None, key: str | None, team: str | None, status: str | None,
+    stream: bool | None, since: float | None, until: float | None,
+    min_cost: float | None, min_latency_ms: float | None,
+) -> tuple[list[str], list[Any]]:  # fmt: skip
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("provider", provider), ("model", model), ("key_name", key), ("team", team),
+                          ("status", status)):  # fmt: skip
+        if value not in (None, ""):  # an empty form field means "any"
+            where.append(f"r.{column} = ?")
+            params.append(value)
+    for clause, number in (("r.ts >= ?", since), ("r.ts < ?", until), ("r.cost_usd >= ?", min_cost),
+                           ("r.duration_ms >= ?", min_latency_ms)):  # fmt: skip
+        if number is not None:
+            where.append(clause)
+            params.append(float(number))
+    if stream is not None:
+        where.append("r.stream = ?")
+        params.append(int(stream))
+    return where, params
+
+
+_STOP: Final = object()
+
+
+class LogStore:
+    """Owns the database file: a writer connection (migrations, batches, prune) and a reader."""
+
+    def __init__(
+        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, batch_rows: int, flush_ms: int,
+        max_queue: int,
+    ) -> None:  # fmt: skip
+        self._db = writer
+        self._reader = reader
+        self._batch_rows = max(1, batch_rows)
+        self._flush_s = max(0, flush_ms) / 1000
+        self._max_queue = max_queue
+        # Unbounded on purpose: put_nowait must never fail, a row is never dropped.
+        # max_queue is the level at which wait_for_room starts to slow intake.
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._write_lock = asyncio.Lock()  # one write transaction at a time: batches or prune
+        self._closing = False
+        self._task = asyncio.create_task(self._run(), name="logstore-writer")
+
+    @classmethod
+    async def open(
+        cls, path: str, *, batch_rows: int = 200, flush_ms: int = 100, max_queue: int = 10_000
+    ) -> LogStore:
+        """Open (or create) the log database at ``path``, migrate it, and start the writer."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        writer = await aiosqlite.connect(path, isolation_level=None)
+        reader: aiosqlite.Connection | None = None
+        try:
+            # auto_vacuum only takes effect if set before the first table is created.
+            await writer.execute("pragma auto_vacuum = incremental")
+            await writer.execute("pragma journal_mode = wal")
+            await writer.execute("pragma synchronous = normal")  # durable at checkpoints; safe in WAL
+            await writer.execute("pragma busy_timeout = 5000")
+            applied = await migrate(writer)
+            if applied:
+                log.info("log database %s: applied %s", path, ", ".join(applied))
+            reader = await aiosqlite.connect(path, isolation_level=None)
+            await reader.execute("pragma query_only = 1")
+            await reader.execute("pragma busy_timeout = 5000")
+            reader.row_factory = sqlite3.Row
+        except BaseException:
+            await writer.close()
+            if reader is not None:
+                await reader.close()
+            raise
+        return cls(writer, reader, batch_rows, flush_ms, max_queue)
+
+    # ------------------------------------------------------------------ intake
+
+    def submit(self, row: dict[str, Any]) -> None:
+        """Queue one row; returns at once, whatever SQLite is doing."""
+        if self._closing:
+            raise RuntimeError(f"log store is closed; row {row.get('id')} not queued")
+        self._queue.put_nowait(row)
+
+    async def wait_for_room(self) -> None:
+        """Return at once unless more than max_queue rows wait; then wait for the writer."""
+        while self._queue.qsize() > self._max_queue and not self._closing and not self._task.done():
+            self._room.clear()
+            await self._room.wait()
+
+    async def flush(self) -> None:
+        """Wait until every row submitted so far is committed (or logged as failed)."""
+        if self._closing:
+            await asyncio.wait((self._task,))
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(done)
+        await asyncio.wait((done, self._task), return_when=asyncio.FIRST_COMPLETED)
+        if not done.done():
+            raise RuntimeError("log writer stopped")
+
+    async def close(self) -> None:
+        """Drain the queue, stop the writer, close both connections."""
+        if self._closing:
+            await asyncio.wait((self._task,))
+            return
+        self._closing = True
+        self._room.set()  # nobody waits for room any more
+        self._queue.put_nowait(_STOP)
+        try:
+            await self._task
+        finally:
+            await self._reader.close()
+            await self._db.close()
+
+    # ------------------------------------------------------------------ the writer
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = False
+        while not stop:
+            item = await self._queue.get()
+            rows: list[dict[str, Any]] = []
+            waiters: list[asyncio.Future[None]] = []
+            deadline = loop.time() + self._flush_s
+            while True:
+                if item is _STOP:
+                    stop = True
+                    break
+                if isinstance(item, asyncio.Future):
+                    waiters.append(item)  # a flush: write what we have now
+                    break
+                rows.append(item)
+                if len(rows) >= self._batch_rows:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        async with asyncio.timeout(remaining):
+                            item = await self._queue.get()
+                    except TimeoutError:
+                        break
+            if rows:
+                await self._write(rows)
+            for waiter in waiters:
+                if not waiter.done():  # its caller may have been cancelled
+                    waiter.set_result(None)
+            if self._queue.qsize() <= self._max_queue:
+                self._room.set()
+
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
+        try:
+            # JSON of a long conversation is slow enough to stall the event loop when a
+            # batch holds hundreds; a thread gives the loop its turn every few ms.
+            params = await asyncio.to_thread(_encode_batch, rows)
+            async with self._write_lock:
+                try:
+                    await self._db.execute("begin immediate")
+                    await self._db.executemany(INSERT_SQL, params)
+                    await self._db.execute("commit")
+                except sqlite3.Error:
+                    await self._rollback()
+                    await self._write_each(params)
+        except Exception as e:  # noqa: BLE001 - the writer outlives any one batch
+            log.error("log batch of %d rows failed (%s): ids %s", len(rows), _err(e), [r.get("id") for r in rows])
+
+    async def _write_each(self, params: list[tuple[Any, ...]]) -> None:
+        """After a failed batch: insert row by row, so one bad row costs only itself."""
+        await self._db.execute("begin immediate")
+        try:
+            for p in params:
+                try:
+                    await self._db.execute(INSERT_SQL, p)
+                except sqlite3.Error as e:
+                    log.error("log row %s not written (%s)", p[0], _err(e))
+            await self._db.execute("commit")
+        except BaseException:
+            await self._rollback()
+            raise
+
+    async def _rollback(self) -> None:
+        if self._db.in_transaction:
+            await self._db.execute("rollback")
+
+    # ------------------------------------------------------------------ retention
+
+    async def prune(self, retention_days: float) -> int:
+        """Delete rows older than ``retention_days``, give the pages back; return the count."""
+        if retention_days < 0:
+            raise ValueError("retention_days must be >= 0")
+        cutoff = time.time() - retention_days * 86_400
+        deleted = 0
+        while True:
+            # Small transactions: each delete re-tokenises the row's text for the FTS
+            # 'delete', and the writer should not wait behind a whole day of them.
+            async with self._write_lock:
+                await self._db.execute("begin immediate")
+                try:
+                    cur = await self._db.execute(
+                        "delete from requests where id in (select id from requests where ts < ? limit ?)",
+                        (cutoff, PRUNE_CHUNK),
+                    )
+                    await self._db.execute("commit")
+                except BaseException:
+                    await self._rollback()
+                    raise
+            deleted += cur.rowcount
+            if cur.rowcount < PRUNE_CHUNK:
+                break
+        if deleted:
+            async with self._write_lock:
+                await self._db.execute_fetchall("pragma incremental_vacuum")
+        return deleted
+
+    # ------------------------------------------------------------------ reading
+
+    async def get(self, request_id: str) -> dict[str, Any] | None:
+        """One row with its conversation, shaped like the dict given to ``submit``."""
+        rows = await self._reader.execute_fetchall(
+            f"select {SUMMARY_SQL}, r.attempts, r.request_json, r.response_json from requests r"
+            " where r.request_id = ?",
+            (request_id,),
+        )
+        if not rows:
+            return None
+        row = rows[0]  # type: ignore[index]
+        item = _summary(row)
+        item["attempts"] = json.loads(row["attempts"]) if row["attempts"] else []
+        item["request"] = json.loads(row["request_json"]) if row["request_json"] else None
+        item["response"] = json.loads(row["response_json"]) if row["response_json"] else None
+        return item
+
+    async def search(
+        self, *, q: str | None = None, provider: str | None = None, model: str | None = None,
+        key: str | None = None, team: str | None = None, status: str | None = None,
+        stream: bool | None = None, since: float | None = None, until: float | None = None,
+        min_cost: float | None = None, min_latency_ms: float | None = None,
+        limit: int = 50, cursor: str | None = None, order: str = "newest",
+    ) -> dict[str, Any]:  # fmt: skip
+        """A page of summaries, newest first (or by relevance with ``q``), and totals for the filter.
+
+        ``status`` is "ok", "error" or "client_closed". ``cursor`` is the previous page's
+        ``next_cursor``. ``order="relevance"`` ranks matches of ``q`` by weighted bm25; its
+        pages can shift if rows are added between requests (scores depend on the index).
+        """
+        if order not in ("newest", "relevance"):
+            raise BadRequest("order must be 'newest' or 'relevance'", param="order")
+        limit = max(1, min(int(limit), MAX_LIMIT))
+        where, params = _filters(provider, model, key, team, status, stream, since, until, min_cost, min_latency_ms)
+        match: str | None = None
+        if q is not None and q.strip():
+            match = await self._match_expression(q)
+            if match is None:
+                return {"items": [], "next_cursor": None, "totals": _totals((0, 0, 0, 0, 0))}
+        # Totals share the page's WHERE, minus the cursor.
+        matched, matched_params = list(where), list(params)
+        if match is not None:
+            matched.append("r.id in (select rowid from requests_fts where requests_fts match ?)")
+            matched_params.append(match)
+        sql_where = " where " + " and ".join(matched) if matched else ""
+        totals = await self._reader.execute_fetchall(f"select {TOTALS_SQL} from requests r{sql_where}", matched_params)
+
+        if order == "relevance" and match is not None:
+            page, next_cursor = await self._page_by_rank(where, params, match, limit, cursor)
+        else:
+            page, next_cursor = await self._page_by_time(matched, matched_params, limit, cursor)
+        items = [_summary(row) for row in page]
+        if match is not None:
+            snippets = await self._snippets(match, [row["id"] for row in page])
+            for item, row in zip(items, page):
+                item["snippet"] = _highlight(snippets.get(row["id"]))
+        else:
+            for item in items:
+                item["snippet"] = None
+        return {"items": items, "next_cursor": next_cursor, "totals": _totals(list(totals)[0])}
+
+    async def _page_by_time(
+        self, where: list[str], params: list[Any], limit: int, cursor: str | None
+    ) -> tuple[list[sqlite3.Row], str | None]:
+        where, params = list(where), list(params)
+        if cursor:
+            where.append("(r.ts, r.id) < (?, ?)")  # keyset: resumes in the index, no OFFSET
+            params.extend(_decode_cursor(cursor, "t"))
+        sql_where = " where " + " and ".join(where) if where else ""
+        rows = list(
+            await self._reader.execute_fetchall(
+                f"select {SUMMARY_SQL} from requests r{sql_where} order by r.ts desc, r.id desc limit ?",
+                [*params, limit + 1],
+            )
+        )
+        if len(rows) <= limit:
+            return rows, None  # type: ignore[return-value]
+        last = rows[limit - 1]
+        return rows[:limit], _encode_cursor("t", last["ts"], last["id"])  # type: ignore[return-value]
+
+    async def _page_by_rank(
+        self, where: list[str], params: list[Any], match: str, limit: int, cursor: str | None
+    ) -> tuple[list[sqlite3.Row], str | None]:
+        # bm25() needs the FTS table as the row source, so this joins instead of using IN.
+        inner_where = ["requests_fts match ?", *where]
+        inner_params = [match, *params]
+        outer = ""
+        outer_params: list[Any] = []
+        if cursor:
+            outer = " where (score, id) > (?, ?)"  # bm25 is lower-is-better: ascending
+            outer_params.extend(_decode_cursor(cursor, "r"))
+        rows = list(
+            await self._reader.execute_fetchall(
+                f"select * from (select {SUMMARY_SQL}, {SEARCH_RANK} as score from requests_fts"
+                f" join requests r on r.id = requests_fts.rowid where {' and '.join(inner_where)})"
+                f"{outer} order by score, id limit ?",
+                [*inner_params, *outer_params, limit + 1],
+            )
+        )
+        if len(rows) <= limit:
+            return rows, None  # type: ignore[return-value]
+        last = rows[limit - 1]
+        return rows[:limit], _encode_cursor("r", last["score"], last["id"])  # type: ignore[return-value]
+
+    async def _snippets(self, match: str, rowids: list[int]) -> dict[int, str]:
+        # Asked only for the page's rows: in the page query, SQLite would compute
+        # snippet() for every match before sorting and cutting to `limit`.
+        if not rowids:
+            return {}
+        rows = await self._reader.execute_fetchall(
+            f"select rowid, {SNIPPET_SQL} from requests_fts where requests_fts match ?"
+            f" and rowid in ({', '.join('?' * len(rowids))})",
+            [match, *rowids],
+        )
+        return {row[0]: row[1] for row in rows}
+
+    async def _match_expression(self, q: str) -> str | None:
+        """``q`` as FTS5 syntax if it parses, else as a literal phrase; None if neither does."""
+        for expression in (q, fts_literal(q)):
+            try:
+                await self._reader.execute_fetchall(
+                    "select rowid from requests_fts where requests_fts match ? limit 1", (expression,)
+                )
+                return expression
+            except sqlite3.OperationalError:
+                # FTS5 reports bad syntax as OperationalError ("fts5: syntax error",
+                # "unterminated string", "no such column"); the next form is safer.
+                continue
+        return None
+
+
+def _totals(row: Iterable[Any]) -> dict[str, Any]:
+    count, prompt, completion, cost, errors = row
+    return {
+        "requests": int(count),
+        "prompt_tokens": int(prompt),
+        "completion_tokens": int(completion),
+        "cost_usd": float(cost),
+        "error_rate": (errors / count) if count else 0.0,
+    }
+
+
+def _err(e: BaseException) -> str:
+    # SQLite's error name (SQLITE_CONSTRAINT_UNIQUE…) carries no row content.
+    return getattr(e, "sqlite_errorname", None) or type(e).__name__
