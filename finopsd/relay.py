@@ -20,7 +20,7 @@ from aiohttp import web
 
 from finopsd.appkeys import RUNTIME
 from finopsd.chunks import StreamNormaliser, UsageTap
-from finopsd.errors import BadRequest, GatewayError
+from finopsd.errors import BadRequest, GatewayError, UpstreamError
 from finopsd.exchange import Exchange
 from finopsd.providers.base import Adapter, Target, UpstreamRequest
 from finopsd.providers.openai_compat import OpenAIAdapter
@@ -266,6 +266,10 @@ async def _stream(
                     break
     except (TimeoutError, aiohttp.ClientError) as e:
         raise read_error(target.provider, e) from None
+    if not response.prepared:  # a 200 with no event at all (an HTML proxy page, an empty body)
+        kind = upstream.headers.get("Content-Type", "no content type")
+        raise UpstreamError(f"{target.provider.name}: the stream ended without any event ({kind})",
+                            code="upstream_empty_stream")
     await _send(request, ex, response, emitter.end())
     try:
         await response.write_eof()
