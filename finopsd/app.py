@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from finopsd import admin, catalog, recorder
+from finopsd import admin, catalog, openapi, recorder
 from finopsd.appkeys import CONFIG, RUNTIME
 from finopsd.config import Config
 from finopsd.middleware import cors_preflight, errors_as_json, on_prepare, request_id
@@ -33,6 +33,7 @@ def build_app(config: Config) -> web.Application:
     openai.add_routes(app.router)
     health.add_routes(app.router)
     admin.add_routes(app.router)
+    openapi.add_routes(app.router)
     return app
 
 

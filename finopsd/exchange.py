@@ -59,7 +59,10 @@ class Transcript:
 
 @dataclass
 class Exchange:
-    """Everything the log row and the post-hooks need about one request."""
+    """Everything the log row and the post-hooks need about one request.
+
+    A route creates it once the body is valid; from then on the request gets exactly one log row.
+    """
 
     id: str
     route: str
@@ -86,7 +89,6 @@ class Exchange:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     transcript: Transcript = field(default_factory=Transcript)
-    routed: bool = False  # reached the router: exactly these requests get a log row
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.t0) * 1000

@@ -147,11 +147,8 @@ async def relay_chat(
     OpenAI-protocol providers only.
     """
     rt = request.app[RUNTIME]
-    fallbacks = req.pop("fallbacks", None)  # ours, not the upstream's
-    if fallbacks is not None and not (isinstance(fallbacks, list) and all(isinstance(f, str) for f in fallbacks)):
-        raise BadRequest("'fallbacks' must be a list of provider/model names", param="fallbacks")
+    fallbacks = req.pop("fallbacks", None)  # ours, not the upstream's; its shape was checked by the route
     targets = plan(rt.config, str(req["model"]), fallbacks)
-    ex.routed = True
 
     def build(adapter: Adapter, target: Target) -> UpstreamRequest:
         if endpoint == "chat/completions":

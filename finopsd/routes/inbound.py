@@ -39,6 +39,12 @@ def optional(body: dict[str, Any], name: str, kind: type | tuple[type, ...], wha
     return None if body.get(name) is None else require(body, name, kind, what)
 
 
+def check_fallbacks(body: dict[str, Any]) -> None:
+    value = body.get("fallbacks")
+    if value is not None and not (isinstance(value, list) and all(isinstance(f, str) for f in value)):
+        raise BadRequest("'fallbacks' must be a list of provider/model names", param="fallbacks", code="invalid_type")
+
+
 def new_exchange(request: web.Request, route: str, model: str, stream: bool) -> Exchange:
     peer = request.remote
     return Exchange(

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from finopsd.appkeys import RUNTIME
 from finopsd.relay import OpenAIEmitter, relay_chat, run_exchange
-from finopsd.routes.inbound import new_exchange, optional, read_json, require
+from finopsd.routes.inbound import check_fallbacks, new_exchange, optional, read_json, require
 
 PREFIXES = ("/openai", "/openai/v1", "/v1")
 
@@ -25,6 +25,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     stream = bool(optional(body, "stream", bool, "true or false"))
     optional(body, "tools", list, "a list of tools")
     optional(body, "stream_options", dict, "an object")
+    check_fallbacks(body)
     ex = new_exchange(request, "chat", model, stream)
     ex.request = body
     return await run_exchange(request, ex, lambda: relay_chat(request, ex, body, OpenAIEmitter(model)))
@@ -37,6 +38,7 @@ def passthrough(endpoint: str, route: str) -> Any:
         body = await read_json(request)
         model = require(body, "model", str, "a string such as provider/model")
         stream = bool(optional(body, "stream", bool, "true or false"))
+        check_fallbacks(body)
         ex = new_exchange(request, route, model, stream)
         ex.request = body
         return await run_exchange(

@@ -1,0 +1,114 @@
+"""``GET /openapi.json``: an OpenAPI 3.1 description of the public endpoints.
+
+It documents what the gateway itself checks; request fields it passes through
+to the upstream are allowed (``additionalProperties: true``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from finopsd import __version__
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+MESSAGE = {
+    "type": "object",
+    "required": ["role"],
+    "properties": {
+        "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
+        "content": {"type": ["string", "array", "null"]},
+        "tool_calls": {"type": "array"},
+        "tool_call_id": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+
+CHAT_REQUEST = {
+    "type": "object",
+    "required": ["model", "messages"],
+    "properties": {
+        "model": {"type": "string", "description": "provider/model, an alias, or a bare name"},
+        "messages": {"type": "array", "items": MESSAGE},
+        "stream": {"type": "boolean"},
+        "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+        "tools": {"type": "array"},
+        "fallbacks": {"type": "array", "items": {"type": "string"}, "description": "tried in order on failure"},
+    },
+    "additionalProperties": True,
+}
+
+PASSTHROUGH_REQUEST = {
+    "type": "object",
+    "required": ["model"],
+    "properties": {"model": {"type": "string"}, "stream": {"type": "boolean"}},
+    "additionalProperties": True,
+}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    return {str(s): {"description": "error", "content": content} for s in statuses}
+
+
+def _post(summary: str, schema: dict[str, Any], *statuses: int) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+            "responses": {
+                "200": {
+                    "description": "the answer; `text/event-stream` when `stream` is true",
+                    "content": {"application/json": {}, "text/event-stream": {}},
+                },
+                **_errors(*statuses),
+            },
+        }
+    }
+
+
+def document() -> dict[str, Any]:
+    chat = _post("Chat completion (OpenAI dialect), streamed or not", CHAT_REQUEST,
+                 400, 401, 402, 403, 413, 429, 500, 501, 502, 503, 504)
+    passthrough = _post("Forwarded to OpenAI-protocol providers", PASSTHROUGH_REQUEST, 400, 413, 502, 504)
+    models = {"get": {"summary": "Models as provider/model ids", "responses": {"200": {"description": "list"}}}}
+    paths: dict[str, Any] = {"/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}}}
+    for prefix in ("/openai", "/openai/v1", "/v1"):
+        paths[f"{prefix}/chat/completions"] = chat
+        paths[f"{prefix}/models"] = models
+        paths[f"{prefix}/embeddings"] = passthrough
+        paths[f"{prefix}/completions"] = passthrough
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "finopsd", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": ERROR, "ChatRequest": CHAT_REQUEST},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(document())
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/openapi.json", openapi_json)
