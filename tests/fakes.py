@@ -58,6 +58,7 @@ class FakeUpstream:
         self.closed_early = asyncio.Event()  # the gateway dropped a stream before its end
         self.models = ["fake-model-a", "fake-model-b"]  # what GET …/models lists (model discovery)
         self.models_asked = 0
+        self.sent_bytes = 0  # stream bytes written so far (shows backpressure)
         self.app = web.Application()
         self.app.router.add_get("/{prefix:.*}/models", self.list_models)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
@@ -108,6 +109,7 @@ class FakeUpstream:
                 if reply.hold_before == i and reply.until is not None:
                     await self._hold(request, reply.until)
                 await resp.write(chunk)
+                self.sent_bytes += len(chunk)
             await resp.write_eof()
         except (ConnectionResetError, ConnectionError):
             self.closed_early.set()

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +13,8 @@ from click.testing import CliRunner
 
 from finopsd import __version__
 from finopsd.cli import main
-from tests.fakes import FakeUpstream, fixture_frames, Reply
+from tests.daemon import daemon_for  # noqa: F401  (fixture)
+from tests.fakes import FakeUpstream, Reply, fixture_frames
 from tests.test_routes_openai import MSGS
 
 
@@ -45,49 +42,6 @@ def test_check_reports_errors_with_line_and_exit_1(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["check", "--config", str(path)])
     assert result.exit_code == 1
     assert f"{path}:3: providers.groq.kyes: unknown key" in result.output
-
-
-class Daemon:
-    """``finopsd serve`` as a child process on a free port."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
-        self.proc, self.url = proc, url
-        self.stderr: list[str] = []
-
-    async def read_stderr_until(self, needle: str) -> None:
-        assert self.proc.stderr is not None
-        while not any(needle in line for line in self.stderr):
-            line = await self.proc.stderr.readline()
-            if not line:
-                raise AssertionError(f"{needle!r} never logged; got {self.stderr}")
-            self.stderr.append(line.decode())
-
-
-@pytest.fixture
-async def daemon_for(tmp_path: Path) -> AsyncIterator[Any]:
-    procs: list[asyncio.subprocess.Process] = []
-
-    async def start(config_path: Path | None, env: dict[str, str] | None = None) -> Daemon:
-        args = [sys.executable, "-m", "finopsd", "serve", "--port", "0"]
-        if config_path:
-            args += ["--config", str(config_path)]
-        proc = await asyncio.create_subprocess_exec(
-            *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, **(env or {})},
-        )
-        procs.append(proc)
-        assert proc.stdout is not None
-        async with asyncio.timeout(20):
-            line = (await proc.stdout.readline()).decode()
-        match = re.search(r"listening on (http://\S+)", line)
-        assert match, line
-        return Daemon(proc, match.group(1))
-
-    yield start
-    for proc in procs:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def test_serve_without_config_uses_embedded_default(daemon_for: Any, tmp_path: Path) -> None:
