@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -72,3 +73,22 @@ async def test_failed_discovery_never_blocks(make_gateway: Any) -> None:
     gw = await make_gateway("providers:\n  vllm: {base_url: 'http://127.0.0.1:9/v1'}\n")
     resp = await gw.get("/openai/models")
     assert resp.status == 200 and (await resp.json())["data"] == []
+
+
+async def test_client_leaving_before_upstream_headers_cancels_and_logs(
+    gateway: TestClient, fake_openai: FakeUpstream
+) -> None:
+    fake_openai.add(Reply(hang=True))
+    for stream in (True, False):
+        task = asyncio.create_task(gateway.post(CHAT, json={"model": "openai/gpt-5", "messages": MSGS,
+                                                            "stream": stream}))
+        while len(fake_openai.requests) < (1 if stream else 2):
+            await asyncio.sleep(0.01)
+        task.cancel()  # the client gives up while the upstream has not answered
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    store = gateway.server.app[LOGSTORE]
+    async with asyncio.timeout(5):
+        while (await store.search(status="client_closed"))["totals"]["requests"] < 2:
+            await store.flush()
+            await asyncio.sleep(0.02)
