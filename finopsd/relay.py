@@ -2,9 +2,9 @@
 
 ``run_exchange`` runs the pre-hooks in order, the core, then the post-hooks of
 every hook whose pre ran, in reverse, from ``finally`` (so a disconnect or an
-upstream failure is still logged and charged). ``relay_chat`` does the upstream
-call for a canonical chat request and answers in OpenAI's dialect; other
-dialects pass their own ``Emitter``.
+upstream failure is still logged and charged). ``relay`` makes the upstream
+call a ``Leg`` describes and answers through the leg's ``Emitter``: OpenAI's
+dialect by default, another dialect's translator, or the upstream's own bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
@@ -56,7 +57,7 @@ async def run_exchange(
     except GatewayError as e:
         ex.fail(e.status, e.type, e.message)
         raise
-    except (asyncio.CancelledError, ClientGone):
+    except asyncio.CancelledError:
         # aiohttp cancels the handler when its client disconnects (handler_cancellation=True),
         # which aborts the upstream call at once; the post-hooks below still log and charge
         ex.fail(499, "client_closed", "the client disconnected", status="client_closed")
@@ -74,11 +75,15 @@ async def run_exchange(
 
 
 class Emitter(Protocol):
-    """How a dialect answers: the whole response, or stream frames built from canonical chunks."""
+    """How a dialect answers: the whole response, or stream bytes for each upstream frame."""
 
-    def whole(self, completion: dict[str, Any]) -> web.Response: ...
+    def whole(self, completion: dict[str, Any], raw: bytes) -> web.Response: ...
 
-    def frames(self, chunk: dict[str, Any], raw: str | None) -> bytes: ...
+    def frame(self, event: str | None, payload: str, chunks: list[tuple[dict[str, Any], bool]],
+              passthrough: bool) -> bytes:
+        """Bytes for one upstream frame; ``chunks`` are its repaired canonical chunks, each with
+        whether the repair changed it; ``passthrough``: unchanged chunks are the upstream's own form."""
+        ...
 
     def end(self) -> bytes: ...
 
@@ -94,17 +99,21 @@ class OpenAIEmitter:
         self.model = model
         self._patch: tuple[str, str, str] | None = None
 
-    def whole(self, completion: dict[str, Any]) -> web.Response:
+    def whole(self, completion: dict[str, Any], raw: bytes) -> web.Response:
         completion["model"] = self.model
         return web.json_response(completion)
 
-    def frames(self, chunk: dict[str, Any], raw: str | None) -> bytes:
-        if raw is not None:
-            patched = self._patch_model(chunk, raw)
+    def frame(self, event: str | None, payload: str, chunks: list[tuple[dict[str, Any], bool]],
+              passthrough: bool) -> bytes:
+        if passthrough and len(chunks) == 1 and not chunks[0][1]:
+            patched = self._patch_model(chunks[0][0], payload)
             if patched is not None:
                 return b"data: " + patched.encode() + b"\n\n"
-        chunk["model"] = self.model
-        return frame(chunk)
+        out = b""
+        for chunk, _ in chunks:
+            chunk["model"] = self.model
+            out += frame(chunk)
+        return out
 
     def _patch_model(self, chunk: dict[str, Any], raw: str) -> str | None:
         """Swap the upstream model name in the raw JSON; None when it is not found verbatim."""
@@ -112,8 +121,7 @@ class OpenAIEmitter:
         if upstream == self.model or upstream is None:
             return raw
         if self._patch is None or self._patch[0] != upstream:
-            name = json.dumps(upstream)
-            self._patch = (upstream, f'"model":{name}', f'"model":{json.dumps(self.model)}')
+            self._patch = (upstream, f'"model":{json.dumps(upstream)}', f'"model":{json.dumps(self.model)}')
         old, new = self._patch[1], self._patch[2]
         if old in raw:
             return raw.replace(old, new, 1)
@@ -133,52 +141,59 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 
+Build = Callable[[Adapter, Target], UpstreamRequest]
 
-async def relay_chat(
-    request: web.Request,
-    ex: Exchange,
-    req: dict[str, Any],
-    emitter: Emitter,
-    endpoint: str = "chat/completions",
-) -> web.StreamResponse:
-    """Send a canonical request to its provider and answer through ``emitter``.
 
-    ``endpoint`` other than chat (embeddings, completions) is forwarded as is, to
-    OpenAI-protocol providers only.
-    """
-    rt = request.app[RUNTIME]
-    fallbacks = req.pop("fallbacks", None)  # ours, not the upstream's; its shape was checked by the route
-    targets = plan(rt.config, str(req["model"]), fallbacks)
+@dataclass
+class Leg:
+    """What one exchange sends upstream and how its answer comes back."""
+
+    req: dict[str, Any]  # its "model" picks the targets; "fallbacks" is removed before sending
+    emitter: Emitter
+    build: Build | None = None  # default: the adapter's chat translation of ``req``
+    chat: bool = True  # repair chat chunks (else only record usage: legacy completions)
+    fallbacks: bool = True  # False when ``req`` only makes sense to one provider (native passthrough)
+
+
+def openai_endpoint(endpoint: str, req: dict[str, Any]) -> Build:
+    """Forward an OpenAI endpoint body as is (embeddings, completions): OpenAI-protocol providers only."""
 
     def build(adapter: Adapter, target: Target) -> UpstreamRequest:
-        if endpoint == "chat/completions":
-            return adapter.build_request(target, req, stream=ex.stream)
         if isinstance(adapter, OpenAIAdapter):
             return adapter.build_passthrough(target, endpoint, req)
         raise BadRequest(f"provider {target.provider.name!r} does not serve /{endpoint}", param="model")
 
+    return build
+
+
+async def relay(request: web.Request, ex: Exchange, leg: Leg) -> web.StreamResponse:
+    """Send the leg to its provider (retries and fallbacks before the first byte) and answer."""
+    rt = request.app[RUNTIME]
+    req = leg.req
+    fallbacks = req.pop("fallbacks", None)  # ours, not the upstream's; its shape was checked by the route
+    targets = plan(rt.config, str(req["model"]), fallbacks if leg.fallbacks else [])
+
+    def chat_build(adapter: Adapter, target: Target) -> UpstreamRequest:
+        return adapter.build_request(target, req, stream=ex.stream)
+
     for i, (provider, model) in enumerate(targets):
         ex.provider, ex.upstream_model = provider.name, model
         try:
-            upstream, adapter, target = await open_upstream(rt.session, rt.keys, ex, provider, model, build)
+            upstream, adapter, target = await open_upstream(
+                rt.session, rt.keys, ex, provider, model, leg.build or chat_build
+            )
         except GatewayError as e:
             if i + 1 < len(targets) and can_fall_back(e):
                 log.info("request %s: %s/%s failed (%s), falling back", ex.id, provider.name, model, e.status)
                 continue
             raise
         ex.upstream_key_name = target.key_name
-        return await _answer(request, ex, req, emitter, endpoint, upstream, adapter, target)
+        return await _answer(request, ex, leg, upstream, adapter, target)
     raise AssertionError("plan() always yields a target")
 
 
 async def _answer(
-    request: web.Request,
-    ex: Exchange,
-    req: dict[str, Any],
-    emitter: Emitter,
-    endpoint: str,
-    upstream: aiohttp.ClientResponse,
-    adapter: Adapter,
+    request: web.Request, ex: Exchange, leg: Leg, upstream: aiohttp.ClientResponse, adapter: Adapter,
     target: Target,
 ) -> web.StreamResponse:
     """Relay an open 2xx upstream answer: whole, or as a stream with errors in-band."""
@@ -186,11 +201,10 @@ async def _answer(
     try:
         async with upstream:
             if not ex.stream:
-                return _whole(ex, adapter, target, await _read_body(target, upstream), emitter)
+                return _whole(ex, adapter, target, await _read_body(target, upstream), leg.emitter)
             response = web.StreamResponse(headers=SSE_HEADERS)
-            chat = endpoint == "chat/completions"
             try:
-                await _stream(request, ex, adapter, target, upstream, emitter, response, req, chat)
+                await _stream(request, ex, leg, adapter, target, upstream, response)
             except BaseException:
                 upstream.close()  # drop the connection: the upstream must see us leave
                 raise
@@ -199,7 +213,14 @@ async def _answer(
         if response is None or not response.prepared:
             raise
         ex.fail(e.status, e.type, e.message)
-        await _send(request, ex, response, emitter.error_frame(e))
+        try:
+            await _send(request, ex, response, leg.emitter.error_frame(e))
+        except ClientGone:
+            ex.status = "client_closed"
+        return response
+    except ClientGone:
+        ex.fail(499, "client_closed", "the client disconnected", status="client_closed")
+        assert response is not None
         return response
 
 
@@ -219,23 +240,17 @@ def _whole(ex: Exchange, adapter: Adapter, target: Target, body: bytes, emitter:
     ex.transcript.finish_reason = choices[0].get("finish_reason")
     ex.transcript.usage = completion.get("usage")
     ex.status_code = 200
-    return emitter.whole(completion)
+    return emitter.whole(completion, body)
 
 
 async def _stream(
-    request: web.Request,
-    ex: Exchange,
-    adapter: Adapter,
-    target: Target,
-    upstream: aiohttp.ClientResponse,
-    emitter: Emitter,
-    response: web.StreamResponse,
-    req: dict[str, Any],
-    chat: bool,
+    request: web.Request, ex: Exchange, leg: Leg, adapter: Adapter, target: Target,
+    upstream: aiohttp.ClientResponse, response: web.StreamResponse,
 ) -> None:
-    opts = req.get("stream_options")
+    opts = leg.req.get("stream_options")
     include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
-    fixer = (StreamNormaliser if chat else UsageTap)(ex.transcript, include_usage=include_usage)
+    fixer = (StreamNormaliser if leg.chat else UsageTap)(ex.transcript, include_usage=include_usage)
+    emitter = leg.emitter
     decoder = adapter.new_decoder()
     state = adapter.new_stream(target)
     passthrough = getattr(adapter, "passthrough", False)
@@ -248,14 +263,17 @@ async def _stream(
             while True:
                 idle.reschedule(min(loop.time() + timeouts.idle, deadline))
                 data = await content.readany()
-                frames = decoder.feed(data) if data else decoder.close()
                 out: list[bytes] = []
                 try:
-                    for event, payload in frames:
+                    for event, payload in decoder.feed(data) if data else decoder.close():
+                        fixed = []
                         for chunk in adapter.parse_event(state, event, payload):
-                            fixed, changed = fixer.fix(chunk)
-                            if fixed is not None:
-                                out.append(emitter.frames(fixed, payload if passthrough and not changed else None))
+                            repaired, changed = fixer.fix(chunk)
+                            if repaired is not None:
+                                fixed.append((repaired, changed))
+                        piece = emitter.frame(event, payload, fixed, passthrough)
+                        if piece:
+                            out.append(piece)
                 finally:  # what came before an in-band error still reaches the client first
                     if out:
                         await _send(request, ex, response, b"".join(out))

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from finopsd.appkeys import RUNTIME
-from finopsd.relay import OpenAIEmitter, relay_chat, run_exchange
+from finopsd.relay import Leg, OpenAIEmitter, openai_endpoint, relay, run_exchange
 from finopsd.routes.inbound import check_fallbacks, new_exchange, optional, read_json, require
 
 PREFIXES = ("/openai", "/openai/v1", "/v1")
@@ -28,7 +28,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     check_fallbacks(body)
     ex = new_exchange(request, "chat", model, stream)
     ex.request = body
-    return await run_exchange(request, ex, lambda: relay_chat(request, ex, body, OpenAIEmitter(model)))
+    return await run_exchange(request, ex, lambda: relay(request, ex, Leg(body, OpenAIEmitter(model))))
 
 
 def passthrough(endpoint: str, route: str) -> Any:
@@ -41,9 +41,8 @@ def passthrough(endpoint: str, route: str) -> Any:
         check_fallbacks(body)
         ex = new_exchange(request, route, model, stream)
         ex.request = body
-        return await run_exchange(
-            request, ex, lambda: relay_chat(request, ex, body, OpenAIEmitter(model), endpoint=endpoint)
-        )
+        leg = Leg(body, OpenAIEmitter(model), build=openai_endpoint(endpoint, body), chat=False)
+        return await run_exchange(request, ex, lambda: relay(request, ex, leg))
 
     return handler
 
