@@ -266,20 +266,21 @@ async def _stream(
                 out: list[bytes] = []
                 try:
                     for event, payload in decoder.feed(data) if data else decoder.close():
-                        fixed = []
-                        for chunk in adapter.parse_event(state, event, payload):
-                            repaired, changed = fixer.fix(chunk)
-                            if repaired is not None:
-                                fixed.append((repaired, changed))
-                        piece = emitter.frame(event, payload, fixed, passthrough)
+                        piece = emitter.frame(event, payload, _repair(fixer, adapter.parse_event(
+                            state, event, payload)), passthrough)
                         if piece:
                             out.append(piece)
+                    if not data:  # chunks the adapter still owes, e.g. usage of a cut stream
+                        owed = _repair(fixer, adapter.finish_stream(state))
+                        if owed:
+                            out.append(emitter.frame(None, "", owed, False))
                 finally:  # what came before an in-band error still reaches the client first
                     if out:
                         await _send(request, ex, response, b"".join(out))
                 if not data:
                     break
     except (TimeoutError, aiohttp.ClientError) as e:
+        _repair(fixer, adapter.finish_stream(state))  # the transcript keeps what usage arrived
         raise read_error(target.provider, e) from None
     if not response.prepared:  # a 200 with no event at all (an HTML proxy page, an empty body)
         kind = upstream.headers.get("Content-Type", "no content type")
@@ -290,6 +291,15 @@ async def _stream(
         await response.write_eof()
     except ConnectionResetError:
         raise ClientGone() from None
+
+
+def _repair(fixer: StreamNormaliser | UsageTap, chunks: list[dict[str, Any]]) -> list[tuple[dict[str, Any], bool]]:
+    out = []
+    for chunk in chunks:
+        repaired, changed = fixer.fix(chunk)
+        if repaired is not None:
+            out.append((repaired, changed))
+    return out
 
 
 async def _send(request: web.Request, ex: Exchange, response: web.StreamResponse, data: bytes) -> None:

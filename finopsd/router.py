@@ -22,6 +22,7 @@ import aiohttp
 from finopsd.errors import BadRequest, GatewayError
 from finopsd.exchange import Exchange
 from finopsd.providers.base import Adapter, BaseAdapter, Target, UpstreamRequest
+from finopsd.providers.anthropic import AnthropicAdapter
 from finopsd.providers.openai_compat import AzureAdapter, OpenAIAdapter
 from finopsd.upstream import error_headers, send
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 ADAPTERS: Final[dict[str, Adapter]] = {
     "openai": OpenAIAdapter(),
     "azure": AzureAdapter(),
+    "anthropic": AnthropicAdapter(),
 }
 
 

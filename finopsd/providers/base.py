@@ -90,6 +90,10 @@ class Adapter(Protocol):
         """One upstream stream frame → canonical chunks (possibly none)."""
         ...
 
+    def finish_stream(self, state: Any) -> list[dict[str, Any]]:
+        """At upstream EOF: chunks still owed (usage of a stream cut before its end)."""
+        ...
+
     def parse_error(self, status: int, body: bytes) -> GatewayError:
         """Upstream error status and body → the error the client gets."""
         ...
@@ -115,6 +119,9 @@ class BaseAdapter:
 
     def new_decoder(self) -> FrameDecoder:
         return SSEDecoder()
+
+    def finish_stream(self, state: Any) -> list[dict[str, Any]]:
+        return []
 
     def parse_error(self, status: int, body: bytes) -> GatewayError:
         return upstream_error(status, body)
