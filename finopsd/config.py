@@ -110,6 +110,8 @@ class Config:
     aliases: Mapping[str, str] = field(default_factory=dict)
     # model or alias → models tried in order when it fails before answering
     fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # /anthropic route: Claude Code's model names → any provider/model (`anthropic.model_map`)
+    anthropic_model_map: Mapping[str, str] = field(default_factory=dict)
     source: str = "<embedded default>"
 
 
@@ -317,7 +319,7 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
     """Validate YAML text into a Config; raise ConfigError naming file line and key path."""
     env = os.environ if env is None else env
     doc = _Doc(filename, text)
-    top = _Reader(doc, doc.data, "", {"server", "storage", "logs", "providers", "aliases", "fallbacks"})
+    top = _Reader(doc, doc.data, "", {"server", "storage", "logs", "providers", "aliases", "fallbacks", "anthropic"})
     st = _Reader(doc, top.data.get("storage"), "storage", {"path"})
     storage = StorageConfig(path=st.get("path", str) or str(default_data_dir(env) / "finops.db"))
     pr = _Reader(doc, top.data.get("providers"), "providers", set(top.data.get("providers") or {}))
@@ -334,6 +336,13 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
             prefix, slash, _ = aliases.get(target, target).partition("/")
             if not slash or prefix not in providers:
                 raise doc.error(f"fallbacks.{name}[{i}]", f"{target!r} names no configured provider")
+    an = _Reader(doc, top.data.get("anthropic"), "anthropic", {"model_map"})
+    mm = _Reader(doc, an.data.get("model_map"), "anthropic.model_map", set(an.data.get("model_map") or {}))
+    model_map = {name: mm.get(name, str) for name in mm.data}
+    for name, target in model_map.items():
+        prefix, slash, _ = aliases.get(target, target).partition("/")
+        if not slash or prefix not in providers:
+            raise doc.error(f"anthropic.model_map.{name}", f"{target!r} names no configured provider")
     lg = _Reader(doc, top.data.get("logs"), "logs", {"content", "retention_days"})
     logs = LogsConfig(content=lg.get("content", bool, True), retention_days=lg.number("retention_days", 30))
     return Config(
@@ -343,6 +352,7 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
         providers=providers,
         aliases=aliases,
         fallbacks=fallbacks,
+        anthropic_model_map=model_map,
         source=filename,
     )
 

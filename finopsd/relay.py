@@ -153,6 +153,7 @@ class Leg:
     build: Build | None = None  # default: the adapter's chat translation of ``req``
     chat: bool = True  # repair chat chunks (else only record usage: legacy completions)
     fallbacks: bool = True  # False when ``req`` only makes sense to one provider (native passthrough)
+    model: str | None = None  # what picks the targets when ``req["model"]`` is the client's own name
 
 
 def openai_endpoint(endpoint: str, req: dict[str, Any]) -> Build:
@@ -171,7 +172,7 @@ async def relay(request: web.Request, ex: Exchange, leg: Leg) -> web.StreamRespo
     rt = request.app[RUNTIME]
     req = leg.req
     fallbacks = req.pop("fallbacks", None)  # ours, not the upstream's; its shape was checked by the route
-    targets = plan(rt.config, str(req["model"]), fallbacks if leg.fallbacks else [])
+    targets = plan(rt.config, leg.model or str(req["model"]), fallbacks if leg.fallbacks else [])
 
     def chat_build(adapter: Adapter, target: Target) -> UpstreamRequest:
         return adapter.build_request(target, req, stream=ex.stream)

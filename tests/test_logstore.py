@@ -1,0 +1,384 @@
+"""The request log: migrations, the writer, search, pagination, totals, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+
+from finopsd.errors import BadRequest
+from finopsd.logstore import MIGRATIONS, LogStore, migrate, new_request_id, prompt_text, response_text
+
+NOW = time.time()
+
+
+def make_row(request_id: str, **fields: Any) -> dict[str, Any]:
+    """A row as the relay submits it: every key present."""
+    row: dict[str, Any] = {
+        "id": request_id, "ts": NOW - 60, "duration_ms": 1200.0, "ttft_ms": 300.0, "route": "chat",
+        "provider": "anthropic", "model": "anthropic/claude-sonnet-4-5", "upstream_model": "claude-sonnet-4-5",
+        "key_name": "ci-bot", "team": "platform", "client_ip": "127.0.0.1", "user_agent": "roo-code/3.2",
+        "status_code": 200, "status": "ok", "error_type": None, "error_message": None, "stream": True,
+        "finish_reason": "stop", "prompt_tokens": 100, "completion_tokens": 20, "cached_tokens": 0,
+        "reasoning_tokens": 0, "cost_usd": 0.001, "cost_flags": None, "upstream_key_name": "primary",
+        "attempts": [{"provider": "anthropic", "status": 200, "ms": 1190.0}],
+        "request": {"messages": [{"role": "user", "content": "hello"}], "temperature": 0},
+        "response": {"content": "hi", "reasoning": "", "tool_calls": []},
+    }  # fmt: skip
+    row.update(fields)
+    return row
+
+
+def chat(prompt: str, answer: str = "ok", **fields: Any) -> dict[str, Any]:
+    return {
+        "request": {"messages": [{"role": "user", "content": prompt}]},
+        "response": {"content": answer, "reasoning": "", "tool_calls": []},
+        **fields,
+    }
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "data" / "logs.db")  # parent does not exist yet: open() creates it
+
+
+@pytest.fixture
+async def store(db_path: str) -> Any:
+    s = await LogStore.open(db_path, flush_ms=5)
+    yield s
+    await s.close()
+
+
+async def fill(store: LogStore, rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        store.submit(row)
+    await store.flush()
+
+
+async def ids_for(store: LogStore, **kwargs: Any) -> set[str]:
+    page = await store.search(limit=500, **kwargs)
+    return {item["id"] for item in page["items"]}
+
+
+# ---------------------------------------------------------------- migrations
+
+
+async def test_blank_database_gets_tables_columns_and_fts_triggers(store: LogStore, db_path: str) -> None:
+    with sqlite3.connect(db_path) as db:
+        names = {r[0] for r in db.execute("select name from sqlite_master where type in ('table', 'trigger')")}
+        columns = {r[1] for r in db.execute("pragma table_info(requests)")}
+        pk = [r[1] for r in db.execute("pragma table_info(requests)") if r[5]]
+        fts_sql = db.execute("select sql from sqlite_master where name = 'requests_fts'").fetchone()[0]
+        applied = [r[0] for r in db.execute("select name from _migrations order by rowid")]
+        pragmas = [db.execute(f"pragma {p}").fetchone()[0] for p in ("journal_mode", "auto_vacuum")]
+    assert {"requests", "requests_fts", "_migrations", "requests_ai", "requests_ad", "requests_au"} <= names
+    assert pk == ["id"]  # explicit integer key: the FTS rowid must survive VACUUM
+    assert {"request_id", "prompt_text", "response_text", "request_json", "response_json", "attempts"} <= columns
+    assert {f for f in make_row("x") if f not in ("id", "request", "response")} <= columns
+    assert "content='requests'" in fts_sql and "content_rowid='id'" in fts_sql
+    assert applied == [fn.__name__ for fn in MIGRATIONS] == ["m001_requests", "m002_requests_fts"]
+    assert pragmas == ["wal", 2]  # 2 = incremental
+
+
+async def test_reopen_does_not_rerun_migrations(db_path: str) -> None:
+    first = await LogStore.open(db_path)
+    await first.close()
+    with sqlite3.connect(db_path) as db:
+        before = db.execute("select name, applied_at from _migrations").fetchall()
+    second = await LogStore.open(db_path)
+    await second.close()
+    async with aiosqlite.connect(db_path, isolation_level=None) as db:
+        assert await migrate(db) == []
+        after = list(await db.execute_fetchall("select name, applied_at from _migrations"))
+    assert [tuple(r) for r in after] == before
+
+
+async def test_upgrade_from_m001_indexes_rows_logged_before_fts(db_path: str) -> None:
+    Path(db_path).parent.mkdir(parents=True)
+    async with aiosqlite.connect(db_path, isolation_level=None) as db:
+        await db.execute("create table _migrations (name text primary key, applied_at real not null)")
+        await MIGRATIONS[0](db)
+        await db.execute("insert into _migrations values ('m001_requests', 0)")
+        await db.execute(
+            "insert into requests (request_id, ts, prompt_text, status) values ('old', ?, 'legacy walrus', 'ok')",
+            (NOW,),
+        )
+    store = await LogStore.open(db_path)
+    try:
+        assert await ids_for(store, q="walrus") == {"old"}
+    finally:
+        await store.close()
+
+
+# ---------------------------------------------------------------- writing
+
+
+async def test_submit_flush_get_roundtrip(store: LogStore) -> None:
+    request = {
+        "messages": [
+            {"role": "system", "content": "You are Roo."},
+            {"role": "user", "content": [{"type": "text", "text": "read main.py"},
+                                         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA"}}]},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "read_file", "arguments": '{"path":"main.py"}'}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "print('hi')"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "read_file", "parameters": {"type": "object"}}}],
+        "max_tokens": 512,
+    }  # fmt: skip
+    response = {"content": "It prints hi.", "reasoning": "look at the file",
+                "tool_calls": [{"id": "call_2", "name": "write_file", "arguments": '{"path":"out.txt"}'}]}  # fmt: skip
+    row = make_row(new_request_id(), request=request, response=response, stream=False, cost_usd=None)
+    store.submit(row)
+    await store.flush()
+    got = await store.get(row["id"])
+    assert got == row  # every field back, JSON columns decoded, stream a bool again
+    assert await store.get("no-such-id") is None
+
+
+async def test_new_request_ids_sort_by_time() -> None:
+    first = new_request_id()
+    await asyncio.sleep(0.002)
+    second = new_request_id()
+    assert len(first) == 36 and first[14] == "7"  # UUIDv7
+    assert first < second
+
+
+def test_prompt_text_holds_messages_tool_calls_and_tool_names_only() -> None:
+    request = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "alpha"}]},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"id": "c", "type": "function", "function": {"name": "grep_search", "arguments": '{"q":"beta"}'}}]},
+            {"role": "tool", "tool_call_id": "c", "content": "gamma\x02"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "list_dir", "description": "boilerplate"}}],
+    }  # fmt: skip
+    text = prompt_text(request)
+    assert text is not None
+    assert all(word in text for word in ("alpha", "grep_search", '{"q":"beta"}', "gamma", "list_dir"))
+    assert "boilerplate" not in text and "\x02" not in text  # marks are reserved for snippets
+    assert response_text({"content": "", "reasoning": "", "tool_calls": [{"name": "a", "arguments": "{}"}]}) == "a\n{}"
+    assert prompt_text(None) is None and response_text(None) is None
+
+
+async def test_close_drains_the_queue(db_path: str) -> None:
+    store = await LogStore.open(db_path, batch_rows=50, flush_ms=10_000)
+    for i in range(500):
+        store.submit(make_row(f"r{i}"))
+    await store.close()
+    with pytest.raises(RuntimeError):
+        store.submit(make_row("late"))
+    reopened = await LogStore.open(db_path)
+    try:
+        assert (await reopened.search())["totals"]["requests"] == 500
+    finally:
+        await reopened.close()
+
+
+async def test_wait_for_room_blocks_when_full_and_releases_after_writer_catches_up(db_path: str) -> None:
+    store = await LogStore.open(db_path, batch_rows=2, flush_ms=1, max_queue=5)
+    try:
+        await asyncio.wait_for(store.wait_for_room(), 5)  # empty queue: at once
+        async with store._write_lock:  # stall the writer, as a slow disk would
+            for i in range(20):
+                store.submit(make_row(f"r{i}"))
+            waiter = asyncio.create_task(store.wait_for_room())
+            await asyncio.sleep(0.05)
+            assert not waiter.done()
+        await asyncio.wait_for(waiter, 10)
+        await store.flush()
+        assert (await store.search())["totals"]["requests"] == 20  # slowed, nothing dropped
+    finally:
+        await store.close()
+
+
+async def test_bad_row_is_logged_by_id_and_the_writer_goes_on(
+    store: LogStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="finopsd.logstore")
+    await fill(store, [make_row("dup", **chat("secret-one"))])
+    await fill(store, [make_row("a", **chat("fine")), make_row("dup", **chat("secret-two")), make_row("b")])
+    await fill(store, [make_row("c", request={"messages": [], "odd": {1, 2}})])  # not JSON: stored as text
+    assert await ids_for(store) == {"dup", "a", "b", "c"}
+    assert "dup" in caplog.text
+    assert "secret" not in caplog.text
+
+
+# ---------------------------------------------------------------- search
+
+CORPUS = [
+    make_row("k8s", ts=NOW - 50, **chat("deploy the kubernetes cluster", "Deployment finished")),
+    make_row("tests", ts=NOW - 40, request={"messages": [{"role": "user", "content": "fix the failing unit test"}]},
+             response={"content": "it passes now", "reasoning": "",
+                       "tool_calls": [{"id": "t1", "name": "run_tests", "arguments": '{"path": "tests/test_x.py"}'}]}),
+    make_row("haiku", ts=NOW - 30, **chat("write a haiku about autumn leaves", "crimson leaves falling")),
+    make_row("pods", ts=NOW - 20, **chat("kubernetes pods crash on gpt-4 calls", "check the logs")),
+    make_row("cafe", ts=NOW - 10, **chat("a <b>café</b> & \"bar\" with unbalanced quotes", "sure")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        ("kubernetes", {"k8s", "pods"}),
+        ("KUBERNETES", {"k8s", "pods"}),
+        ('"autumn leaves"', {"haiku"}),
+        ('"leaves autumn"', set()),
+        ("deploy*", {"k8s"}),
+        ("kube*", {"k8s", "pods"}),
+        ("kubernetes AND crash", {"pods"}),
+        ("haiku OR pods", {"haiku", "pods"}),
+        ("kubernetes NOT crash", {"k8s"}),
+        ("run_tests", {"tests"}),  # a tool name in the response
+        ("test_x", {"tests"}),  # tool arguments
+        ("cafe", {"cafe"}),  # diacritics folded
+        ("gpt-4", {"pods"}),  # not FTS5 syntax: found as a literal phrase
+        ('"unbalanced', {"cafe"}),
+        ("   ", {"k8s", "tests", "haiku", "pods", "cafe"}),  # blank: no text filter
+    ],
+)
+async def test_search_syntax(store: LogStore, q: str, expected: set[str]) -> None:
+    await fill(store, CORPUS)
+    assert await ids_for(store, q=q) == expected
+    assert await ids_for(store, q=q, order="relevance") == expected
+
+
+HOSTILE = [
+    '"unbalanced', "((x", "x)", "NEAR(", "NEAR(a b, -5)", "*", "-", ":", "a:b", "prompt_text:", "AND", "NOT",
+    "OR x", "x AND", "^", "+", "{", "\\", "'; drop table requests; --", "日本語のテキスト", "🔥 émoji", "\x00",
+    "x" * 10_000, "(" * 5_000, '"' * 999, " OR ".join(["w"] * 2_000), "requests_fts", "rank",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("q", HOSTILE, ids=range(len(HOSTILE)))
+async def test_hostile_input_never_raises(store: LogStore, q: str) -> None:
+    await fill(store, CORPUS)
+    for order in ("newest", "relevance"):
+        page = await store.search(q=q, order=order)
+        assert page["totals"]["requests"] == len(page["items"]) <= len(CORPUS)
+    assert (await store.search())["totals"]["requests"] == len(CORPUS)  # the table survived
+
+
+async def test_snippet_marks_hits_and_escapes_the_text(store: LogStore) -> None:
+    await fill(store, CORPUS)
+    (item,) = (await store.search(q="bar"))["items"]
+    assert "<mark>bar</mark>" in item["snippet"]
+    assert "&lt;b&gt;" in item["snippet"] and "&amp;" in item["snippet"] and "<b>" not in item["snippet"]
+    assert all(i["snippet"] is None for i in (await store.search())["items"])
+
+
+async def test_relevance_weights_the_response_over_the_prompt(store: LogStore) -> None:
+    await fill(store, [
+        # Mirror images: only the column weights can tell them apart.
+        make_row("in-prompt", ts=NOW - 1, **chat("otters swim fast", "yes indeed friend")),
+        make_row("in-response", ts=NOW - 2, **chat("yes indeed friend", "otters swim fast")),
+    ])  # fmt: skip
+    page = await store.search(q="otters", order="relevance")
+    assert [i["id"] for i in page["items"]] == ["in-response", "in-prompt"]
+    newest = await store.search(q="otters")
+    assert [i["id"] for i in newest["items"]] == ["in-prompt", "in-response"]
+
+
+# ---------------------------------------------------------------- filters, paging, totals
+
+FILTERED = [
+    make_row("a", provider="openai", model="openai/gpt-5", key_name="k1", team="red", status="ok",
+             stream=True, ts=NOW - 500, cost_usd=0.50, duration_ms=9000.0),
+    make_row("b", provider="anthropic", model="anthropic/claude", key_name="k2", team="blue", status="error",
+             status_code=529, stream=False, ts=NOW - 50, cost_usd=None, duration_ms=100.0),
+    make_row("c", provider="anthropic", model="anthropic/claude", key_name="k1", team="blue",
+             status="client_closed", stream=True, ts=NOW - 5, cost_usd=0.01, duration_ms=2000.0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({"provider": "anthropic"}, {"b", "c"}),
+        ({"model": "openai/gpt-5"}, {"a"}),
+        ({"key": "k1"}, {"a", "c"}),
+        ({"team": "blue"}, {"b", "c"}),
+        ({"status": "error"}, {"b"}),
+        ({"status": "ok"}, {"a"}),
+        ({"stream": False}, {"b"}),
+        ({"stream": True}, {"a", "c"}),
+        ({"since": NOW - 100}, {"b", "c"}),
+        ({"until": NOW - 100}, {"a"}),
+        ({"min_cost": 0.05}, {"a"}),
+        ({"min_latency_ms": 1000}, {"a", "c"}),
+        ({"provider": "anthropic", "key": "k1", "stream": True}, {"c"}),
+        ({"provider": ""}, {"a", "b", "c"}),  # an empty form field is no filter
+    ],
+)
+async def test_each_filter(store: LogStore, filters: dict[str, Any], expected: set[str]) -> None:
+    await fill(store, FILTERED)
+    assert await ids_for(store, **filters) == expected
+    assert await ids_for(store, q="hello", **filters) == expected
+
+
+@pytest.mark.parametrize("order", ["newest", "relevance"])
+async def test_keyset_pages_cover_every_row_once(store: LogStore, order: str) -> None:
+    # 130 rows, ten to a timestamp: ties must be broken by id, not skipped or repeated.
+    await fill(store, [make_row(f"r{i:03}", ts=NOW - i // 10, **chat(f"needle {'x ' * (i % 7)}")) for i in range(130)])
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = await store.search(q="needle" if order == "relevance" else None, order=order, limit=25, cursor=cursor)
+        seen += [item["id"] for item in page["items"]]
+        pages += 1
+        assert page["totals"]["requests"] == 130  # totals ignore the cursor
+        if (cursor := page["next_cursor"]) is None:
+            break
+    assert pages == 6 and len(seen) == 130 and set(seen) == {f"r{i:03}" for i in range(130)}
+    if order == "newest":  # ts descending, then the later insert first
+        assert seen == [f"r{i:03}" for block in range(13) for i in reversed(range(block * 10, block * 10 + 10))]
+
+
+async def test_bad_cursor_or_order_is_a_bad_request(store: LogStore) -> None:
+    for kwargs in ({"cursor": "garbage"}, {"cursor": "tnan~1"}, {"cursor": "r1.0~1"}, {"order": "random"}):
+        with pytest.raises(BadRequest):
+            await store.search(**kwargs)
+
+
+async def test_totals_follow_the_filter(store: LogStore) -> None:
+    await fill(store, [
+        make_row("a", prompt_tokens=100, completion_tokens=10, cost_usd=0.25, status="ok", **chat("apple pie")),
+        make_row("b", prompt_tokens=200, completion_tokens=20, cost_usd=None, status="error", **chat("apple tart")),
+        make_row("c", prompt_tokens=400, completion_tokens=40, cost_usd=0.5, status="ok", provider="openai"),
+        make_row("d", prompt_tokens=None, completion_tokens=None, cost_usd=None, status="client_closed"),
+    ])  # fmt: skip
+    assert (await store.search())["totals"] == {
+        "requests": 4, "prompt_tokens": 700, "completion_tokens": 70, "cost_usd": 0.75, "error_rate": 0.25,
+    }  # fmt: skip
+    assert (await store.search(q="apple"))["totals"] == {
+        "requests": 2, "prompt_tokens": 300, "completion_tokens": 30, "cost_usd": 0.25, "error_rate": 0.5,
+    }  # fmt: skip
+    assert (await store.search(provider="openai"))["totals"]["cost_usd"] == 0.5
+    assert (await store.search(q="zzz"))["totals"] == {
+        "requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "error_rate": 0.0,
+    }  # fmt: skip
+
+
+# ---------------------------------------------------------------- retention
+
+
+async def test_prune_deletes_old_rows_their_index_entries_and_frees_pages(store: LogStore, db_path: str) -> None:
+    bulky = "fjord " * 20_000  # spills to overflow pages, so deleting frees some
+    old = [make_row(f"old{i}", ts=NOW - 10 * 86_400, **chat(bulky)) for i in range(30)]
+    await fill(store, old + [make_row(f"new{i}", **chat("fresh")) for i in range(3)])
+    assert await store.prune(7) == 30
+    assert await store.prune(7) == 0
+    assert await ids_for(store) == {"new0", "new1", "new2"}
+    assert await ids_for(store, q="fjord") == set()
+    await store.close()
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("pragma freelist_count").fetchone()[0] == 0  # incremental_vacuum gave them back
+        db.execute("insert into requests_fts(requests_fts, rank) values ('integrity-check', 1)")  # raises if stale
