@@ -12,6 +12,7 @@ from typing import Any
 import aiosqlite
 import pytest
 
+from finopsd import logstore
 from finopsd.errors import BadRequest
 from finopsd.logstore import MIGRATIONS, LogStore, migrate, new_request_id, prompt_text, response_text
 
@@ -55,6 +56,14 @@ async def store(db_path: str) -> Any:
     await s.close()
 
 
+@pytest.fixture(params=["by-id", "index-walk"])
+def match_strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a text search both ways: few matches (looked up by id) and many (index walk)."""
+    if request.param == "index-walk":
+        monkeypatch.setattr(logstore, "SELECTIVE", 1)
+    return str(request.param)
+
+
 async def fill(store: LogStore, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         store.submit(row)
@@ -76,13 +85,15 @@ async def test_blank_database_gets_tables_columns_and_fts_triggers(store: LogSto
         pk = [r[1] for r in db.execute("pragma table_info(requests)") if r[5]]
         fts_sql = db.execute("select sql from sqlite_master where name = 'requests_fts'").fetchone()[0]
         applied = [r[0] for r in db.execute("select name from _migrations order by rowid")]
+        team_index = {r[2] for r in db.execute("pragma index_info(requests_team)")}
         pragmas = [db.execute(f"pragma {p}").fetchone()[0] for p in ("journal_mode", "auto_vacuum")]
     assert {"requests", "requests_fts", "_migrations", "requests_ai", "requests_ad", "requests_au"} <= names
     assert pk == ["id"]  # explicit integer key: the FTS rowid must survive VACUUM
     assert {"request_id", "prompt_text", "response_text", "request_json", "response_json", "attempts"} <= columns
     assert {f for f in make_row("x") if f not in ("id", "request", "response")} <= columns
     assert "content='requests'" in fts_sql and "content_rowid='id'" in fts_sql
-    assert applied == [fn.__name__ for fn in MIGRATIONS] == ["m001_requests", "m002_requests_fts"]
+    assert applied == [fn.__name__ for fn in MIGRATIONS] == ["m001_requests", "m002_requests_fts", "m003_covering_indexes"]
+    assert {"key_name", "ts", "id", "cost_usd"} <= team_index  # a second filter and the totals stay in the index
     assert pragmas == ["wal", 2]  # 2 = incremental
 
 
@@ -140,6 +151,10 @@ async def test_submit_flush_get_roundtrip(store: LogStore) -> None:
     got = await store.get(row["id"])
     assert got == row  # every field back, JSON columns decoded, stream a bool again
     assert await store.get("no-such-id") is None
+    quiet = make_row("no-content", request=None, response=None)  # content logging off
+    await fill(store, [quiet])
+    assert await store.get("no-content") == quiet
+    assert (await store.search(q="hello"))["totals"]["requests"] == 0
 
 
 async def test_new_request_ids_sort_by_time() -> None:
@@ -244,7 +259,7 @@ CORPUS = [
         ("   ", {"k8s", "tests", "haiku", "pods", "cafe"}),  # blank: no text filter
     ],
 )
-async def test_search_syntax(store: LogStore, q: str, expected: set[str]) -> None:
+async def test_search_syntax(store: LogStore, match_strategy: str, q: str, expected: set[str]) -> None:
     await fill(store, CORPUS)
     assert await ids_for(store, q=q) == expected
     assert await ids_for(store, q=q, order="relevance") == expected
@@ -317,24 +332,27 @@ FILTERED = [
         ({"provider": ""}, {"a", "b", "c"}),  # an empty form field is no filter
     ],
 )
-async def test_each_filter(store: LogStore, filters: dict[str, Any], expected: set[str]) -> None:
+async def test_each_filter(store: LogStore, match_strategy: str, filters: dict[str, Any], expected: set[str]) -> None:
     await fill(store, FILTERED)
     assert await ids_for(store, **filters) == expected
     assert await ids_for(store, q="hello", **filters) == expected
 
 
-@pytest.mark.parametrize("order", ["newest", "relevance"])
-async def test_keyset_pages_cover_every_row_once(store: LogStore, order: str) -> None:
+@pytest.mark.parametrize(("order", "q"), [("newest", None), ("newest", "needle"), ("relevance", "needle")])
+async def test_keyset_pages_cover_every_row_once(store: LogStore, match_strategy: str, order: str, q: str | None) -> None:
     # 130 rows, ten to a timestamp: ties must be broken by id, not skipped or repeated.
     await fill(store, [make_row(f"r{i:03}", ts=NOW - i // 10, **chat(f"needle {'x ' * (i % 7)}")) for i in range(130)])
     seen: list[str] = []
     cursor = None
     pages = 0
     while True:
-        page = await store.search(q="needle" if order == "relevance" else None, order=order, limit=25, cursor=cursor)
+        page = await store.search(q=q, order=order, limit=25, cursor=cursor, with_totals=cursor is None)
         seen += [item["id"] for item in page["items"]]
         pages += 1
-        assert page["totals"]["requests"] == 130  # totals ignore the cursor
+        if cursor is None:
+            assert page["totals"]["requests"] == 130
+        else:
+            assert page["totals"] is None  # later pages skip them
         if (cursor := page["next_cursor"]) is None:
             break
     assert pages == 6 and len(seen) == 130 and set(seen) == {f"r{i:03}" for i in range(130)}
@@ -348,7 +366,7 @@ async def test_bad_cursor_or_order_is_a_bad_request(store: LogStore) -> None:
             await store.search(**kwargs)
 
 
-async def test_totals_follow_the_filter(store: LogStore) -> None:
+async def test_totals_follow_the_filter(store: LogStore, match_strategy: str) -> None:
     await fill(store, [
         make_row("a", prompt_tokens=100, completion_tokens=10, cost_usd=0.25, status="ok", **chat("apple pie")),
         make_row("b", prompt_tokens=200, completion_tokens=20, cost_usd=None, status="error", **chat("apple tart")),
@@ -362,6 +380,7 @@ async def test_totals_follow_the_filter(store: LogStore) -> None:
         "requests": 2, "prompt_tokens": 300, "completion_tokens": 30, "cost_usd": 0.25, "error_rate": 0.5,
     }  # fmt: skip
     assert (await store.search(provider="openai"))["totals"]["cost_usd"] == 0.5
+    assert (await store.search(q="apple", cursor="t1e99~1"))["totals"]["requests"] == 2  # cursor-free
     assert (await store.search(q="zzz"))["totals"] == {
         "requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "error_rate": 0.0,
     }  # fmt: skip
