@@ -5,11 +5,8 @@ task writes rows in batches, each batch one ``executemany`` in one transaction, 
 ``close()`` drains the queue before the database closes. Readers use a second,
 query-only connection, so a slow search never holds up the writer (WAL lets both run).
 
-Schema changes are numbered migrations (``m001_…``), applied once each, in order, and
-recorded in ``_migrations``; the list is append-only. ``requests_fts`` is an external
-content index (the text is stored once, in ``requests``) kept current by triggers, and
-keyed by an explicit ``id integer primary key`` because implicit rowids may change on
-VACUUM and would silently detach the index from its rows.
+The schema and its migrations live in ``logschema``; the text flattening for the
+index in ``logtext``.
 
 ``new_request_id()`` gives UUIDv7 strings (36 characters, time-ordered to the
 millisecond); it lives in ``finopsd.exchange`` and is re-exported here so there is one
@@ -41,7 +38,7 @@ import logging
 import math
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -49,231 +46,21 @@ import aiosqlite
 
 from finopsd.errors import BadRequest
 from finopsd.exchange import new_request_id
+from finopsd.logschema import MIGRATIONS, SCALARS, migrate
+from finopsd.logtext import _MARK_CLOSE, _MARK_OPEN, _dumps, prompt_text, response_text
 
 __all__ = ["LogStore", "MIGRATIONS", "migrate", "new_request_id", "prompt_text", "response_text"]
 
 log = logging.getLogger(__name__)
 
-Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
-MIGRATIONS: list[Migration] = []
-
-
-def migration(fn: Migration) -> Migration:
-    MIGRATIONS.append(fn)
-    return fn
-
-
-# Scalar columns, named as in the row dict (the row's ``id`` is stored as ``request_id``).
-SCALARS: Final = (
-    "ts", "duration_ms", "ttft_ms", "route", "provider", "model", "upstream_model",
-    "key_name", "team", "client_ip", "user_agent", "status_code", "status",
-    "error_type", "error_message", "stream", "finish_reason", "prompt_tokens",
-    "completion_tokens", "cached_tokens", "reasoning_tokens", "cost_usd", "cost_flags",
-    "upstream_key_name",
-)  # fmt: skip
-
-
-@migration
-async def m001_requests(db: aiosqlite.Connection) -> None:
-    # The large text columns come last: an aggregate over the small ones then stops
-    # reading a record before its overflow pages.
-    await db.execute(
-        """
-        create table requests (
-            id integer primary key,
-            request_id text not null unique,
-            ts real not null,
-            duration_ms real, ttft_ms real,
-            route text, provider text, model text, upstream_model text,
-            key_name text, team text, client_ip text, user_agent text,
-            status_code integer, status text, error_type text, error_message text,
-            stream integer, finish_reason text,
-            prompt_tokens integer, completion_tokens integer,
-            cached_tokens integer, reasoning_tokens integer,
-            cost_usd real, cost_flags text, upstream_key_name text,
-            attempts text,
-            prompt_text text, response_text text,
-            request_json text, response_json text
-        )
-        """
-    )
-    # The newest-first page walks this index backwards with no sort; the columns after
-    # (ts, id) make it covering for the totals, so they never touch the wide table rows.
-    await db.execute(
-        "create index requests_ts on requests(ts desc, id desc,"
-        " status, prompt_tokens, completion_tokens, cost_usd)"
-    )
-    # Each filter index continues with (ts, id), so a filtered page is read in page
-    # order, and carries the totals' columns, so filtered totals stay inside it.
-    for column in ("provider", "model", "key_name", "team", "status"):
-        await db.execute(
-            f"create index requests_{column} on requests({column}, ts desc, id desc,"
-            " status, prompt_tokens, completion_tokens, cost_usd)"
-        )
-
-
-@migration
-async def m002_requests_fts(db: aiosqlite.Connection) -> None:
-    await db.execute(
-        """
-        create virtual table requests_fts using fts5(
-            prompt_text, response_text,
-            content='requests', content_rowid='id',
-            tokenize='unicode61 remove_diacritics 2'
-        )
-        """
-    )
-    # External content: FTS5 cannot see changes to `requests`, so triggers tell it. A
-    # 'delete' must pass the old values, which is what the index tokenises to remove.
-    await db.execute(
-        """
-        create trigger requests_ai after insert on requests begin
-            insert into requests_fts(rowid, prompt_text, response_text)
-            values (new.id, new.prompt_text, new.response_text);
-        end
-        """
-    )
-    await db.execute(
-        """
-        create trigger requests_ad after delete on requests begin
-            insert into requests_fts(requests_fts, rowid, prompt_text, response_text)
-            values ('delete', old.id, old.prompt_text, old.response_text);
-        end
-        """
-    )
-    await db.execute(
-        """
-        create trigger requests_au after update of prompt_text, response_text on requests begin
-            insert into requests_fts(requests_fts, rowid, prompt_text, response_text)
-            values ('delete', old.id, old.prompt_text, old.response_text);
-            insert into requests_fts(rowid, prompt_text, response_text)
-            values (new.id, new.prompt_text, new.response_text);
-        end
-        """
-    )
-    # Rows logged before this migration get indexed too.
-    await db.execute("insert into requests_fts(requests_fts) values ('rebuild')")
-
-
-@migration
-async def m003_covering_indexes(db: aiosqlite.Connection) -> None:
-    # m001's indexes covered the totals but no second filter: team and key together read
-    # every row of the team from the wide table (0.8 s at 1M rows; 17 ms after this).
-    # Now every index is (lead column, ts, id) plus every column a filter or the totals
-    # read, so only a page's own rows are read from the table. The cost is a narrow
-    # copy of each row per index, small next to the conversation text.
-    # Literal lists, not shared constants: a migration must not change after it shipped.
-    covered = ("status", "prompt_tokens", "completion_tokens", "cost_usd", "provider", "model", "key_name",
-               "team", "stream", "duration_ms")  # fmt: skip
-    for lead in ("ts", "provider", "model", "key_name", "team", "status"):
-        keys = "ts desc, id desc" if lead == "ts" else f"{lead}, ts desc, id desc"
-        rest = ", ".join(c for c in covered if c != lead)
-        await db.execute(f"drop index if exists requests_{lead}")
-        await db.execute(f"create index requests_{lead} on requests({keys}, {rest})")
-
-
-async def migrate(db: aiosqlite.Connection) -> list[str]:
-    """Apply every migration not yet recorded, each in its own transaction; return their names."""
-    await db.execute("create table if not exists _migrations (name text primary key, applied_at real not null)")
-    done = {row[0] for row in await db.execute_fetchall("select name from _migrations")}
-    applied: list[str] = []
-    for fn in MIGRATIONS:
-        name = fn.__name__
-        if name in done:
-            continue
-        # `begin immediate` takes the write lock first, so a second process opening the
-        # same file waits here and then sees the row below instead of migrating twice.
-        await db.execute("begin immediate")
-        try:
-            if not await db.execute_fetchall("select 1 from _migrations where name = ?", (name,)):
-                await fn(db)
-                await db.execute("insert into _migrations (name, applied_at) values (?, ?)", (name, time.time()))
-                applied.append(name)
-            await db.execute("commit")
-        except BaseException:
-            await db.execute("rollback")
-            raise
-    return applied
 
 
 # ---------------------------------------------------------------------------- rows in
-
-# snippet() brackets hits with these; flattened text never contains them, so after
-# HTML-escaping they can only be our own marks.
-_MARK_OPEN: Final = "\x02"
-_MARK_CLOSE: Final = "\x03"
-_NO_MARKS: Final = str.maketrans("", "", _MARK_OPEN + _MARK_CLOSE)
 
 INSERT_SQL: Final = (
     f"insert into requests (request_id, {', '.join(SCALARS)}, attempts, prompt_text, response_text,"
     f" request_json, response_json) values ({', '.join('?' * (len(SCALARS) + 6))})"
 )
-
-
-def _dumps(value: Any) -> str:
-    # default=str: a stray non-JSON value must not cost the whole row.
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def _collect(content: Any, out: list[str]) -> None:
-    """Searchable strings of a message content: a string, or parts in any dialect we accept."""
-    if isinstance(content, str):
-        out.append(content)
-    elif isinstance(content, list):
-        for part in content:
-            if isinstance(part, str):
-                out.append(part)
-            elif isinstance(part, dict):
-                # text / refusal (OpenAI), thinking and tool_use name (Anthropic),
-                # function_call arguments and outputs (Responses items).
-                for key in ("text", "refusal", "thinking", "name", "arguments", "output"):
-                    if isinstance(part.get(key), str):
-                        out.append(part[key])
-                if isinstance(part.get("input"), dict):
-                    out.append(_dumps(part["input"]))
-                _collect(part.get("content"), out)  # tool_result blocks, Responses messages
-
-
-def _items(value: Any) -> list[Any]:
-    """A list field as sent; anything else (a client's malformed body is logged too) as empty."""
-    return value if isinstance(value, list) else []
-
-
-def prompt_text(request: dict[str, Any] | None) -> str | None:
-    """Plain text of a request for the index: messages, tool calls, and tool names."""
-    if not isinstance(request, dict):
-        return None
-    out: list[str] = []
-    _collect(request.get("system"), out)
-    for message in _items(request.get("messages")):
-        if not isinstance(message, dict):
-            continue
-        _collect(message.get("content"), out)
-        for call in _items(message.get("tool_calls")):
-            fn = call.get("function") if isinstance(call, dict) else None
-            if isinstance(fn, dict):
-                _collect([fn], out)
-    _collect(request.get("prompt"), out)  # legacy completions
-    _collect(request.get("input"), out)  # embeddings, Responses
-    # Tool names only: the descriptions are the same long boilerplate in every request.
-    for tool in _items(request.get("tools")):
-        if isinstance(tool, dict):
-            spec = tool.get("function") if isinstance(tool.get("function"), dict) else tool
-            if isinstance(spec.get("name"), str):
-                out.append(spec["name"])
-    return "\n".join(out).translate(_NO_MARKS) or None
-
-
-def response_text(response: dict[str, Any] | None) -> str | None:
-    """Plain text of a transcript: content, reasoning, tool call names and arguments."""
-    if not isinstance(response, dict):
-        return None
-    out: list[str] = []
-    for key in ("content", "reasoning"):
-        if isinstance(response.get(key), str):
-            out.append(response[key])
-    _collect([c for c in response.get("tool_calls") or () if isinstance(c, dict)], out)
-    return "\n".join(s for s in out if s).translate(_NO_MARKS) or None
 
 
 def _scalar(value: Any) -> Any:

@@ -6,7 +6,6 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import aiohttp
-from aiohttp import web
 from yarl import URL
 
 from finopsd.errors import GatewayError, UpstreamError, UpstreamTimeout

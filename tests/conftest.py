@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from finopsd import config as cfg
 from finopsd.app import build_app
 from finopsd.providers.registry import KNOWN_PROVIDERS
+from tests.daemon import daemon_for  # noqa: F401  (a fixture for every test module)
 from tests.fakes import FakeUpstream
 
 GatewayFactory = Callable[..., Awaitable[TestClient]]

@@ -8,12 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from click.testing import CliRunner
 
 from finopsd import __version__
 from finopsd.cli import main
-from tests.daemon import daemon_for  # noqa: F401  (fixture)
 from tests.fakes import FakeUpstream, Reply, fixture_frames
 from tests.test_routes_openai import MSGS
 

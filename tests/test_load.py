@@ -14,8 +14,7 @@ import aiohttp
 from aiohttp.test_utils import TestClient
 
 from finopsd.appkeys import LOGSTORE
-from tests.daemon import daemon_for  # noqa: F401  (fixture)
-from tests.fakes import FakeUpstream, Reply, fixture_frames
+from tests.fakes import FakeUpstream, Reply
 from tests.test_routes_openai import MSGS
 
 CHAT = "/openai/chat/completions"

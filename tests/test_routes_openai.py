@@ -10,7 +10,7 @@ import openai
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.fakes import FakeUpstream, Reply, fixture_frames
+from tests.fakes import FakeUpstream, fixture_frames
 
 MSGS: list[Any] = [
     {"role": "system", "content": "You are Roo.", "cache_control": {"type": "ephemeral"}},

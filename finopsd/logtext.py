@@ -1,0 +1,78 @@
+"""Plain text of requests and answers, for the full-text index."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+# snippet() brackets hits with these; flattened text never contains them, so after
+# HTML-escaping they can only be our own marks.
+_MARK_OPEN: Final = "\x02"
+_MARK_CLOSE: Final = "\x03"
+_NO_MARKS: Final = str.maketrans("", "", _MARK_OPEN + _MARK_CLOSE)
+
+
+def _dumps(value: Any) -> str:
+    # default=str: a stray non-JSON value must not cost the whole row.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _collect(content: Any, out: list[str]) -> None:
+    """Searchable strings of a message content: a string, or parts in any dialect we accept."""
+    if isinstance(content, str):
+        out.append(content)
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, str):
+                out.append(part)
+            elif isinstance(part, dict):
+                # text / refusal (OpenAI), thinking and tool_use name (Anthropic),
+                # function_call arguments and outputs (Responses items).
+                for key in ("text", "refusal", "thinking", "name", "arguments", "output"):
+                    if isinstance(part.get(key), str):
+                        out.append(part[key])
+                if isinstance(part.get("input"), dict):
+                    out.append(_dumps(part["input"]))
+                _collect(part.get("content"), out)  # tool_result blocks, Responses messages
+
+
+def _items(value: Any) -> list[Any]:
+    """A list field as sent; anything else (a client's malformed body is logged too) as empty."""
+    return value if isinstance(value, list) else []
+
+
+def prompt_text(request: dict[str, Any] | None) -> str | None:
+    """Plain text of a request for the index: messages, tool calls, and tool names."""
+    if not isinstance(request, dict):
+        return None
+    out: list[str] = []
+    _collect(request.get("system"), out)
+    for message in _items(request.get("messages")):
+        if not isinstance(message, dict):
+            continue
+        _collect(message.get("content"), out)
+        for call in _items(message.get("tool_calls")):
+            fn = call.get("function") if isinstance(call, dict) else None
+            if isinstance(fn, dict):
+                _collect([fn], out)
+    _collect(request.get("prompt"), out)  # legacy completions
+    _collect(request.get("input"), out)  # embeddings, Responses
+    # Tool names only: the descriptions are the same long boilerplate in every request.
+    for tool in _items(request.get("tools")):
+        if isinstance(tool, dict):
+            spec = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+            if isinstance(spec.get("name"), str):
+                out.append(spec["name"])
+    return "\n".join(out).translate(_NO_MARKS) or None
+
+
+def response_text(response: dict[str, Any] | None) -> str | None:
+    """Plain text of a transcript: content, reasoning, tool call names and arguments."""
+    if not isinstance(response, dict):
+        return None
+    out: list[str] = []
+    for key in ("content", "reasoning"):
+        if isinstance(response.get(key), str):
+            out.append(response[key])
+    _collect([c for c in response.get("tool_calls") or () if isinstance(c, dict)], out)
+    return "\n".join(s for s in out if s).translate(_NO_MARKS) or None
