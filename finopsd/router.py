@@ -23,7 +23,9 @@ from finopsd.errors import BadRequest, GatewayError
 from finopsd.exchange import Exchange
 from finopsd.providers.base import Adapter, BaseAdapter, Target, UpstreamRequest
 from finopsd.providers.anthropic import AnthropicAdapter
+from finopsd.providers.gemini import GeminiAdapter
 from finopsd.providers.openai_compat import AzureAdapter, OpenAIAdapter
+from finopsd.providers.vertex import VertexAdapter
 from finopsd.upstream import error_headers, send
 
 if TYPE_CHECKING:
@@ -35,6 +37,8 @@ ADAPTERS: Final[dict[str, Adapter]] = {
     "openai": OpenAIAdapter(),
     "azure": AzureAdapter(),
     "anthropic": AnthropicAdapter(),
+    "gemini": GeminiAdapter(),
+    "vertex": VertexAdapter(),
 }
 
 
