@@ -8,7 +8,7 @@ providers.groq.kyes: unknown key")``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Final, Mapping
 
@@ -380,6 +380,9 @@ def embedded_default(env: Mapping[str, str] | None = None) -> Config:
         for name, spec in KNOWN_PROVIDERS.items()
         if spec.key_env and env.get(spec.key_env)
     }
+    if "bedrock" in providers:  # Bedrock API keys need a region; AWS tools name it in these variables
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+        providers["bedrock"] = replace(providers["bedrock"], region=region)
     return Config(
         storage=StorageConfig(path=str(default_data_dir(env) / "finops.db")),
         providers=providers,

@@ -23,8 +23,11 @@ from finopsd.errors import BadRequest, GatewayError
 from finopsd.exchange import Exchange
 from finopsd.providers.base import Adapter, BaseAdapter, Target, UpstreamRequest
 from finopsd.providers.anthropic import AnthropicAdapter
+from finopsd.providers.bedrock import BedrockAdapter
+from finopsd.providers.cohere import CohereAdapter
 from finopsd.providers.gemini import GeminiAdapter
 from finopsd.providers.openai_compat import AzureAdapter, OpenAIAdapter
+from finopsd.providers.replicate import ReplicateAdapter
 from finopsd.providers.vertex import VertexAdapter
 from finopsd.upstream import error_headers, send
 
@@ -39,6 +42,9 @@ ADAPTERS: Final[dict[str, Adapter]] = {
     "anthropic": AnthropicAdapter(),
     "gemini": GeminiAdapter(),
     "vertex": VertexAdapter(),
+    "bedrock": BedrockAdapter(),
+    "cohere": CohereAdapter(),
+    "replicate": ReplicateAdapter(),
 }
 
 

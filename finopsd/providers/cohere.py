@@ -1,0 +1,399 @@
+"""Cohere Chat API v2: OpenAI chat requests as ``/v2/chat`` bodies, answers back as chat chunks.
+
+References (the wire format is taken from these):
+- https://docs.cohere.com/reference/chat — request body (``messages``, ``tools``, ``tool_choice``
+  ``REQUIRED``/``NONE``, ``max_tokens``, ``temperature``, ``p`` in [0.01, 0.99], ``k``,
+  ``stop_sequences`` (up to 5), ``seed``, penalties, ``response_format``, ``thinking``), the
+  response (``message.content``/``tool_plan``/``tool_calls``, ``finish_reason`` COMPLETE,
+  STOP_SEQUENCE, MAX_TOKENS, TOOL_CALL, ERROR, TIMEOUT, ``usage.billed_units``/``tokens``)
+- https://docs.cohere.com/reference/chat-stream and https://docs.cohere.com/v2/docs/streaming —
+  the SSE events message-start, content-start/delta/end, tool-plan-delta, tool-call-start/delta/
+  end, citation-start/end, message-end; every event names itself in its JSON ``type``
+- https://docs.cohere.com/docs/tool-use and https://docs.cohere.com/v2/docs/tool-use-streaming —
+  assistant turns carry ``tool_plan`` and ``tool_calls``; tool results are ``role: tool``
+  messages with ``tool_call_id``; tools use OpenAI's JSON shape (``type: function``, ``function:
+  {name, description, parameters}``)
+- https://docs.cohere.com/docs/reasoning — ``thinking: {type, token_budget}``; thinking content
+  blocks (``type: thinking``)
+
+The tool plan ("I will look up the weather in Madrid and Brasilia.") is sent to clients as
+``content``, not ``reasoning_content``: it is text the model addresses to the user, agents show
+content and echo it back in the assistant turn, and the request side turns the text of an assistant
+turn with tool calls back into ``tool_plan``, so the plan survives the round trip. Thinking blocks of
+reasoning models are ``reasoning_content``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from finopsd.errors import GatewayError, UpstreamError, UpstreamTimeout
+from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, upstream_error
+
+FINISH_REASONS: Final = {
+    "COMPLETE": "stop",
+    "STOP_SEQUENCE": "stop",
+    "MAX_TOKENS": "length",
+    "TOOL_CALL": "tool_calls",
+}
+MAX_STOP_SEQUENCES: Final = 5
+# reasoning_effort → thinking token budget for Cohere's reasoning models
+THINKING_BUDGETS: Final = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 24576}
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# --- request --------------------------------------------------------------------------------
+
+
+def _text(content: Any) -> str:
+    """Text of a string or a list of parts (non-text parts dropped)."""
+    if isinstance(content, str):
+        return content
+    parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"] \
+        if isinstance(content, list) else []
+    return "".join(t for t in parts if isinstance(t, str))
+
+
+def _user_content(content: Any) -> str | list[dict[str, Any]]:
+    """User content: a string, or text and image_url parts (Cohere's vision models take OpenAI's shape)."""
+    if not isinstance(content, list):
+        return content if isinstance(content, str) else ""
+    parts: list[dict[str, Any]] = []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text" and isinstance(part.get("text"), str):
+            parts.append({"type": "text", "text": part["text"]})
+        elif part.get("type") == "image_url" and part.get("image_url"):
+            image = part["image_url"]
+            parts.append({"type": "image_url", "image_url": image if isinstance(image, dict) else {"url": image}})
+    if all(p["type"] == "text" for p in parts):
+        return "".join(p["text"] for p in parts)  # the plain form every model accepts
+    return parts
+
+
+def _assistant(msg: dict[str, Any]) -> dict[str, Any] | None:
+    text = _text(msg.get("content"))
+    calls = []
+    for call in msg.get("tool_calls") or ():
+        if not isinstance(call, dict):
+            continue
+        fn = _obj(call.get("function"))
+        args = fn.get("arguments")
+        calls.append({"id": str(call.get("id") or ""), "type": "function",
+                      "function": {"name": str(fn.get("name") or ""),
+                                   "arguments": args if isinstance(args, str) and args else "{}"}})
+    out: dict[str, Any] = {"role": "assistant"}
+    if calls:
+        out["tool_calls"] = calls
+        if text.strip():
+            out["tool_plan"] = text  # the text beside tool calls is the plan (see module docstring)
+    elif text:
+        out["content"] = text
+    else:
+        return None  # an empty assistant turn says nothing, and Cohere refuses empty content
+    return out
+
+
+def messages_to_cohere(messages: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for msg in messages if isinstance(messages, list) else ():
+        if not isinstance(msg, dict):
+            continue
+        role = msg.get("role")
+        if role in ("system", "developer"):
+            text = _text(msg.get("content"))
+            if text:
+                out.append({"role": "system", "content": text})
+        elif role == "assistant":
+            turn = _assistant(msg)
+            if turn is not None:
+                out.append(turn)
+        elif role == "tool":
+            # an empty result is refused; say so rather than drop the answer to a call
+            content = _text(msg.get("content")) or "(empty)"
+            out.append({"role": "tool", "tool_call_id": str(msg.get("tool_call_id") or ""), "content": content})
+        else:
+            out.append({"role": "user", "content": _user_content(msg.get("content"))})
+    return out
+
+
+def _tools(tools: Any) -> list[dict[str, Any]]:
+    out = []
+    for tool in tools if isinstance(tools, list) else ():
+        fn = _obj(tool.get("function")) if isinstance(tool, dict) else {}
+        if not isinstance(fn.get("name"), str) or not fn["name"]:
+            continue
+        entry: dict[str, Any] = {"name": fn["name"]}
+        if isinstance(fn.get("description"), str) and fn["description"]:
+            entry["description"] = fn["description"]
+        params = fn.get("parameters")
+        entry["parameters"] = params if isinstance(params, dict) and params else {"type": "object", "properties": {}}
+        out.append({"type": "function", "function": entry})
+    return out
+
+
+def chat_body(model: str, req: dict[str, Any], *, stream: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, "messages": messages_to_cohere(req.get("messages")), "stream": stream}
+    tools = _tools(req.get("tools"))
+    choice = req.get("tool_choice")
+    if tools:
+        body["tools"] = tools
+        if choice == "required" or (isinstance(choice, dict) and choice.get("type") == "function"):
+            # Cohere cannot name the tool to call: REQUIRED is the nearest promise
+            body["tool_choice"] = "REQUIRED"
+        elif choice == "none":
+            body["tool_choice"] = "NONE"
+        if any(_obj(t.get("function")).get("strict") for t in req.get("tools") or () if isinstance(t, dict)):
+            body["strict_tools"] = True
+    limit = req.get("max_completion_tokens") or req.get("max_tokens")
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        body["max_tokens"] = limit
+    if _number(req.get("temperature")):
+        body["temperature"] = req["temperature"]
+    if _number(req.get("top_p")):
+        body["p"] = min(max(float(req["top_p"]), 0.01), 0.99)  # Cohere's documented bounds
+    for key in ("seed", "frequency_penalty", "presence_penalty"):
+        if _number(req.get(key)):
+            body[key] = req[key]
+    stop = req.get("stop")
+    stops = [s for s in ([stop] if isinstance(stop, str) else stop or ()) if isinstance(s, str) and s]
+    if stops:
+        body["stop_sequences"] = stops[:MAX_STOP_SEQUENCES]
+    fmt = _obj(req.get("response_format"))
+    if fmt.get("type") == "json_object":
+        body["response_format"] = {"type": "json_object"}
+    elif fmt.get("type") == "json_schema" and isinstance(_obj(fmt.get("json_schema")).get("schema"), dict):
+        body["response_format"] = {"type": "json_object", "json_schema": fmt["json_schema"]["schema"]}
+    effort = req.get("reasoning_effort")
+    if isinstance(effort, str) and "reasoning" in model:  # only reasoning models take `thinking`
+        if effort == "none":
+            body["thinking"] = {"type": "disabled"}
+        elif effort in THINKING_BUDGETS:
+            body["thinking"] = {"type": "enabled", "token_budget": THINKING_BUDGETS[effort]}
+    return body
+
+
+# --- response -------------------------------------------------------------------------------
+
+
+def usage_to_openai(u: dict[str, Any]) -> dict[str, Any]:
+    """Cohere usage → OpenAI usage: billed units (what is charged), else raw tokens."""
+    billed, tokens = _obj(u.get("billed_units")), _obj(u.get("tokens"))
+    source = billed if billed.get("input_tokens") is not None or billed.get("output_tokens") is not None else tokens
+    prompt = int(source.get("input_tokens") or 0)
+    completion = int(source.get("output_tokens") or 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": int(u.get("cached_tokens") or 0)},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
+
+
+def finish_reason(reason: Any, has_calls: bool, provider: str) -> str:
+    """Cohere's finish reason → OpenAI's; ERROR and TIMEOUT raise (the answer is not whole)."""
+    if reason == "TIMEOUT":
+        raise UpstreamTimeout(f"{provider}: the model timed out", code="upstream_timeout")
+    if isinstance(reason, str) and reason.startswith("ERROR"):
+        raise UpstreamError(f"{provider}: the model stopped with an error ({reason})", code=reason.lower())
+    mapped = FINISH_REASONS.get(reason, "stop") if isinstance(reason, str) else "stop"
+    return "tool_calls" if has_calls and mapped == "stop" else mapped
+
+
+def _load(data: bytes | str, provider: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        raise UpstreamError(f"{provider}: upstream sent invalid JSON") from None
+    if not isinstance(parsed, dict):
+        raise UpstreamError(f"{provider}: upstream sent an unexpected body")
+    return parsed
+
+
+def completion_from_chat(body: dict[str, Any], model: str, provider: str) -> dict[str, Any]:
+    msg = _obj(body.get("message"))
+    text, thoughts = [], []
+    for block in msg.get("content") or ():
+        if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
+            text.append(block["text"])
+        elif isinstance(block, dict) and block.get("type") == "thinking" and isinstance(block.get("thinking"), str):
+            thoughts.append(block["thinking"])
+    plan: str = msg["tool_plan"] if isinstance(msg.get("tool_plan"), str) else ""
+    calls = []
+    for call in msg.get("tool_calls") or ():
+        fn = _obj(_obj(call).get("function"))
+        args = fn.get("arguments")
+        calls.append({"id": str(_obj(call).get("id") or ""), "type": "function",
+                      "function": {"name": str(fn.get("name") or ""),
+                                   "arguments": args if isinstance(args, str) and args else "{}"}})
+    content = plan + "".join(text)
+    message: dict[str, Any] = {"role": "assistant", "content": content or (None if calls else "")}
+    if calls:
+        message["tool_calls"] = calls
+    if thoughts:
+        message["reasoning_content"] = "".join(thoughts)
+    completion: dict[str, Any] = {
+        "id": "chatcmpl-" + str(body.get("id") or secrets.token_hex(12)),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message,
+                     "finish_reason": finish_reason(body.get("finish_reason"), bool(calls), provider)}],
+    }
+    if isinstance(body.get("usage"), dict):
+        completion["usage"] = usage_to_openai(body["usage"])
+    return completion
+
+
+@dataclass(slots=True)
+class CohereStream:
+    """Per-request stream state: our tool-call counter and usage."""
+
+    provider: str
+    model: str
+    id: str
+    created: int
+    calls: int = 0
+    tools: dict[int, int] = field(default_factory=dict)  # Cohere's tool-call index → ours
+    args_seen: set[int] = field(default_factory=set)
+    usage: dict[str, Any] | None = None
+    started: bool = False
+    finished: bool = False
+    usage_sent: bool = False
+    error: GatewayError | None = None  # a failed message-end, raised once its usage is recorded
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        if not self.started:
+            self.started = True
+            delta = {"role": "assistant", **delta}
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    def usage_chunk(self) -> list[dict[str, Any]]:
+        if self.usage_sent or self.usage is None:
+            return []
+        self.usage_sent = True
+        return [{"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                 "choices": [], "usage": usage_to_openai(self.usage)}]
+
+    def finish(self) -> list[dict[str, Any]]:
+        """At EOF: usage still owed, or the error a failed message-end announced."""
+        if self.error is not None:
+            raise self.error
+        return self.usage_chunk()
+
+
+def _message(ev: dict[str, Any]) -> dict[str, Any]:
+    return _obj(_obj(ev.get("delta")).get("message"))
+
+
+def _tool_call(s: CohereStream, ev: dict[str, Any], start: bool) -> list[dict[str, Any]]:
+    call = _obj(_message(ev).get("tool_calls"))  # one object per event, not a list, in the stream
+    fn = _obj(call.get("function"))
+    args = fn.get("arguments") if isinstance(fn.get("arguments"), str) else ""
+    index = ev.get("index", 0)
+    if start:
+        ours, s.calls = s.calls, s.calls + 1
+        s.tools[index] = ours
+        if args:
+            s.args_seen.add(index)
+        first = {"index": ours, "id": str(call.get("id") or ""), "type": "function",
+                 "function": {"name": str(fn.get("name") or ""), "arguments": args}}
+        return [s.chunk({"tool_calls": [first]})]
+    if not args or index not in s.tools:
+        return []
+    s.args_seen.add(index)
+    return [s.chunk({"tool_calls": [{"index": s.tools[index], "function": {"arguments": args}}]})]
+
+
+def stream_event(s: CohereStream, event: str | None, data: str) -> list[dict[str, Any]]:
+    """One SSE frame → canonical chunks."""
+    if s.error is not None:
+        raise s.error
+    if not data.strip() or data.strip() == "[DONE]":
+        return []
+    ev = _load(data, s.provider)
+    kind = ev.get("type") or event
+    if kind in ("content-delta", "content-start"):  # a start may already carry text
+        content = _obj(_message(ev).get("content"))
+        if isinstance(content.get("text"), str) and content["text"]:
+            return [s.chunk({"content": content["text"]})]
+        if isinstance(content.get("thinking"), str) and content["thinking"]:
+            return [s.chunk({"reasoning_content": content["thinking"]})]
+        return []
+    if kind == "tool-plan-delta":
+        plan = _message(ev).get("tool_plan")
+        return [s.chunk({"content": plan})] if isinstance(plan, str) and plan else []
+    if kind == "tool-call-start":
+        return _tool_call(s, ev, start=True)
+    if kind == "tool-call-delta":
+        return _tool_call(s, ev, start=False)
+    if kind == "tool-call-end":
+        index = ev.get("index", 0)
+        if index in s.tools and index not in s.args_seen:
+            s.args_seen.add(index)  # a call without parameters: give clients parseable arguments
+            return [s.chunk({"tool_calls": [{"index": s.tools[index], "function": {"arguments": "{}"}}]})]
+        return []
+    if kind == "message-start":
+        if ev.get("id"):
+            s.id = "chatcmpl-" + str(ev["id"])
+        return [s.chunk({"content": ""})]
+    if kind == "message-end":
+        delta = _obj(ev.get("delta"))
+        if isinstance(delta.get("usage"), dict):
+            s.usage = delta["usage"]
+        if s.finished:
+            return s.usage_chunk()
+        s.finished = True
+        try:
+            out = [s.chunk({}, finish_reason(delta.get("finish_reason"), s.calls > 0, s.provider))]
+        except GatewayError as e:
+            # the tokens were spent all the same: hand over the usage now, raise at the next
+            # frame or at EOF (a raise here would drop the usage with the frame)
+            s.error = e
+            return s.usage_chunk()
+        return out + s.usage_chunk()
+    if "message" in ev and "type" not in ev:  # an error object in place of an event
+        raise upstream_error(500, data.encode(), s.provider)
+    return []  # content-end, citations, debug events
+
+
+class CohereAdapter(BaseAdapter):
+    """``POST {base_url}/v2/chat`` with a Bearer key."""
+
+    def build_request(self, target: Target, req: dict[str, Any], *, stream: bool) -> UpstreamRequest:
+        headers = {"Content-Type": "application/json", **target.provider.headers}
+        if stream:
+            headers["Accept"] = "text/event-stream"
+        if target.api_key:
+            headers["Authorization"] = f"Bearer {target.api_key}"
+        body = json.dumps(chat_body(target.model, req, stream=stream), ensure_ascii=False).encode()
+        return UpstreamRequest(f"{target.provider.base_url}/v2/chat", headers, body)
+
+    def parse_response(self, target: Target, body: bytes) -> dict[str, Any]:
+        return completion_from_chat(_load(body, target.provider.name), target.model, target.provider.name)
+
+    def new_stream(self, target: Target) -> CohereStream:
+        return CohereStream(target.provider.name, target.model, "chatcmpl-" + secrets.token_hex(12), int(time.time()))
+
+    def parse_event(self, state: CohereStream, event: str | None, data: str) -> list[dict[str, Any]]:
+        return stream_event(state, event, data)
+
+    def finish_stream(self, state: CohereStream) -> list[dict[str, Any]]:
+        return state.finish()
+
+    def parse_error(self, status: int, body: bytes) -> GatewayError:
+        return upstream_error(status, body, "cohere")
