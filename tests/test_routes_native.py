@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from finopsd.appkeys import LOGSTORE
-from tests.fakes import FakeUpstream, Reply
+from tests.fakes import FIXTURES, FakeUpstream, Reply
 from tests.test_routes_openai import MSGS, TOOLS, tool_calls_of
 
 
@@ -39,7 +39,7 @@ def second_turn(chunks: list[Any]) -> list[Any]:
     assistant = {"role": "assistant", "content": "", "tool_calls": [
         {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
         for _, c in sorted(calls.items())]}
-    results = [{"role": "tool", "tool_call_id": c["id"], "content": f"contents of {json.loads(c['arguments'])['path']}"}
+    results = [{"role": "tool", "tool_call_id": c["id"], "content": f"result of {c['name']} {c['arguments']}"}
                for _, c in sorted(calls.items())]
     return [*MSGS, assistant, *results]
 
@@ -86,3 +86,121 @@ async def test_gemini_two_turn_tool_conversation(make_gateway: Any, fake: FakeUp
     responses = [p["functionResponse"] for c in contents for p in c["parts"] if "functionResponse" in p]
     assert [r["name"] for r in responses] == ["read_file", "read_file"]
     assert (2600, 12) in await logged_usage(gw)
+
+
+def bedrock_events(*events: tuple[str, dict[str, Any]]) -> bytes:
+    from tests.test_providers_bedrock import encode_message
+
+    return b"".join(
+        encode_message({":event-type": name, ":content-type": "application/json", ":message-type": "event"},
+                       json.dumps(payload).encode())
+        for name, payload in events
+    )
+
+
+async def test_bedrock_two_turn_tool_conversation_signed(make_gateway: Any, fake: FakeUpstream) -> None:
+    from tests.test_providers_bedrock import encode
+
+    arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    gw = await make_gateway(
+        f"providers:\n  bedrock: {{base_url: '{fake.url}', region: us-east-1,"
+        " access_key_id: AKIDEXAMPLE, secret_access_key: wJalrXUtnFEMI-secret}\n")
+    stream_type = "application/vnd.amazon.eventstream"
+    fake.add(Reply(frames=[encode("parallel_tool_calls.jsonl")], content_type=stream_type))
+    fake.add(Reply(content_type=stream_type, frames=[bedrock_events(
+        ("messageStart", {"role": "assistant"}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "They differ in limits."}}),
+        ("contentBlockStop", {"contentBlockIndex": 0}),
+        ("messageStop", {"stopReason": "end_turn"}),
+        ("metadata", {"usage": {"inputTokens": 900, "outputTokens": 7, "totalTokens": 907}, "metrics": {}}),
+    )]))
+    async with await client_for(gw) as client:
+        first = await turn(client, f"bedrock/{arn}", MSGS)
+        calls = tool_calls_of(first)
+        assert sorted(calls) == [0, 1] and all(c["id"] and c["name"] for c in calls.values())
+        assert first[-1].usage is not None and first[-1].usage.completion_tokens > 0
+        sent = fake.last
+        assert sent.path.endswith("/converse-stream") and "inference-profile" in sent.path
+        assert sent.headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+        second = await turn(client, f"bedrock/{arn}", second_turn(first))
+    assert "".join(c.choices[0].delta.content or "" for c in second if c.choices) == "They differ in limits."
+    body = fake.last.body
+    assert "toolConfig" in body
+    results = [b["toolResult"] for m in body["messages"] for b in m["content"] if "toolResult" in b]
+    assert [r["toolUseId"] for r in results] == [calls[0]["id"], calls[1]["id"]]
+    assert (900, 7) in await logged_usage(gw)
+
+
+COHERE_ANSWER = (
+    b'event: message-start\ndata: {"type":"message-start","id":"m2","delta":{"message":{"role":"assistant"}}}\n\n'
+    b'event: content-start\ndata: {"type":"content-start","index":0,"delta":{"message":{"content":'
+    b'{"type":"text","text":""}}}}\n\n'
+    b'event: content-delta\ndata: {"type":"content-delta","index":0,"delta":{"message":{"content":'
+    b'{"text":"Found two matches."}}}}\n\n'
+    b'event: content-end\ndata: {"type":"content-end","index":0}\n\n'
+    b'event: message-end\ndata: {"type":"message-end","delta":{"finish_reason":"COMPLETE","usage":'
+    b'{"billed_units":{"input_tokens":321,"output_tokens":4},"tokens":{"input_tokens":400,"output_tokens":4}}}}\n\n'
+)
+
+
+async def test_cohere_two_turn_tool_conversation(make_gateway: Any, fake: FakeUpstream) -> None:
+    gw = await make_gateway(f"providers:\n  cohere: {{base_url: '{fake.url}', keys: [{{value: co-secret}}]}}\n")
+    fake.play("cohere/parallel_tool_calls.sse")
+    fake.add(Reply(frames=[COHERE_ANSWER]))
+    async with await client_for(gw) as client:
+        first = await turn(client, "cohere/command-a-03-2025", MSGS)
+        calls = tool_calls_of(first)
+        assert sorted(calls) == [0, 1] and all(c["id"] and c["name"] for c in calls.values())
+        assert fake.last.path == "/v2/chat" and fake.last.headers["Authorization"] == "Bearer co-secret"
+        second = await turn(client, "cohere/command-a-03-2025", second_turn(first))
+    assert "".join(c.choices[0].delta.content or "" for c in second if c.choices) == "Found two matches."
+    sent = fake.last.body["messages"]
+    assert [m["tool_call_id"] for m in sent if m["role"] == "tool"] == [calls[0]["id"], calls[1]["id"]]
+    assert (321, 4) in await logged_usage(gw)
+
+
+async def test_replicate_streams_text_and_refuses_tools(make_gateway: Any, fake: FakeUpstream) -> None:
+    gw = await make_gateway(f"providers:\n  replicate: {{base_url: '{fake.url}/v1', keys: [{{value: r8-secret}}]}}\n")
+    prediction = json.loads((FIXTURES / "replicate/prediction_starting.json").read_text())
+    prediction["urls"]["stream"] = f"{fake.url}/stream/abc"
+    fake.answer_json(prediction, status=201)
+    fake.play("replicate/stream_text.sse")
+    async with await client_for(gw) as client:
+        stream = await client.chat.completions.create(
+            model="replicate/meta/meta-llama-3-70b-instruct", messages=MSGS, stream=True)
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert text.startswith("Here is a haiku:") and "chestnut" in text
+        assert fake.requests[0].path == "/v1/models/meta/meta-llama-3-70b-instruct/predictions"
+        assert fake.last.path == "/stream/abc" and fake.last.headers["Authorization"] == "Bearer r8-secret"
+        with pytest.raises(openai.BadRequestError) as info:
+            await client.chat.completions.create(
+                model="replicate/meta/meta-llama-3-70b-instruct", messages=MSGS, tools=TOOLS)
+    assert "tool" in info.value.message
+
+
+async def test_vertex_gemini_and_claude_two_turn_tool_conversations(make_gateway: Any, fake: FakeUpstream) -> None:
+    # a key in `keys` is used as a ready OAuth access token (the service-account path is tested in
+    # test_providers_vertex.py against a fake token endpoint)
+    gw = await make_gateway(
+        f"providers:\n  vertex: {{base_url: '{fake.url}', project: proj-1, location: us-east5,"
+        " keys: [{value: ya29.token-secret}]}\n")
+    fake.play("gemini/parallel_calls.sse")
+    fake.add(Reply(frames=[GEMINI_ANSWER]))
+    fake.play("anthropic/tool_use_two_calls.sse")
+    fake.play("anthropic/thinking_then_text.sse")
+    base = "/v1/projects/proj-1/locations/us-east5/publishers"
+    async with await client_for(gw) as client:
+        first = await turn(client, "vertex/gemini-3-pro-preview", MSGS)
+        assert fake.last.path == f"{base}/google/models/gemini-3-pro-preview:streamGenerateContent"
+        assert fake.last.headers["Authorization"] == "Bearer ya29.token-secret"
+        second = await turn(client, "vertex/gemini-3-pro-preview", second_turn(first))
+        assert "".join(c.choices[0].delta.content or "" for c in second if c.choices).startswith("base.yaml")
+        claude = await turn(client, "vertex/claude-sonnet-4-5@20250929", MSGS)
+        calls = tool_calls_of(claude)
+        assert [c["id"] for _, c in sorted(calls.items())] == [
+            "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "toolu_01Wj4Kd8cE7Gf2hYv9QaZm3N"]
+        assert fake.last.path == f"{base}/anthropic/models/claude-sonnet-4-5@20250929:streamRawPredict"
+        assert fake.last.body["anthropic_version"] == "vertex-2023-10-16" and "model" not in fake.last.body
+        await turn(client, "vertex/claude-sonnet-4-5@20250929", second_turn(claude))
+    results = [b for m in fake.last.body["messages"] for b in m["content"] if b.get("type") == "tool_result"]
+    assert [r["tool_use_id"] for r in results] == [calls[0]["id"], calls[1]["id"]]
