@@ -30,7 +30,7 @@ async def discover_models(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _discover_all(rt: Runtime) -> None:
-    names = [n for n, p in rt.config.providers.items() if p.models is None and p.type in ("openai", "azure")]
+    names = [n for n, p in rt.config.providers.items() if p.models is None and p.type in ("openai", "azure", "mistral")]
     await asyncio.gather(*(_discover(rt, n) for n in names))
 
 

@@ -26,7 +26,7 @@ from finopsd.providers.anthropic import AnthropicAdapter
 from finopsd.providers.bedrock import BedrockAdapter
 from finopsd.providers.cohere import CohereAdapter
 from finopsd.providers.gemini import GeminiAdapter
-from finopsd.providers.openai_compat import AzureAdapter, OpenAIAdapter
+from finopsd.providers.openai_compat import AzureAdapter, MistralAdapter, OpenAIAdapter
 from finopsd.providers.replicate import ReplicateAdapter
 from finopsd.providers.vertex import VertexAdapter
 from finopsd.upstream import error_headers, send
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 ADAPTERS: Final[dict[str, Adapter]] = {
     "openai": OpenAIAdapter(),
     "azure": AzureAdapter(),
+    "mistral": MistralAdapter(),
     "anthropic": AnthropicAdapter(),
     "gemini": GeminiAdapter(),
     "vertex": VertexAdapter(),

@@ -204,3 +204,21 @@ async def test_vertex_gemini_and_claude_two_turn_tool_conversations(make_gateway
         await turn(client, "vertex/claude-sonnet-4-5@20250929", second_turn(claude))
     results = [b for m in fake.last.body["messages"] for b in m["content"] if b.get("type") == "tool_result"]
     assert [r["tool_use_id"] for r in results] == [calls[0]["id"], calls[1]["id"]]
+
+
+async def test_mistral_gets_nine_character_tool_ids(make_gateway: Any, fake: FakeUpstream) -> None:
+    gw = await make_gateway(f"providers:\n  mistral: {{base_url: '{fake.url}/v1', keys: [{{value: m-secret}}]}}\n")
+    fake.answer_json({"id": "x", "object": "chat.completion", "model": "mistral-large-latest", "choices": []})
+    history = [*MSGS,
+               {"role": "assistant", "content": "", "tool_calls": [
+                   {"id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "type": "function",
+                    "function": {"name": "read_file", "arguments": "{}"}},
+                   {"id": "Ab3dE6gH9", "type": "function", "function": {"name": "read_file", "arguments": "{}"}}]},
+               {"role": "tool", "tool_call_id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "content": "x"},
+               {"role": "tool", "tool_call_id": "Ab3dE6gH9", "content": "y"}]
+    async with await client_for(gw) as client:
+        await client.chat.completions.create(model="mistral/mistral-large-latest", messages=history)
+    sent = fake.last.body["messages"]
+    ids = [c["id"] for c in sent[2]["tool_calls"]]
+    assert all(len(i) == 9 and i.isalnum() for i in ids) and ids[1] == "Ab3dE6gH9"
+    assert [m["tool_call_id"] for m in sent[3:]] == ids

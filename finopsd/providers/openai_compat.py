@@ -9,7 +9,9 @@ are already canonical, so the relay can forward their bytes as they came.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import string
 from typing import Any, ClassVar
 
 from finopsd.errors import UpstreamError
@@ -65,6 +67,51 @@ class OpenAIAdapter(BaseAdapter):
         if "error" in chunk and "choices" not in chunk:
             raise upstream_error(500, data.encode(), state)
         return [chunk]
+
+
+class MistralAdapter(OpenAIAdapter):
+    """Mistral: tool-call ids must be exactly 9 characters of [a-zA-Z0-9].
+
+    https://docs.mistral.ai/capabilities/function_calling/ — a history whose ids came from
+    another provider (``call_…``, ``toolu_…``) is refused, so ids are mapped to a stable
+    9-character digest on the assistant call and its tool result alike. Mistral's own ids
+    already fit and pass unchanged, so a client keeps seeing the ids it was given.
+    """
+
+    def build_request(self, target: Target, req: dict[str, Any], *, stream: bool) -> UpstreamRequest:
+        messages = req.get("messages")
+        if isinstance(messages, list) and any(_foreign_ids(m) for m in messages if isinstance(m, dict)):
+            req = {**req, "messages": [_with_mistral_ids(m) if isinstance(m, dict) else m for m in messages]}
+        return super().build_request(target, req, stream=stream)
+
+
+_ALNUM = string.ascii_letters + string.digits
+
+
+def mistral_id(value: str) -> str:
+    if len(value) == 9 and value.isascii() and value.isalnum():
+        return value
+    n = int.from_bytes(hashlib.sha256(value.encode()).digest()[:8], "big")
+    return "".join(_ALNUM[(n >> (6 * i)) % 62] for i in range(9))
+
+
+def _foreign_ids(message: dict[str, Any]) -> bool:
+    ids = [c.get("id") for c in message.get("tool_calls") or () if isinstance(c, dict)]
+    ids.append(message.get("tool_call_id"))
+    return any(isinstance(i, str) and mistral_id(i) != i for i in ids)
+
+
+def _with_mistral_ids(message: dict[str, Any]) -> dict[str, Any]:
+    out = dict(message)
+    if isinstance(out.get("tool_call_id"), str):
+        out["tool_call_id"] = mistral_id(out["tool_call_id"])
+    calls = out.get("tool_calls")
+    if isinstance(calls, list):
+        out["tool_calls"] = [
+            {**c, "id": mistral_id(c["id"])} if isinstance(c, dict) and isinstance(c.get("id"), str) else c
+            for c in calls
+        ]
+    return out
 
 
 class AzureAdapter(OpenAIAdapter):

@@ -25,7 +25,7 @@ KNOWN_PROVIDERS: Final[dict[str, ProviderSpec]] = {
     "gemini": ProviderSpec("gemini", "https://generativelanguage.googleapis.com/v1beta", "GEMINI_API_KEY"),
     "vertex": ProviderSpec("vertex", "", None),
     "bedrock": ProviderSpec("bedrock", "", "AWS_BEARER_TOKEN_BEDROCK"),
-    "mistral": ProviderSpec("openai", "https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
+    "mistral": ProviderSpec("mistral", "https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
     "groq": ProviderSpec("openai", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
     "cerebras": ProviderSpec("openai", "https://api.cerebras.ai/v1", "CEREBRAS_API_KEY"),
     "cohere": ProviderSpec("cohere", "https://api.cohere.com", "COHERE_API_KEY"),
@@ -47,5 +47,5 @@ KNOWN_PROVIDERS: Final[dict[str, ProviderSpec]] = {
 
 # protocols an adapter exists for, or will; see ``adapter_for``
 PROTOCOLS: Final = frozenset(
-    {"openai", "azure", "anthropic", "gemini", "vertex", "bedrock", "cohere", "replicate"}
+    {"openai", "azure", "mistral", "anthropic", "gemini", "vertex", "bedrock", "cohere", "replicate"}
 )
