@@ -64,15 +64,6 @@ async def test_oversized_body_is_413(make_gateway: Any, fake_openai: FakeUpstrea
     assert fake_openai.requests == []
 
 
-async def test_native_protocol_not_built_yet_is_501(make_gateway: Any, fake_openai: FakeUpstream) -> None:
-    gw = await make_gateway(f"providers:\n  replicate: {{base_url: {fake_openai.url}}}\n")
-    resp = await gw.post(CHAT, json={"model": "replicate/meta/llama", "messages": MSGS})
-    if resp.status != 501:  # the replicate adapter exists: then tools are refused instead, never a crash
-        assert resp.status < 500
-    else:
-        assert "replicate" in assert_error_shape(await resp.json())["message"]
-
-
 async def test_upstream_429_keeps_status_and_retry_after(
     openai_client: openai.AsyncOpenAI, fake_openai: FakeUpstream
 ) -> None:
