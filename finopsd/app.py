@@ -12,6 +12,7 @@ from finopsd.appkeys import CONFIG, RUNTIME
 from finopsd.config import Config
 from finopsd.middleware import cors_preflight, errors_as_json, on_prepare, request_id
 from finopsd.routes import anthropic, health, openai
+from finopsd.routes import logs
 from finopsd.runtime import Runtime
 
 MB = 1024 * 1024
@@ -21,6 +22,7 @@ def build_app(config: Config) -> web.Application:
     app = web.Application(
         middlewares=[request_id, errors_as_json, cors_preflight],
         client_max_size=int(config.server.max_body_mb * MB),
+        handler_args={"max_line_size": 64 * 1024},  # a /logs?q= search may hold 10 kB of pasted text
     )
     app[CONFIG] = config
     app[RUNTIME] = Runtime(config)
@@ -35,6 +37,7 @@ def build_app(config: Config) -> web.Application:
     health.add_routes(app.router)
     admin.add_routes(app.router)
     openapi.add_routes(app.router)
+    logs.add_routes(app.router)
     return app
 
 

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import os
 import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from finopsd import __version__, config as cfg
+from finopsd.logstore import LogStore
+from finopsd.routes.logs import search_items
 from finopsd.server import config_path_from, serve
+from finopsd.web.items import preview_of, terminal_line
 
 
 @click.group()
@@ -82,3 +90,123 @@ def check_command(config_path: str) -> None:
         click.echo("aliases:")
         for alias, target in sorted(config.aliases.items()):
             click.echo(f"  {alias} -> {target}")
+
+
+# ---------------------------------------------------------------- finopsd logs
+
+T = TypeVar("T")
+TAIL_LOOKBACK_S = 300.0  # a long stream is logged when it ends: look back past the newest start
+
+
+@main.group(name="logs")
+def logs_group() -> None:
+    """Search and follow the request log (the SQLite file at the config's storage.path)."""
+
+
+def _config_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="FINOPSD_CONFIG",
+                        help="YAML config naming storage.path (default: $FINOPSD_CONFIG, else the embedded"
+                        " default's data dir).")(fn)  # fmt: skip
+
+
+async def _with_logstore(path: str, work: Callable[[LogStore], Awaitable[T]]) -> T:
+    # Never create a log the gateway has not: a typo in --config would show an empty log.
+    if not Path(path).exists():
+        raise click.ClickException(f"no request log at {path} (storage.path); the gateway creates it on start")
+    store = await LogStore.open(path)  # WAL: reading beside a running gateway is safe
+    try:
+        return await work(store)
+    finally:
+        await store.close()
+
+
+@logs_group.command(name="search")
+@click.argument("text")
+@_config_option
+@click.option("--provider", help="Only requests routed to this provider.")
+@click.option("--model", help="Only this model, as the client wrote it (provider/model).")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500), help="Rows to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print the /api/logs answer (items, next_cursor, totals).")
+def logs_search(
+    text: str, config_path: str | None, provider: str | None, model: str | None, limit: int, as_json: bool
+) -> None:
+    """Find requests whose conversation matches TEXT, newest first.
+
+    TEXT is SQLite FTS5 syntax (words, "a phrase", prefix*, OR, NOT, NEAR(a b));
+    anything FTS5 rejects is searched as a literal phrase.
+
+    \b
+    finopsd logs search quokka
+    finopsd logs search '"list tests" OR read_file' --provider openai --json
+    """
+    config, _ = _load(config_path)
+    kw = {"q": text, "provider": provider, "model": model, "limit": limit}
+    body = asyncio.run(_with_logstore(config.storage.path, lambda store: search_items(store, kw)))
+    if as_json:
+        click.echo(json.dumps(body, indent=2, ensure_ascii=False))
+        return
+    bold = sys.stdout.isatty()
+    for item in body["items"]:
+        click.echo(terminal_line(item, bold=bold))
+    totals = body["totals"]
+    more = " (more: raise --limit)" if body["next_cursor"] else ""
+    click.echo(f"{totals['requests']} matching requests, ${totals['cost_usd']:.4f}{more}", err=True)
+
+
+@logs_group.command(name="tail")
+@_config_option
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.05),
+              help="Seconds between polls.")
+@click.option("-n", "--lines", default=10, show_default=True, type=click.IntRange(0, 500),
+              help="Newest requests to show before following.")
+@click.option("--follow/--no-follow", default=True, show_default=True,
+              help="Keep printing new requests until Ctrl-C.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON item per line.")
+def logs_tail(config_path: str | None, interval: float, lines: int, follow: bool, as_json: bool) -> None:
+    """Show the newest requests, then each new one as it is logged.
+
+    \b
+    finopsd logs tail --config /etc/finopsd/config.yaml
+    finopsd logs tail --json | jq .cost_usd
+    """
+    config, _ = _load(config_path)
+    bold = sys.stdout.isatty()
+
+    def show(item: dict[str, Any]) -> None:
+        click.echo(json.dumps(item, ensure_ascii=False) if as_json else terminal_line(item, bold=bold))
+
+    async def run(store: LogStore) -> None:
+        await _tail(store, show, lines, interval if follow else None)
+
+    try:
+        asyncio.run(_with_logstore(config.storage.path, run))
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a tail ends
+
+
+async def _tail(store: LogStore, show: Callable[[dict[str, Any]], None], lines: int, interval: float | None) -> None:
+    """Print the newest ``lines`` rows oldest first, then poll every ``interval`` s for rows not yet seen.
+
+    Rows are ordered by start time but written when they end, so each poll looks back
+    TAIL_LOOKBACK_S past the newest start and prints ids it has not seen.
+    """
+    started = time.time()
+    newest = await search_items(store, {"limit": max(lines, 1)}, totals=False, previews=True)
+    for item in reversed(newest["items"][:lines]):
+        show(item)
+    if interval is None:
+        return
+    window = await search_items(store, {"limit": 500, "since": started - TAIL_LOOKBACK_S}, totals=False)
+    seen = {i["id"]: i["ts"] for i in (*newest["items"], *window["items"])}
+    while True:
+        await asyncio.sleep(interval)
+        # never before the first window: rows there were all marked seen at the start
+        since = max(started, *seen.values()) - TAIL_LOOKBACK_S
+        page = await search_items(store, {"limit": 500, "since": since}, totals=False)
+        fresh = [item for item in reversed(page["items"]) if item["id"] not in seen]
+        for item in fresh:
+            row = await store.get(item["id"])  # the first words, for the new rows only
+            item["preview"] = preview_of(row.get("request")) if row else None
+            show(item)
+            seen[item["id"]] = item["ts"]
+        seen = {rid: ts for rid, ts in seen.items() if ts >= since}  # the window has moved past the rest

@@ -1,0 +1,234 @@
+"""``/logs`` and ``/api/logs``: the request log as HTML pages and as JSON.
+
+    GET /logs                 list page: filters, search, totals, newest first
+    GET /logs/{id}            one exchange as a conversation
+    GET /api/logs             {"items", "next_cursor", "totals"} for the same filters
+    GET /api/logs/{id}        one item with the full conversation
+    GET /static/…             the pages' CSS and JS
+
+Filters (page and API alike): ``q`` (FTS5 syntax; input FTS5 rejects is searched as a
+literal phrase by the store), ``provider``, ``model``, ``key``, ``team``, ``status``
+(ok | error | client_closed), ``stream`` (true | false), ``since``/``until`` (ISO 8601
+or epoch seconds; a time without a zone is UTC), ``min_cost`` (USD),
+``min_latency_ms``, ``limit`` (1-500), ``cursor`` (the previous ``next_cursor``),
+``order`` (newest | relevance). The API also takes ``totals=false`` (skip the
+totals: live tail polls every 2 s and shows none) and ``preview=true`` (add the first
+words of the newest user turn to each item; costs one row read per item).
+
+All of them need the admin token when one is set, else a loopback client
+(``finopsd.admin``). Two more refusals close the ways a web page the admin merely
+visits could read the log through the admin's own browser: the API refuses
+cross-site fetches (``Sec-Fetch-Site``; the CORS middleware would otherwise let any
+origin read the answer), and without a token a request must name a loopback host
+(DNS rebinding points an attacker's name at 127.0.0.1). Pages answer
+``Cache-Control: no-store`` and a strict CSP: they show conversations, and no row text
+may ever run as script.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from aiohttp import web
+
+from finopsd.admin import is_loopback, require_admin, require_admin_page
+from finopsd.appkeys import LOGSTORE, RUNTIME
+from finopsd.errors import BadRequest, GatewayError, NotFound
+from finopsd.logstore import LogStore
+from finopsd.web import STATIC_DIR
+from finopsd.web.detail import render_detail
+from finopsd.web.items import detail_item, preview_of, summary_item
+from finopsd.web.pages import render_list, render_not_found
+
+__all__ = ["add_routes", "parse_filters", "parse_time", "search_items"]
+
+MAX_LIMIT: Final = 500
+DEFAULT_LIMIT: Final = 50
+STATUSES: Final = ("ok", "error", "client_closed")
+_EPOCH: Final = re.compile(r"[+-]?\d+(\.\d+)?")
+TRUE: Final = ("true", "1", "yes", "on")
+FALSE: Final = ("false", "0", "no", "off")
+
+PAGE_HEADERS: Final = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # self-hosted CSS and JS only: a prompt that smuggled markup past escaping still could
+    # not run a script, load a remote image (a beacon), or be framed
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
+    " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+}
+
+
+# ---------------------------------------------------------------- query parameters
+
+
+def parse_time(value: str, param: str) -> float:
+    """ISO 8601 (``2026-01-31``, ``2026-01-31T09:00Z``, with an offset) or epoch seconds."""
+    text = value.strip()
+    try:
+        if _EPOCH.fullmatch(text):
+            return float(text)
+        moment = datetime.fromisoformat(text)
+    except (ValueError, OverflowError):
+        raise BadRequest(
+            f"{param} must be an ISO 8601 time (2026-01-31T09:00Z) or epoch seconds, got {value[:40]!r}",
+            param=param,
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # the pages show UTC, so a bare time means UTC
+    return moment.timestamp()
+
+
+def _number(value: str, param: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        raise BadRequest(f"{param} must be a number >= 0, got {value[:40]!r}", param=param)
+    return number
+
+
+def parse_flag(query: Mapping[str, str], param: str, default: bool | None) -> bool | None:
+    value = query.get(param, "").strip().lower()
+    if not value:
+        return default
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise BadRequest(f"{param} must be true or false, got {value[:40]!r}", param=param)
+
+
+def parse_filters(query: Mapping[str, str]) -> dict[str, Any]:
+    """Query parameters as ``LogStore.search`` keywords; a clear 400 for any bad value.
+
+    An empty parameter means "any" (an HTML form sends every field, filled or not).
+    """
+    kw: dict[str, Any] = {"limit": DEFAULT_LIMIT}
+    q = query.get("q", "")
+    if q.strip():
+        kw["q"] = q
+    for param in ("provider", "model", "key", "team", "cursor"):
+        if query.get(param):
+            kw[param] = query[param]
+    status = query.get("status", "")
+    if status:
+        if status not in STATUSES:
+            raise BadRequest(f"status must be one of {', '.join(STATUSES)}, got {status[:40]!r}", param="status")
+        kw["status"] = status
+    stream = parse_flag(query, "stream", None)
+    if stream is not None:
+        kw["stream"] = stream
+    for param in ("since", "until"):
+        if query.get(param, "").strip():
+            kw[param] = parse_time(query[param], param)
+    for param in ("min_cost", "min_latency_ms"):
+        if query.get(param, "").strip():
+            kw[param] = _number(query[param].strip(), param)
+    if query.get("limit", "").strip():
+        limit = query["limit"].strip()
+        if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
+            raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit[:40]!r}", param="limit")
+        kw["limit"] = int(limit)
+    order = query.get("order", "") or "newest"
+    if order not in ("newest", "relevance"):
+        raise BadRequest(f"order must be newest or relevance, got {order[:40]!r}", param="order")
+    kw["order"] = order
+    return kw
+
+
+async def search_items(
+    store: LogStore, kw: dict[str, Any], *, totals: bool = True, previews: bool = False
+) -> dict[str, Any]:
+    """A page as the API answers it; the page, the API and the CLI all come through here."""
+    page = await store.search(**kw, with_totals=totals)
+    items = [summary_item(row) for row in page["items"]]
+    if previews:
+        for item in items:
+            if not item.get("snippet"):
+                row = await store.get(item["id"])
+                item["preview"] = preview_of(row.get("request")) if row else None
+    return {"items": items, "next_cursor": page["next_cursor"], "totals": page["totals"]}
+
+
+# ---------------------------------------------------------------- handlers
+
+
+def refuse_foreign_pages(request: web.Request, *, api: bool) -> None:
+    """403 for a browser reading the log on behalf of another site (see the module docstring)."""
+    # Navigations may come from anywhere (a link in a chat): their answer is not readable
+    # cross-site. A fetch's answer is, under CORS; browsers label every request they send.
+    if api and request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        raise GatewayError(
+            "the log API answers only same-origin browser requests", status=403, type="permission_error",
+            code="cross_site_refused",
+        )
+    host = request.url.host or ""
+    if request.app[RUNTIME].config.server.admin_token is None and not (
+        host == "localhost" or host.endswith(".localhost") or is_loopback(host.strip("[]"))
+    ):
+        raise GatewayError(
+            f"without server.admin_token the logs answer only loopback host names, not {host[:80]!r}",
+            status=403, type="permission_error", code="admin_loopback_only",
+        )
+
+
+async def api_logs(request: web.Request) -> web.Response:
+    refuse_foreign_pages(request, api=True)
+    require_admin(request)
+    kw = parse_filters(request.query)
+    totals = parse_flag(request.query, "totals", True)
+    previews = parse_flag(request.query, "preview", False)
+    body = await search_items(request.app[LOGSTORE], kw, totals=bool(totals), previews=bool(previews))
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+
+async def api_log(request: web.Request) -> web.Response:
+    refuse_foreign_pages(request, api=True)
+    require_admin(request)
+    row = await request.app[LOGSTORE].get(request.match_info["id"])
+    if row is None:
+        raise NotFound(f"no log row with id {request.match_info['id'][:80]!r}", param="id", code="log_not_found")
+    return web.json_response(detail_item(row), headers={"Cache-Control": "no-store"})
+
+
+def _html(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, status=status, content_type="text/html", headers=PAGE_HEADERS)
+
+
+async def logs_page(request: web.Request) -> web.Response:
+    refuse_foreign_pages(request, api=False)
+    require_admin_page(request)
+    providers = sorted(request.app[RUNTIME].config.providers)
+    try:
+        kw = parse_filters(request.query)
+    except BadRequest as e:
+        # the form stays, filled as sent, so the person can fix the field
+        return _html(render_list(request.query, None, providers, error=e.message), status=400)
+    page = await search_items(request.app[LOGSTORE], kw, previews="q" not in kw)
+    return _html(render_list(request.query, page, providers))
+
+
+async def log_page(request: web.Request) -> web.Response:
+    refuse_foreign_pages(request, api=False)
+    require_admin_page(request)
+    request_id = request.match_info["id"]
+    row = await request.app[LOGSTORE].get(request_id)
+    if row is None:
+        return _html(render_not_found(request_id), status=404)
+    return _html(render_detail(detail_item(row)))
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/logs", logs_page)
+    router.add_get("/logs/{id}", log_page)
+    router.add_get("/api/logs", api_logs)
+    router.add_get("/api/logs/{id}", api_log)
+    # no secrets in CSS or JS: served to anyone, so the login page could use them too
+    router.add_static("/static/", STATIC_DIR, name="static")

@@ -1,0 +1,232 @@
+"""How a log row reads: as an ``/api/logs`` item, as a conversation, as table cells and terminal lines.
+
+The store's rows keep column names (``key_name``, ``prompt_tokens``…); the API
+answers in the issue's shape (``key``, ``time``, ``usage``, ``error``) so that
+clients never depend on the schema. The page, the API and the CLI all shape rows
+here, so the three cannot drift apart.
+
+Nothing here reads keys: rows hold a virtual key's *name* and an upstream key's
+*name*, never a value (the recorder never had one to give).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any, Final
+
+__all__ = [
+    "conversation_of", "detail_item", "fmt_cost", "fmt_ms", "fmt_tokens", "iso_time", "preview_of",
+    "safe_snippet", "summary_item", "terminal_line",
+]  # fmt: skip
+
+PREVIEW_CHARS: Final = 140
+_SPACES: Final = re.compile(r"\s+")
+# The store escapes the snippet's text and adds only <mark>…</mark>; anything else that
+# looks like a tag is escaped again, so a store bug can never become markup on the page.
+_NOT_MARK: Final = re.compile(r"<(?!/?mark>)")
+
+
+def iso_time(ts: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 UTC with milliseconds (``2026-01-31T12:00:00.123Z``)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def safe_snippet(snippet: str | None) -> str | None:
+    return None if snippet is None else _NOT_MARK.sub("&lt;", snippet)
+
+
+def _usage(row: dict[str, Any]) -> dict[str, int | None]:
+    prompt, completion = row.get("prompt_tokens"), row.get("completion_tokens")
+    total = prompt + completion if isinstance(prompt, int) and isinstance(completion, int) else None
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": total,
+        "cached_tokens": row.get("cached_tokens"),
+        "reasoning_tokens": row.get("reasoning_tokens"),
+    }
+
+
+def summary_item(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``LogStore.search`` summary as an ``/api/logs`` item."""
+    error = None
+    if row.get("error_type") or row.get("error_message"):
+        error = {"type": row.get("error_type"), "message": row.get("error_message")}
+    item = {
+        "id": row["id"],
+        "time": iso_time(row.get("ts")),
+        "ts": row.get("ts"),
+        "route": row.get("route"),
+        "provider": row.get("provider"),
+        "model": row.get("model"),
+        "upstream_model": row.get("upstream_model"),
+        "key": row.get("key_name"),
+        "team": row.get("team"),
+        "status": row.get("status"),
+        "status_code": row.get("status_code"),
+        "stream": row.get("stream"),
+        "finish_reason": row.get("finish_reason"),
+        "duration_ms": row.get("duration_ms"),
+        "ttft_ms": row.get("ttft_ms"),
+        "usage": _usage(row),
+        "cost_usd": row.get("cost_usd"),
+        "cost_flags": row.get("cost_flags"),
+        "error": error,
+        "upstream_key": row.get("upstream_key_name"),
+        "client_ip": row.get("client_ip"),
+        "user_agent": row.get("user_agent"),
+    }
+    if "snippet" in row:
+        item["snippet"] = safe_snippet(row["snippet"])
+    return item
+
+
+def detail_item(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``LogStore.get`` row as ``/api/logs/{id}``: the summary plus the whole exchange."""
+    item = summary_item(row)
+    request, response = row.get("request"), row.get("response")
+    item["attempts"] = row.get("attempts") or []
+    item["request"] = request
+    item["response"] = response
+    item["conversation"] = conversation_of(request, response)
+    return item
+
+
+# ---------------------------------------------------------------- the conversation
+
+
+def _as_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request's turns; embeddings and legacy completions become one user turn."""
+    raw = request.get("messages")
+    messages = [m for m in raw if isinstance(m, dict)] if isinstance(raw, list) else []
+    system = request.get("system")  # a non-canonical body that kept Anthropic's top-level system
+    if system and not any(m.get("role") in ("system", "developer") for m in messages):
+        messages.insert(0, {"role": "system", "content": system})
+    if not messages:
+        for field in ("prompt", "input"):
+            value = request.get(field)
+            if isinstance(value, str | list) and value:
+                messages.append({"role": "user", "content": value})
+                break
+    return messages
+
+
+def _reply(response: dict[str, Any]) -> dict[str, Any] | None:
+    """The transcript as an OpenAI assistant message; None when the upstream said nothing."""
+    calls = [c for c in response.get("tool_calls") or () if isinstance(c, dict)]
+    content, reasoning = response.get("content") or "", response.get("reasoning") or ""
+    if not (content or reasoning or calls):
+        return None
+    message: dict[str, Any] = {"role": "assistant", "content": content or None}
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    if calls:
+        message["tool_calls"] = [
+            {"id": c.get("id"), "type": "function",
+             "function": {"name": c.get("name"), "arguments": c.get("arguments", "")}}
+            for c in calls
+        ]  # fmt: skip
+    return message
+
+
+def conversation_of(request: Any, response: Any) -> list[dict[str, Any]] | None:
+    """Every turn as OpenAI messages, the gateway's answer last (marked ``"final": true``).
+
+    None when the row keeps no content (``logs.content: false``).
+    """
+    if not isinstance(request, dict) and not isinstance(response, dict):
+        return None
+    turns = _as_messages(request) if isinstance(request, dict) else []
+    reply = _reply(response) if isinstance(response, dict) else None
+    if reply is not None:
+        turns.append({**reply, "final": True})
+    return turns
+
+
+def text_of(content: Any) -> str:
+    """The readable text of a message content: a string, or its text parts joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p if isinstance(p, str) else p.get("text") for p in content if isinstance(p, str | dict)]
+        return "\n".join(p for p in parts if isinstance(p, str))
+    return ""
+
+
+def preview_of(request: Any) -> str | None:
+    """The first words of the newest user turn.
+
+    Not the first words of the prompt text: for a coding agent that is the same system
+    prompt in every row. The newest user turn is what the person (or the agent loop)
+    just asked, which is what tells one row from the next.
+    """
+    if not isinstance(request, dict):
+        return None
+    for message in reversed(_as_messages(request)):
+        if message.get("role") == "user":
+            text = _SPACES.sub(" ", text_of(message.get("content"))).strip()
+            if text:
+                return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1].rstrip() + "…"
+    return None
+
+
+def pretty_json(arguments: Any) -> str:
+    """Tool arguments indented when they are JSON; as sent when not (a model's broken JSON stays visible)."""
+    value = arguments
+    if isinstance(arguments, str):
+        try:
+            value = json.loads(arguments)
+        except ValueError:
+            return arguments
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+# ---------------------------------------------------------------- numbers as people read them
+
+
+def fmt_ms(ms: float | None) -> str:
+    if ms is None:
+        return "—"
+    return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
+
+
+def fmt_cost(usd: float | None) -> str:
+    if usd is None:
+        return "—"
+    return f"${usd:.2f}" if usd >= 1 else f"${usd:.4f}" if usd >= 0.0001 or usd == 0 else f"${usd:.6f}"
+
+
+def fmt_tokens(usage: dict[str, Any]) -> str:
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if prompt is None and completion is None:
+        return "—"
+    return f"{prompt if prompt is not None else '?'} → {completion if completion is not None else '?'}"
+
+
+def _unmark(snippet: str, bold: bool) -> str:
+    if bold:
+        snippet = snippet.replace("<mark>", "\x1b[1m").replace("</mark>", "\x1b[22m")
+    else:
+        snippet = snippet.replace("<mark>", "[").replace("</mark>", "]")
+    return html.unescape(snippet)
+
+
+def terminal_line(item: dict[str, Any], *, bold: bool = False) -> str:
+    """One row for ``finopsd logs``: time, status, model, latency, tokens, cost, id, then the text."""
+    time_text = (item.get("time") or "")[:19].replace("T", " ")
+    status = item.get("status") or "?"
+    if item.get("status_code") and status != "ok":
+        status = f"{status} {item['status_code']}"
+    text = _unmark(item["snippet"], bold) if item.get("snippet") else item.get("preview") or ""
+    who = "/".join(str(x) for x in (item.get("key"), item.get("team")) if x)
+    cells = [time_text, f"{status:<9}", f"{item.get('model') or '?'}", fmt_ms(item.get("duration_ms")),
+             fmt_tokens(item.get("usage") or {}), fmt_cost(item.get("cost_usd")), item["id"]]  # fmt: skip
+    if who:
+        cells.insert(2, who)
+    line = "  ".join(cells)
+    return f"{line}  {_SPACES.sub(' ', text).strip()}" if text else line

@@ -1,0 +1,175 @@
+"""The ``/logs`` list page: filter form, totals, one table row per request, the pager.
+
+Templates are ``string.Template`` files in ``templates/``; every value put into
+one is either escaped here or built here from escaped parts, so no template
+ever receives raw row text. (A template engine would buy loops and
+autoescaping; two pages do not need a dependency for that.)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from html import escape
+from string import Template
+from typing import Any, Final
+from urllib.parse import quote, urlencode
+
+from finopsd.web import TEMPLATES_DIR
+from finopsd.web.items import fmt_cost, fmt_ms, fmt_tokens
+
+__all__ = ["FORM_FIELDS", "page_url", "render_list", "render_not_found", "template"]
+
+# The filters the form round-trips, in form order; ``cursor`` and ``limit`` ride along in links.
+FORM_FIELDS: Final = (
+    "q", "provider", "model", "key", "team", "status", "stream", "since", "until", "min_cost",
+    "min_latency_ms", "order",
+)  # fmt: skip
+STATUSES: Final = (("", "any status"), ("ok", "ok"), ("error", "error"), ("client_closed", "client closed"))
+STREAMS: Final = (("", "stream or not"), ("true", "streamed"), ("false", "not streamed"))
+ORDERS: Final = (("newest", "newest first"), ("relevance", "best match first"))
+
+
+@functools.cache
+def template(name: str) -> Template:
+    return Template((TEMPLATES_DIR / name).read_text(encoding="utf-8"))
+
+
+def esc(value: Any) -> str:
+    return escape("" if value is None else str(value), quote=True)
+
+
+def page_url(query: Mapping[str, str], **changes: str | None) -> str:
+    """``/logs`` with the current filters, minus empty ones, plus ``changes`` (None removes a key)."""
+    params = {k: v for k, v in query.items() if k in (*FORM_FIELDS, "limit", "cursor") and v}
+    for k, v in changes.items():
+        if v is None:
+            params.pop(k, None)
+        else:
+            params[k] = v
+    return "/logs" + (f"?{urlencode(params)}" if params else "")
+
+
+# ---------------------------------------------------------------- the filter form
+
+
+def _input(name: str, value: str, label: str, kind: str = "text", extra: str = "") -> str:
+    return (
+        f'<label>{esc(label)} <input type="{kind}" name="{name}" value="{esc(value)}"{extra}></label>'
+    )
+
+
+def _select(name: str, value: str, options: Iterable[tuple[str, str]], label: str) -> str:
+    opts = "".join(
+        f'<option value="{esc(v)}"{" selected" if v == value else ""}>{esc(text)}</option>' for v, text in options
+    )
+    return f'<label>{esc(label)} <select name="{name}">{opts}</select></label>'
+
+
+def filter_form(query: Mapping[str, str], providers: Iterable[str]) -> str:
+    v = {name: query.get(name, "") for name in FORM_FIELDS}
+    hidden = f'<input type="hidden" name="limit" value="{esc(query["limit"])}">' if query.get("limit") else ""
+    choices = "".join(f'<option value="{esc(p)}">' for p in providers)
+    return (
+        '<form id="filters" class="filters" method="get" action="/logs">'
+        '<div class="search"><input type="search" name="q" aria-label="search the conversations"'
+        f' value="{esc(v["q"])}" placeholder="search conversations: words, &quot;a phrase&quot;, prefix*,'
+        ' a OR b, NEAR(a b)"><button type="submit">Search</button> <a href="/logs">clear</a></div>'
+        '<div class="fields">'
+        + _input("provider", v["provider"], "provider", extra=' list="providers" size="10"')
+        + f'<datalist id="providers">{choices}</datalist>'
+        + _input("model", v["model"], "model", extra=' size="18"')
+        + _input("key", v["key"], "key", extra=' size="10"')
+        + _input("team", v["team"], "team", extra=' size="10"')
+        + _select("status", v["status"], STATUSES, "status")
+        + _select("stream", v["stream"], STREAMS, "stream")
+        + _input("since", v["since"], "since", extra=' size="16" placeholder="2026-01-31T09:00Z"')
+        + _input("until", v["until"], "until", extra=' size="16" placeholder="ISO 8601 or epoch s"')
+        + _input("min_cost", v["min_cost"], "min $", "number", ' min="0" step="any" size="6"')
+        + _input("min_latency_ms", v["min_latency_ms"], "min ms", "number", ' min="0" step="any" size="6"')
+        + _select("order", v["order"] or "newest", ORDERS, "order")
+        + hidden
+        + "</div></form>"
+    )
+
+
+# ---------------------------------------------------------------- rows and totals
+
+
+def _status_cell(item: dict[str, Any]) -> str:
+    status = item.get("status") or "?"
+    error = item.get("error") or {}
+    title = " — ".join(str(x) for x in (error.get("type"), error.get("message")) if x)
+    code = f" {item['status_code']}" if item.get("status_code") and status != "ok" else ""
+    title_attr = f' title="{esc(title)}"' if title else ""
+    return f'<span class="st st-{esc(status)}"{title_attr}>{esc(status)}{esc(code)}</span>'
+
+
+def row_html(item: dict[str, Any]) -> str:
+    """One ``<tr>``; ``logs.js`` builds the same cells for rows that live tail adds."""
+    rid = esc(item["id"])
+    href = "/logs/" + esc(quote(str(item["id"]), safe=""))
+    usage = item.get("usage") or {}
+    who = " / ".join(esc(x) for x in (item.get("key"), item.get("team")) if x) or '<span class="muted">—</span>'
+    what = f"{esc(item.get('provider') or '?')} / {esc(item.get('upstream_model') or item.get('model') or '?')}"
+    if item.get("snippet"):
+        text = item["snippet"]  # escaped by the store, <mark> only (items.safe_snippet checked)
+    else:
+        text = esc(item.get("preview") or "")
+    tokens_title = f"cached {usage.get('cached_tokens') or 0}, reasoning {usage.get('reasoning_tokens') or 0}"
+    return (
+        f'<tr data-id="{rid}" data-ts="{esc(item.get("ts"))}">'
+        f'<td class="time"><a href="{href}">{esc((item.get("time") or "")[:19].replace("T", " "))}</a></td>'
+        f"<td>{who}</td><td>{what}</td><td>{_status_cell(item)}</td>"
+        f'<td class="num">{fmt_ms(item.get("duration_ms"))}</td><td class="num">{fmt_ms(item.get("ttft_ms"))}</td>'
+        f'<td class="num" title="{esc(tokens_title)}">{esc(fmt_tokens(usage))}</td>'
+        f'<td class="num">{esc(fmt_cost(item.get("cost_usd")))}</td>'
+        f'<td class="prompt"><a href="{href}">{text or "<span class=muted>(no text)</span>"}</a></td></tr>'
+    )
+
+
+def totals_html(totals: dict[str, Any] | None) -> str:
+    if not totals:
+        return ""
+    return (
+        f"<b>{totals['requests']:,}</b> request{'' if totals['requests'] == 1 else 's'} · "
+        f"<b>{totals['prompt_tokens']:,}</b> prompt + <b>{totals['completion_tokens']:,}</b> completion tokens · "
+        f"<b>{esc(fmt_cost(totals['cost_usd']))}</b> · <b>{totals['error_rate'] * 100:.1f} %</b> errors"
+    )
+
+
+def render_list(
+    query: Mapping[str, str],
+    page: dict[str, Any] | None,
+    providers: Iterable[str],
+    error: str | None = None,
+) -> str:
+    """The whole ``/logs`` page. ``page`` is the API answer (items shaped by ``items``), None on a bad filter."""
+    items = page["items"] if page else []
+    by_rank = query.get("order") == "relevance" and bool(query.get("q", "").strip())
+    pager = ""
+    if query.get("cursor"):
+        pager += f'<a href="{esc(page_url(query, cursor=None))}">← newest</a> '
+    if page and page.get("next_cursor"):
+        label = "More matches →" if by_rank else "Older →"
+        pager += f'<a rel="next" href="{esc(page_url(query, cursor=page["next_cursor"]))}">{label}</a> '
+    tail = not query.get("cursor") and not by_rank and error is None
+    empty = ""
+    if not items and error is None:
+        empty = '<p class="empty" id="empty">No requests match these filters.</p>'
+    return template("logs.html").substitute(
+        title="Request logs",
+        form=filter_form(query, providers),
+        error=f'<p class="error" role="alert">{esc(error)}</p>' if error else "",
+        totals=totals_html(page.get("totals") if page else None),
+        tail="1" if tail else "",
+        tail_disabled="" if tail else " disabled",
+        text_header="match" if query.get("q", "").strip() else "prompt",
+        rows="\n".join(row_html(item) for item in items),
+        empty=empty,
+        pager=pager,
+    )
+
+
+def render_not_found(request_id: str) -> str:
+    return template("notfound.html").substitute(id=esc(request_id))

@@ -1,0 +1,113 @@
+"""/logs in a real browser: headless Chromium (Debian's package) loads the list, searches,
+opens a request, toggles live tail; screenshots land in ``test-artifacts/``.
+
+``scripts/test`` installs ``chromium`` with apt when it is missing. Playwright's own
+browser download is never used (``executable_path`` points at the system browser). A
+missing browser fails this test with the fix in the message: skipping would hide that
+the page was never tried.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.fakes import FakeUpstream
+from tests.test_routes_logs import ANSWER, CHAT, TOOL_TURN
+from tests.test_routes_openai import MSGS, TOOLS
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-proxy-server",  # the gateway under test is on 127.0.0.1; a proxy from the env must not intercept it
+]  # fmt: skip
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    if executable is None:
+        pytest.fail(f"{CHROMIUM} not found: run scripts/test (it installs Debian's chromium),"
+                    " or apt-get install chromium")
+    try:
+        from playwright.async_api import async_playwright  # noqa: PLC0415 - the message below beats an ImportError
+    except ImportError:
+        pytest.fail("playwright is not installed: pip install -e '.[test]' (never `playwright install`)")
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=executable, args=ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+async def send_traffic(gateway: TestClient, fake: FakeUpstream) -> None:
+    fake.play("openai/parallel_tool_calls.sse")
+    fake.answer_json(ANSWER)
+    first = await gateway.post(CHAT, json={"model": "openai/gpt-5", "messages": MSGS, "tools": TOOLS, "stream": True})
+    await first.read()
+    second = await gateway.post(CHAT, json={"model": "openai/gpt-5", "messages": TOOL_TURN, "tools": TOOLS})
+    await second.read()
+
+
+async def test_logs_page_search_detail_and_live_tail_in_chromium(
+    gateway: TestClient, fake_openai: FakeUpstream, browser: Any
+) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await send_traffic(gateway, fake_openai)
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []  # script errors and CSP refusals show up here
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("console", lambda m: problems.append(f"{m.text} {m.location}") if m.type == "error" else None)
+
+    # the list: both requests, newest first, within a second of being made
+    await page.goto(str(gateway.make_url("/logs")))
+    rows = page.locator("#rows tbody tr")
+    await rows.nth(1).wait_for(timeout=1000)
+    assert await rows.count() == 2
+    assert (await page.inner_text("#totals")).startswith("2 requests")
+    await page.screenshot(path=str(ARTIFACTS / "logs-list.png"), full_page=True)
+
+    # search: a word only the tool result holds; the hit comes back highlighted
+    await page.fill("input[name=q]", "quokka")
+    await page.press("input[name=q]", "Enter")
+    await page.wait_for_url("**/logs?q=quokka*")
+    assert await rows.count() == 1
+    assert await page.inner_text("#rows mark") == "quokka"
+    await page.screenshot(path=str(ARTIFACTS / "logs-search.png"), full_page=True)
+
+    # the detail page: tool calls by name with their arguments, the tool result, the answer
+    await rows.first.locator("td.prompt a").click()
+    await page.wait_for_url("**/logs/*")
+    await page.locator("article.final").wait_for()
+    text = await page.inner_text("main")
+    assert "read_file" in text and "list_files" in text and '"recursive": true' in text
+    assert "tool result for read_file" in text and "print('quokka')" in text
+    assert "main.py prints quokka; one test file exists." in await page.inner_text("article.final")
+    assert not await page.locator("details.raw pre").is_visible()
+    await page.click("details.raw summary")
+    assert await page.locator("details.raw pre").is_visible()
+    await page.click("details.raw summary")  # closed again for the screenshot
+    await page.screenshot(path=str(ARTIFACTS / "logs-detail.png"), full_page=True)
+
+    # live tail: a request made while the page is open shows up at the top by itself
+    await page.goto(str(gateway.make_url("/logs")))
+    await page.check("#tail")
+    fake_openai.play("openai/text_stream.sse")
+    hello = [{"role": "user", "content": "say hello to the tail"}]
+    resp = await gateway.post(CHAT, json={"model": "openai/gpt-5", "stream": True, "messages": hello})
+    await resp.read()
+    new_id = resp.headers["x-request-id"]
+    await page.locator(f'#rows tbody tr[data-id="{new_id}"]').wait_for(timeout=6000)  # polls every 2 s
+    assert await rows.first.get_attribute("data-id") == new_id and await rows.count() == 3
+    assert "say hello to the tail" in await rows.first.inner_text()
+    await page.wait_for_function("document.getElementById('totals').textContent.startsWith('3 requests')")
+    await page.screenshot(path=str(ARTIFACTS / "logs-tail.png"), full_page=True)
+    assert problems == []
