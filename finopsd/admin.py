@@ -4,6 +4,12 @@ With ``server.admin_token`` set, a request needs ``Authorization: Bearer <token>
 or the HttpOnly session cookie that ``POST /login`` sets. The cookie holds an
 HMAC of the token, never the token. Without a token, only clients on the
 loopback interface are let in (the server binds 127.0.0.1 by default).
+
+Two more refusals close the ways a web page the admin merely visits could read
+conversations through the admin's own browser: JSON endpoints refuse cross-site
+fetches (``Sec-Fetch-Site``; the CORS middleware would otherwise let any origin read
+the answer), and without a token a request must name a loopback host (DNS rebinding
+points an attacker's name at 127.0.0.1).
 """
 
 from __future__ import annotations
@@ -38,8 +44,27 @@ def is_loopback(remote: str | None) -> bool:
         return False
 
 
-def admin_refusal(request: web.Request) -> GatewayError | None:
-    """None when the request may see admin pages, else the error to answer with."""
+def _foreign(request: web.Request, *, api: bool) -> GatewayError | None:
+    """A browser reading admin data on behalf of another site, or through a rebound DNS name."""
+    # Navigations may come from anywhere (a link in a chat): their answer is not readable
+    # cross-site. A fetch's answer is, under CORS; browsers label every request they send.
+    if api and request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return GatewayError("admin data answers only same-origin browser requests", status=403,
+                            type="permission_error", code="cross_site_refused")
+    host = request.url.host or ""
+    if request.app[RUNTIME].config.server.admin_token is None and not (
+        host == "localhost" or host.endswith(".localhost") or is_loopback(host.strip("[]"))
+    ):
+        return GatewayError(f"without server.admin_token admin pages answer only loopback host names, "
+                            f"not {host[:80]!r}", status=403, type="permission_error", code="admin_loopback_only")
+    return None
+
+
+def admin_refusal(request: web.Request, *, api: bool = True) -> GatewayError | None:
+    """None when the request may see admin pages or data, else the error to answer with."""
+    foreign = _foreign(request, api=api)
+    if foreign is not None:
+        return foreign
     token = request.app[RUNTIME].config.server.admin_token
     if token is None:
         if is_loopback(request.remote):
@@ -69,7 +94,7 @@ def require_admin(request: web.Request) -> None:
 
 def require_admin_page(request: web.Request) -> None:
     """For HTML pages: a missing token sends a browser to the login form instead."""
-    refusal = admin_refusal(request)
+    refusal = admin_refusal(request, api=False)
     if refusal is None:
         return
     if refusal.status == 401:

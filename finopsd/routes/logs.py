@@ -15,12 +15,8 @@ or epoch seconds; a time without a zone is UTC), ``min_cost`` (USD),
 totals: live tail polls every 2 s and shows none) and ``preview=true`` (add the first
 words of the newest user turn to each item; costs one row read per item).
 
-All of them need the admin token when one is set, else a loopback client
-(``finopsd.admin``). Two more refusals close the ways a web page the admin merely
-visits could read the log through the admin's own browser: the API refuses
-cross-site fetches (``Sec-Fetch-Site``; the CORS middleware would otherwise let any
-origin read the answer), and without a token a request must name a loopback host
-(DNS rebinding points an attacker's name at 127.0.0.1). Pages answer
+All of them need the admin token when one is set, else a loopback client, and refuse
+cross-site fetches and DNS-rebound host names (``finopsd.admin``). Pages answer
 ``Cache-Control: no-store`` and a strict CSP: they show conversations, and no row text
 may ever run as script.
 """
@@ -35,9 +31,9 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from finopsd.admin import is_loopback, require_admin, require_admin_page
+from finopsd.admin import require_admin, require_admin_page
 from finopsd.appkeys import LOGSTORE, RUNTIME
-from finopsd.errors import BadRequest, GatewayError, NotFound
+from finopsd.errors import BadRequest, NotFound
 from finopsd.logstore import LogStore
 from finopsd.web import STATIC_DIR
 from finopsd.web.detail import render_detail
@@ -160,27 +156,7 @@ async def search_items(
 # ---------------------------------------------------------------- handlers
 
 
-def refuse_foreign_pages(request: web.Request, *, api: bool) -> None:
-    """403 for a browser reading the log on behalf of another site (see the module docstring)."""
-    # Navigations may come from anywhere (a link in a chat): their answer is not readable
-    # cross-site. A fetch's answer is, under CORS; browsers label every request they send.
-    if api and request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
-        raise GatewayError(
-            "the log API answers only same-origin browser requests", status=403, type="permission_error",
-            code="cross_site_refused",
-        )
-    host = request.url.host or ""
-    if request.app[RUNTIME].config.server.admin_token is None and not (
-        host == "localhost" or host.endswith(".localhost") or is_loopback(host.strip("[]"))
-    ):
-        raise GatewayError(
-            f"without server.admin_token the logs answer only loopback host names, not {host[:80]!r}",
-            status=403, type="permission_error", code="admin_loopback_only",
-        )
-
-
 async def api_logs(request: web.Request) -> web.Response:
-    refuse_foreign_pages(request, api=True)
     require_admin(request)
     kw = parse_filters(request.query)
     totals = parse_flag(request.query, "totals", True)
@@ -190,7 +166,6 @@ async def api_logs(request: web.Request) -> web.Response:
 
 
 async def api_log(request: web.Request) -> web.Response:
-    refuse_foreign_pages(request, api=True)
     require_admin(request)
     row = await request.app[LOGSTORE].get(request.match_info["id"])
     if row is None:
@@ -203,7 +178,6 @@ def _html(text: str, status: int = 200) -> web.Response:
 
 
 async def logs_page(request: web.Request) -> web.Response:
-    refuse_foreign_pages(request, api=False)
     require_admin_page(request)
     providers = sorted(request.app[RUNTIME].config.providers)
     try:
@@ -216,7 +190,6 @@ async def logs_page(request: web.Request) -> web.Response:
 
 
 async def log_page(request: web.Request) -> web.Response:
-    refuse_foreign_pages(request, api=False)
     require_admin_page(request)
     request_id = request.match_info["id"]
     row = await request.app[LOGSTORE].get(request_id)
