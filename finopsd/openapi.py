@@ -95,6 +95,24 @@ def document() -> dict[str, Any]:
         paths[f"{prefix}/models"] = models
         paths[f"{prefix}/embeddings"] = passthrough
         paths[f"{prefix}/completions"] = passthrough
+    paths["/anthropic/v1/messages"] = _post(
+        "Anthropic Messages dialect (Claude Code): native to Anthropic, translated elsewhere",
+        {"type": "object", "required": ["model", "messages"], "additionalProperties": True,
+         "properties": {"model": {"type": "string"}, "messages": {"type": "array"}, "stream": {"type": "boolean"},
+                        "max_tokens": {"type": "integer"}}},
+        400, 401, 402, 403, 413, 429, 500, 502, 503, 504)
+    query = [{"name": n, "in": "query", "schema": {"type": "string"}} for n in (
+        "q", "provider", "model", "key", "team", "status", "stream", "since", "until", "min_cost",
+        "min_latency_ms", "limit", "cursor", "order")]
+    paths["/api/logs"] = {"get": {"summary": "Search request logs (admin)", "parameters": query,
+                                  "security": [{"bearer": []}],
+                                  "responses": {"200": {"description": "items, next_cursor, totals"},
+                                                **_errors(400, 401, 403)}}}
+    paths["/api/logs/{id}"] = {"get": {"summary": "One logged request with its conversation (admin)",
+                                       "parameters": [{"name": "id", "in": "path", "required": True,
+                                                       "schema": {"type": "string"}}],
+                                       "security": [{"bearer": []}],
+                                       "responses": {"200": {"description": "the row"}, **_errors(401, 403, 404)}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "finopsd", "version": __version__},
