@@ -222,3 +222,21 @@ async def test_mistral_gets_nine_character_tool_ids(make_gateway: Any, fake: Fak
     ids = [c["id"] for c in sent[2]["tool_calls"]]
     assert all(len(i) == 9 and i.isalnum() for i in ids) and ids[1] == "Ab3dE6gH9"
     assert [m["tool_call_id"] for m in sent[3:]] == ids
+
+
+@pytest.mark.parametrize(("extra", "path", "query"), [
+    ("", "/openai/v1/chat/completions", {}),
+    (", api_version: '2024-10-21'", "/openai/deployments/gpt-5-prod/chat/completions", {"api-version": "2024-10-21"}),
+])
+async def test_azure_v1_and_deployment_urls_use_api_key_header(
+    make_gateway: Any, fake: FakeUpstream, extra: str, path: str, query: dict[str, str]
+) -> None:
+    base = f"{fake.url}/openai/v1" if not extra else f"{fake.url}/openai"
+    gw = await make_gateway(
+        f"providers:\n  azure: {{base_url: '{base}', keys: [{{value: az-secret}}]{extra}, models: [gpt-5-prod]}}\n")
+    fake.play("openai/parallel_tool_calls.sse")
+    async with await client_for(gw) as client:
+        calls = tool_calls_of(await turn(client, "azure/gpt-5-prod", MSGS))
+    assert calls[1]["name"] == "list_files"
+    assert fake.last.path == path and fake.last.query == query
+    assert fake.last.headers["api-key"] == "az-secret" and "Authorization" not in fake.last.headers
