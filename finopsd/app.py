@@ -11,7 +11,7 @@ from finopsd import admin, catalog, openapi, recorder
 from finopsd.appkeys import CONFIG, RUNTIME
 from finopsd.config import Config
 from finopsd.middleware import cors_preflight, errors_as_json, on_prepare, request_id
-from finopsd.routes import anthropic, health, openai
+from finopsd.routes import anthropic, health, openai, responses
 from finopsd.routes import logs
 from finopsd.runtime import Runtime
 
@@ -34,6 +34,7 @@ def build_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(catalog.discover_models)  # best effort, never blocks startup
     openai.add_routes(app.router)
     anthropic.add_routes(app.router)
+    responses.add_routes(app.router)
     health.add_routes(app.router)
     admin.add_routes(app.router)
     openapi.add_routes(app.router)

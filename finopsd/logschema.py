@@ -137,6 +137,14 @@ async def m003_covering_indexes(db: aiosqlite.Connection) -> None:
         await db.execute(f"create index requests_{lead} on requests({keys}, {rest})")
 
 
+@migration
+async def m004_stored_responses(db: aiosqlite.Connection) -> None:
+    # Responses API `store: true`: the conversation so far, so `previous_response_id` works on any provider
+    await db.execute(
+        "create table stored_responses (id text primary key, created real not null, body text not null)"
+    )
+
+
 async def migrate(db: aiosqlite.Connection) -> list[str]:
     """Apply every migration not yet recorded, each in its own transaction; return their names."""
     await db.execute("create table if not exists _migrations (name text primary key, applied_at real not null)")

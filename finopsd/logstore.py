@@ -368,6 +368,25 @@ class LogStore:
 
     # ------------------------------------------------------------------ reading
 
+    async def save_response(self, response_id: str, body: dict[str, Any]) -> None:
+        """Keep a Responses-API answer with its conversation (``store: true``)."""
+        payload = _dumps(body)
+        async with self._write_lock:
+            await self._db.execute(
+                "insert or replace into stored_responses (id, created, body) values (?, ?, ?)",
+                (response_id, time.time(), payload),
+            )
+
+    async def load_response(self, response_id: str) -> dict[str, Any] | None:
+        rows = list(await self._reader.execute_fetchall(
+            "select body from stored_responses where id = ?", (response_id,)))
+        return json.loads(rows[0][0]) if rows else None
+
+    async def delete_response(self, response_id: str) -> bool:
+        async with self._write_lock:
+            cursor = await self._db.execute("delete from stored_responses where id = ?", (response_id,))
+        return cursor.rowcount > 0
+
     async def get(self, request_id: str) -> dict[str, Any] | None:
         """One row with its conversation, shaped like the dict given to ``submit``."""
         rows = await self._reader.execute_fetchall(

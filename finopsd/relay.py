@@ -135,6 +135,29 @@ class OpenAIEmitter:
         return frame(err.body())
 
 
+class RawEmitter:
+    """The upstream's own bytes, frame for frame (native passthrough); chunks only feed the transcript."""
+
+    def __init__(self, error_frame: Callable[[GatewayError], bytes]) -> None:
+        self._error_frame = error_frame  # in the dialect's own shape
+
+    def whole(self, completion: dict[str, Any], raw: bytes) -> web.Response:
+        return web.Response(body=raw, content_type="application/json")
+
+    def frame(self, event: str | None, payload: str, chunks: list[tuple[dict[str, Any], bool]],
+              passthrough: bool) -> bytes:
+        if not payload:
+            return b""
+        head = f"event: {event}\n" if event else ""
+        return f"{head}data: {payload}\n\n".encode()
+
+    def end(self) -> bytes:
+        return b""
+
+    def error_frame(self, err: GatewayError) -> bytes:
+        return self._error_frame(err)
+
+
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
     "Cache-Control": "no-cache",
@@ -154,6 +177,7 @@ class Leg:
     chat: bool = True  # repair chat chunks (else only record usage: legacy completions)
     fallbacks: bool = True  # False when ``req`` only makes sense to one provider (native passthrough)
     model: str | None = None  # what picks the targets when ``req["model"]`` is the client's own name
+    adapter: Adapter | None = None  # another protocol than the provider's own (native passthrough)
 
 
 def openai_endpoint(endpoint: str, req: dict[str, Any]) -> Build:
@@ -181,7 +205,7 @@ async def relay(request: web.Request, ex: Exchange, leg: Leg) -> web.StreamRespo
         ex.provider, ex.upstream_model = provider.name, model
         try:
             upstream, adapter, target = await open_upstream(
-                rt.session, rt.keys, ex, provider, model, leg.build or chat_build
+                rt.session, rt.keys, ex, provider, model, leg.build or chat_build, leg.adapter
             )
         except GatewayError as e:
             if i + 1 < len(targets) and can_fall_back(e):

@@ -161,9 +161,10 @@ async def open_upstream(
     provider: ProviderConfig,
     model: str,
     build: Callable[[Adapter, Target], UpstreamRequest],
+    adapter: Adapter | None = None,
 ) -> tuple[aiohttp.ClientResponse, Adapter, Target]:
     """Try one target until it answers 2xx (returned open) or its retries are spent (raises)."""
-    adapter = adapter_for(provider)
+    adapter = adapter or adapter_for(provider)
     tried_keys: set[str] = set()
     retries = 0
     while True:

@@ -92,7 +92,9 @@ async def test_blank_database_gets_tables_columns_and_fts_triggers(store: LogSto
     assert {"request_id", "prompt_text", "response_text", "request_json", "response_json", "attempts"} <= columns
     assert {f for f in make_row("x") if f not in ("id", "request", "response")} <= columns
     assert "content='requests'" in fts_sql and "content_rowid='id'" in fts_sql
-    assert applied == [fn.__name__ for fn in MIGRATIONS] == ["m001_requests", "m002_requests_fts", "m003_covering_indexes"]
+    assert applied == [fn.__name__ for fn in MIGRATIONS] == [
+        "m001_requests", "m002_requests_fts", "m003_covering_indexes", "m004_stored_responses"]
+    assert "stored_responses" in names
     assert {"key_name", "ts", "id", "cost_usd"} <= team_index  # a second filter and the totals stay in the index
     assert pragmas == ["wal", 2]  # 2 = incremental
 

@@ -21,7 +21,7 @@ from finopsd.dialects.anthropic_messages import ChatToMessagesStream, chat_to_me
 from finopsd.errors import GatewayError
 from finopsd.middleware import ERROR_SHAPE
 from finopsd.providers.base import Adapter, Target, UpstreamRequest
-from finopsd.relay import Leg, relay, run_exchange
+from finopsd.relay import Leg, RawEmitter, relay, run_exchange
 from finopsd.router import adapter_for, split_model
 from finopsd.routes.inbound import new_exchange, optional, read_json, require
 from finopsd.sse import frame
@@ -34,6 +34,10 @@ FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 
 def anthropic_error(err: GatewayError) -> dict[str, Any]:
     return error_body(err.status, err.message)
+
+
+def anthropic_error_frame(err: GatewayError) -> bytes:
+    return frame(anthropic_error(err), event="error")
 
 
 def resolve_model(config: Config, model: str) -> str:
@@ -51,26 +55,6 @@ def resolve_model(config: Config, model: str) -> str:
     if model.startswith("claude") and native:
         return f"{'anthropic' if 'anthropic' in native else native[0]}/{model}"
     return model
-
-
-class NativeEmitter:
-    """The upstream's own bytes, frame for frame; chunks only feed the transcript."""
-
-    def whole(self, completion: dict[str, Any], raw: bytes) -> web.Response:
-        return web.Response(body=raw, content_type="application/json")
-
-    def frame(self, event: str | None, payload: str, chunks: list[tuple[dict[str, Any], bool]],
-              passthrough: bool) -> bytes:
-        if not payload:
-            return b""
-        head = f"event: {event}\n" if event else ""
-        return f"{head}data: {payload}\n\n".encode()
-
-    def end(self) -> bytes:
-        return b""
-
-    def error_frame(self, err: GatewayError) -> bytes:
-        return frame(anthropic_error(err), event="error")
 
 
 class TranslatedEmitter:
@@ -91,7 +75,7 @@ class TranslatedEmitter:
         return b"".join(frame(data, event=name) for name, data in self.stream.finish())
 
     def error_frame(self, err: GatewayError) -> bytes:
-        return frame(anthropic_error(err), event="error")
+        return anthropic_error_frame(err)
 
 
 def native_build(request: web.Request, body: dict[str, Any], path: str) -> Any:
@@ -128,7 +112,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         provider, _ = split_model(config, target_model)  # 400 for an unknown provider comes from here
         if provider.type == "anthropic":
             build = native_build(request, body, "/v1/messages")
-            return Leg(body, NativeEmitter(), build=build, fallbacks=False, model=target_model)
+            return Leg(body, RawEmitter(anthropic_error_frame), build=build, fallbacks=False, model=target_model)
         chat["model"] = target_model
         return Leg(chat, TranslatedEmitter(model))
 
