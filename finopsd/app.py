@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from finopsd import admin, catalog, openapi, recorder
+from finopsd import admin, catalog, governance, mcp_upstream, openapi, recorder
 from finopsd.appkeys import CONFIG, RUNTIME
 from finopsd.config import Config
 from finopsd.middleware import cors_preflight, errors_as_json, on_prepare, request_id
 from finopsd.routes import anthropic, health, openai, responses
 from finopsd.routes import logs
+from finopsd.routes import keys
+from finopsd.routes import mcp
 from finopsd.runtime import Runtime
 
 MB = 1024 * 1024
@@ -26,12 +28,17 @@ def build_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[RUNTIME] = Runtime(config)
+    app[governance.GOVERNANCE] = governance.Governance(config, app[RUNTIME])
+    app[RUNTIME].hooks = (app[governance.GOVERNANCE],)  # open_logstore puts the logging hook first
     app.on_response_prepare.append(on_prepare)
     # cleanup runs in reverse: the log store closes last, after draining every row
     app.cleanup_ctx.append(recorder.open_logstore)
+    app.cleanup_ctx.append(governance.open_governance)  # spend rebuilt from the log before serving
     app.cleanup_ctx.append(recorder.prune_old_rows)
     app.cleanup_ctx.append(upstream_session)  # the one pooled ClientSession
     app.cleanup_ctx.append(catalog.discover_models)  # best effort, never blocks startup
+    app.cleanup_ctx.append(mcp_upstream.open_mcp_upstreams)  # closed before the log store: calls get logged
+    app[mcp.MCP_SESSIONS] = mcp.Sessions()
     openai.add_routes(app.router)
     anthropic.add_routes(app.router)
     responses.add_routes(app.router)
@@ -39,6 +46,8 @@ def build_app(config: Config) -> web.Application:
     admin.add_routes(app.router)
     openapi.add_routes(app.router)
     logs.add_routes(app.router)
+    keys.add_routes(app.router)
+    mcp.add_routes(app.router)
     return app
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -16,9 +18,12 @@ from typing import Any, TypeVar
 import click
 
 from finopsd import __version__, config as cfg
+from finopsd.errors import BadRequest
+from finopsd.governance import new_virtual_key, offline_report
 from finopsd.logstore import LogStore
-from finopsd.routes.logs import search_items
+from finopsd.routes.logs import parse_time, search_items
 from finopsd.server import config_path_from, serve
+from finopsd.spend import iso, window_start
 from finopsd.web.items import preview_of, terminal_line
 
 
@@ -210,3 +215,135 @@ async def _tail(store: LogStore, show: Callable[[dict[str, Any]], None], lines: 
             show(item)
             seen[item["id"]] = item["ts"]
         seen = {rid: ts for rid, ts in seen.items() if ts >= since}  # the window has moved past the rest
+
+
+# ---------------------------------------------------------------- finopsd keys, usage
+
+
+@main.group(name="keys")
+def keys_group() -> None:
+    """Virtual keys: make one; see spend against budgets."""
+
+
+@keys_group.command(name="new")
+@click.option("--name", required=True, help="The key's name: logs, /keys and reports show it, never the key.")
+@click.option("--team", help="The key's team (it must be defined under `teams:`).")
+def keys_new(name: str, team: str | None) -> None:
+    """Make a virtual key: print it once, with the YAML to add under `virtual_keys:`.
+
+    finopsd keeps only the key's SHA-256; the key itself cannot be shown again.
+
+    \b
+    finopsd keys new --name platform-roo --team platform
+    """
+    key, digest = new_virtual_key()
+    name_text, team_text = _yaml_text(name), _yaml_text(team or "")
+    env_name = re.sub(r"[^A-Z0-9]+", "_", name.upper()).strip("_") + "_KEY"
+    team_line = f"\n    team: {team_text}" if team else ""
+    click.echo(f"key (shown once): {key}\n")
+    click.echo("# add under virtual_keys: in the config, then reload (SIGHUP) or restart")
+    click.echo(f"virtual_keys:\n  - name: {name_text}\n    key_sha256: \"{digest}\"{team_line}\n")
+    click.echo(f"# or keep the key in the environment ({env_name}={key[:8]}…) and write instead:")
+    click.echo(f"  - name: {name_text}\n    key: env:{env_name}{team_line}")
+    if team:
+        click.echo(f"\n# the team needs an entry too:\nteams:\n  {team_text}: {{}}")
+
+
+def _yaml_text(text: str) -> str:
+    """Plain when YAML reads it back as the same string, else a JSON (= YAML double-quoted) string."""
+    plain = re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", text) and text.lower() not in (
+        "true", "false", "yes", "no", "on", "off", "null", "y", "n")
+    return text if plain else json.dumps(text)
+
+
+def _budget_lines(budgets: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"${b['spent_usd']:.4f} / ${b['usd']:.2f} {b['period']}  {b['percent']:.1f}%  "
+        f"{'resets ' + b['resets_at'] if b['resets_at'] else 'never resets'}"
+        for b in budgets
+    ] or ["no budget"]
+
+
+def _rate_text(rate: dict[str, Any]) -> str:
+    def one(used: int, limit: int | None, unit: str) -> str:
+        return f"{used:,}{'/' + format(limit, ',') if limit is not None else ''} {unit}/min"
+
+    return f"{one(rate['requests_last_minute'], rate['requests_per_minute'], 'req')}, " \
+        f"{one(rate['tokens_last_minute'], rate['tokens_per_minute'], 'tok')}"
+
+
+@keys_group.command(name="list")
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the /api/keys answer.")
+def keys_list(config_path: str | None, as_json: bool) -> None:
+    """Show each key and team: spend per budget, % used, reset time, current rate.
+
+    Spend is read from the request log (storage.path), also while the gateway runs.
+    """
+    config, _ = _load(config_path)
+    if Path(config.storage.path).exists():
+        report = asyncio.run(_with_logstore(config.storage.path, lambda store: offline_report(config, store)))
+    else:  # nothing logged yet: every budget is untouched
+        report = asyncio.run(offline_report(config, None))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    rows = [(f"key {k['name']}", k["team"] or "-", k["status"], k["budgets"], k["rate"]) for k in report["keys"]]
+    rows += [(f"team {t['name']}", ",".join(t["keys"]) or "-", "", t["budgets"], t["rate"]) for t in report["teams"]]
+    if not rows:
+        click.echo("no virtual keys or teams configured")
+        return
+    width = max(len(r[0]) for r in rows)
+    for who, team, status, budgets, rate in rows:
+        lines = _budget_lines(budgets)
+        click.echo(f"{who:<{width}}  {team:<12} {status:<8} {lines[0]}")
+        for line in lines[1:]:
+            click.echo(f"{'':<{width}}  {'':<12} {'':<8} {line}")
+        click.echo(f"{'':<{width}}  {'':<12} {'':<8} rate: {_rate_text(rate)}")
+
+
+USAGE_COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
+                 "cost_usd", "unpriced", "estimated")
+
+
+@main.command(name="usage")
+@_config_option
+@click.option("--by", type=click.Choice(["key", "team", "model", "provider"]), default="key", show_default=True,
+              help="What to group by.")
+@click.option("--since", help="ISO 8601 date or time (UTC unless it has an offset) or epoch seconds;"
+              " default: the start of this month (UTC).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
+def usage_command(config_path: str | None, by: str, since: str | None, as_json: bool, as_csv: bool) -> None:
+    """Requests, tokens and cost per key, team, model or provider.
+
+    Rows flagged `unpriced` cost 0 (no price known: add one under `pricing:`);
+    `estimated` rows had no usage from the upstream (e.g. the client hung up).
+
+    \b
+    finopsd usage --by team --since 2026-01-01
+    finopsd usage --by model --csv > usage.csv
+    """
+    config, _ = _load(config_path)
+    try:
+        start = parse_time(since, "--since") if since else window_start("month", time.time())
+    except BadRequest as e:
+        raise click.BadParameter(e.message, param_hint="--since") from None
+    rows = asyncio.run(_with_logstore(config.storage.path, lambda store: store.usage_by(by, since=start)))
+    if as_json:
+        click.echo(json.dumps({"by": by, "since": iso(start), "rows": rows}, indent=2))
+        return
+    if as_csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow([by, *USAGE_COLUMNS])
+        for row in rows:
+            writer.writerow([row[by], *(row[c] for c in USAGE_COLUMNS)])
+        return
+    click.echo(f"since {iso(start)}, by {by}")
+    click.echo(f"{by:<32} {'requests':>9} {'prompt':>12} {'completion':>11} {'cost USD':>11}  flags")
+    for row in rows:
+        flags = ", ".join(f"{row[f]} {f}" for f in ("unpriced", "estimated") if row[f])
+        click.echo(f"{str(row[by] if row[by] is not None else '(none)'):<32} {row['requests']:>9,} "
+                   f"{row['prompt_tokens']:>12,} {row['completion_tokens']:>11,} {row['cost_usd']:>11.4f}  {flags}")
+    click.echo(f"{'total':<32} {sum(r['requests'] for r in rows):>9,} {sum(r['prompt_tokens'] for r in rows):>12,} "
+               f"{sum(r['completion_tokens'] for r in rows):>11,} {sum(r['cost_usd'] for r in rows):>11.4f}")

@@ -145,6 +145,27 @@ async def m004_stored_responses(db: aiosqlite.Connection) -> None:
     )
 
 
+@migration
+async def m005_spend_by_day(db: aiosqlite.Connection) -> None:
+    # Budgets are rebuilt from spend at startup, and pruning old requests (logs.retention_days)
+    # must not forget a month's or a total budget's spend: a daily roll-up that pruning never touches.
+    await db.execute(
+        "create table spend_by_day (day real not null, key_name text not null, team text not null,"
+        " cost_usd real not null, primary key (day, key_name, team))"
+    )
+    await db.execute(
+        "create trigger requests_spend after insert on requests when new.cost_usd > 0 and"
+        " (new.key_name is not null or new.team is not null) begin insert into spend_by_day values"
+        " (cast(new.ts / 86400 as integer) * 86400.0, coalesce(new.key_name, ''), coalesce(new.team, ''),"
+        " new.cost_usd) on conflict do update set cost_usd = cost_usd + excluded.cost_usd; end"
+    )
+    await db.execute(
+        "insert into spend_by_day select cast(ts / 86400 as integer) * 86400.0, coalesce(key_name, ''),"
+        " coalesce(team, ''), total(cost_usd) from requests where cost_usd > 0 and"
+        " (key_name is not null or team is not null) group by 1, 2, 3"
+    )
+
+
 async def migrate(db: aiosqlite.Connection) -> list[str]:
     """Apply every migration not yet recorded, each in its own transaction; return their names."""
     await db.execute("create table if not exists _migrations (name text primary key, applied_at real not null)")

@@ -171,6 +171,7 @@ def _filters(
 
 
 _STOP: Final = object()
+USAGE_GROUPS: Final = {"key": "key_name", "team": "team", "model": "model", "provider": "provider"}
 
 
 class LogStore:
@@ -367,6 +368,37 @@ class LogStore:
         return deleted
 
     # ------------------------------------------------------------------ reading
+
+    async def spend_since(self, since_ts: float) -> list[tuple[str | None, str | None, float, float]]:
+        """(key_name, team, time, cost_usd) since ``since_ts``: whole days from the roll-up that
+        pruning keeps, today per minute (every budget window starts on a whole minute, UTC)."""
+        today = math.floor(time.time() / 86400) * 86400
+        days = await self._reader.execute_fetchall(
+            "select nullif(key_name, ''), nullif(team, ''), day, cost_usd from spend_by_day"
+            " where day >= ? and day < ?",
+            (math.floor(since_ts / 86400) * 86400, today),
+        )
+        minutes = await self._reader.execute_fetchall(
+            "select key_name, team, cast(ts / 60 as integer) * 60.0 as minute, total(cost_usd) from requests"
+            " where ts >= ? and cost_usd > 0 and (key_name is not null or team is not null)"
+            " group by key_name, team, minute",
+            (max(since_ts, today),),
+        )
+        return [(r[0], r[1], float(r[2]), float(r[3])) for r in [*days, *minutes]]
+
+    async def usage_by(self, by: str, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
+        """Requests, tokens and cost per key, team, model or provider, costliest first."""
+        column = USAGE_GROUPS[by]  # a fixed column name, never user text
+        rows = await self._reader.execute_fetchall(
+            f"select {column}, count(*), total(prompt_tokens), total(completion_tokens), total(cached_tokens),"
+            " total(reasoning_tokens), total(cost_usd), total(instr(coalesce(cost_flags, ''), 'unpriced') > 0),"
+            " total(instr(coalesce(cost_flags, ''), 'estimated') > 0)"
+            f" from requests where ts >= ? and ts < ? group by {column} order by 7 desc, 2 desc",
+            (since if since is not None else 0.0, until if until is not None else math.inf),
+        )
+        return [{by: r[0], "requests": r[1], "prompt_tokens": int(r[2]), "completion_tokens": int(r[3]),
+                 "cached_tokens": int(r[4]), "reasoning_tokens": int(r[5]), "cost_usd": float(r[6]),
+                 "unpriced": int(r[7]), "estimated": int(r[8])} for r in rows]
 
     async def save_response(self, response_id: str, body: dict[str, Any]) -> None:
         """Keep a Responses-API answer with its conversation (``store: true``)."""

@@ -93,7 +93,8 @@ async def test_blank_database_gets_tables_columns_and_fts_triggers(store: LogSto
     assert {f for f in make_row("x") if f not in ("id", "request", "response")} <= columns
     assert "content='requests'" in fts_sql and "content_rowid='id'" in fts_sql
     assert applied == [fn.__name__ for fn in MIGRATIONS] == [
-        "m001_requests", "m002_requests_fts", "m003_covering_indexes", "m004_stored_responses"]
+        "m001_requests", "m002_requests_fts", "m003_covering_indexes", "m004_stored_responses",
+        "m005_spend_by_day"]
     assert "stored_responses" in names
     assert {"key_name", "ts", "id", "cost_usd"} <= team_index  # a second filter and the totals stay in the index
     assert pragmas == ["wal", 2]  # 2 = incremental
@@ -403,3 +404,20 @@ async def test_prune_deletes_old_rows_their_index_entries_and_frees_pages(store:
     with sqlite3.connect(db_path) as db:
         assert db.execute("pragma freelist_count").fetchone()[0] == 0  # incremental_vacuum gave them back
         db.execute("insert into requests_fts(requests_fts, rank) values ('integrity-check', 1)")  # raises if stale
+
+
+async def test_spend_survives_pruning_through_the_daily_rollup(db_path: str) -> None:
+    store = await LogStore.open(db_path)
+    now = time.time()
+    old = dict(make_row("old"), ts=now - 40 * 86400, key_name="k1", team="t1", cost_usd=2.5)
+    new = dict(make_row("new"), ts=now, key_name="k1", team="t1", cost_usd=0.5)
+    store.submit(old)
+    store.submit(new)
+    await store.flush()
+    assert await store.prune(30) == 1
+    spend = await store.spend_since(0)
+    assert sum(r[3] for r in spend) == pytest.approx(3.0)
+    assert {(r[0], r[1]) for r in spend} == {("k1", "t1")}
+    by_key = await store.usage_by("key")
+    assert by_key[0]["key"] == "k1" and by_key[0]["requests"] == 1  # the request rows themselves are pruned
+    await store.close()

@@ -17,9 +17,16 @@ upstreams reject unknown keys or tool types they do not serve.
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Any, Final
+
+from finopsd.providers.canonical import (
+    arguments_json,
+    as_object,
+    assistant_message,
+    parse_arguments,
+    tool_call,
+)
 
 Event = tuple[str, dict[str, Any]]
 
@@ -46,11 +53,6 @@ ERROR_TYPES: Final = {
     529: "overloaded_error",
 }
 OPENAI_MAX_STOPS: Final = 4  # OpenAI rejects more than four stop sequences
-
-
-def _obj(value: Any) -> dict[str, Any]:
-    """``value`` when it is a JSON object, else an empty one (wire data is checked, not trusted)."""
-    return value if isinstance(value, dict) else {}
 
 
 def _effort_for_budget(budget: Any) -> str:
@@ -156,20 +158,12 @@ def _assistant_message(content: Any) -> dict[str, Any]:
         kind = block.get("type")
         if kind == "text" and isinstance(block.get("text"), str) and block["text"]:
             texts.append(block["text"])
-        elif kind == "thinking" and isinstance(block.get("thinking"), str):
+        elif kind == "thinking" and isinstance(block.get("thinking"), str) and block["thinking"]:
             thoughts.append(block["thinking"])
         elif kind == "tool_use":
-            args = block.get("input")
-            calls.append({"id": str(block.get("id") or ""), "type": "function",
-                          "function": {"name": str(block.get("name") or ""),
-                                       "arguments": json.dumps(args if args is not None else {})}})
+            calls.append(tool_call(block.get("id"), block.get("name"), arguments_json(block.get("input"))))
         # redacted_thinking and server tool blocks have no meaning to another provider
-    msg: dict[str, Any] = {"role": "assistant", "content": "\n\n".join(texts) or (None if calls else "")}
-    if calls:
-        msg["tool_calls"] = calls
-    if thoughts and any(thoughts):
-        msg["reasoning_content"] = "".join(thoughts)
-    return msg
+    return assistant_message("\n\n".join(texts), calls, thoughts)
 
 
 def _tools(tools: Any) -> list[dict[str, Any]]:
@@ -206,7 +200,7 @@ def _apply_tool_choice(choice: Any, req: dict[str, Any]) -> None:
 
 
 def _reasoning_effort(body: dict[str, Any]) -> str | None:
-    thinking = _obj(body.get("thinking"))
+    thinking = as_object(body.get("thinking"))
     kind = thinking.get("type")
     if kind == "disabled":
         return None
@@ -280,7 +274,7 @@ def stop_reason(finish: Any, has_tools: bool) -> str:
 def usage_to_anthropic(usage: Any) -> dict[str, int]:
     """OpenAI usage → Anthropic usage, where input_tokens excludes cache reads and writes."""
     u = usage if isinstance(usage, dict) else {}
-    details = _obj(u.get("prompt_tokens_details"))
+    details = as_object(u.get("prompt_tokens_details"))
     read = int(details.get("cached_tokens") or u.get("cache_read_input_tokens") or 0)
     written = int(details.get("cache_creation_tokens") or u.get("cache_creation_input_tokens") or 0)
     prompt = int(u.get("prompt_tokens") or 0)
@@ -297,24 +291,11 @@ def _message_id(chat_id: Any) -> str:
     return "msg_" + base
 
 
-def tool_input(arguments: Any) -> dict[str, Any]:
-    """Chat tool-call arguments → a tool_use ``input`` object; bad JSON is kept, not lost."""
-    if isinstance(arguments, dict):
-        return arguments
-    if not isinstance(arguments, str) or not arguments.strip():
-        return {}
-    try:
-        parsed = json.loads(arguments)
-    except ValueError:
-        return {"arguments": arguments}
-    return parsed if isinstance(parsed, dict) else {"value": parsed}
-
-
 def chat_to_message(resp: dict[str, Any], model: str) -> dict[str, Any]:
     """A ``chat.completion`` → a Messages response."""
     choices = resp.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-    message = _obj(choice.get("message"))
+    message = as_object(choice.get("message"))
     content: list[dict[str, Any]] = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     if isinstance(reasoning, str) and reasoning:
@@ -326,9 +307,9 @@ def chat_to_message(resp: dict[str, Any], model: str) -> dict[str, Any]:
         content.append({"type": "text", "text": text})
     calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
     for call in calls:
-        fn = _obj(call.get("function"))
+        fn = as_object(call.get("function"))
         content.append({"type": "tool_use", "id": str(call.get("id") or "toolu_" + secrets.token_hex(12)),
-                        "name": str(fn.get("name") or ""), "input": tool_input(fn.get("arguments"))})
+                        "name": str(fn.get("name") or ""), "input": parse_arguments(fn.get("arguments"))})
     return {
         "id": _message_id(resp.get("id")),
         "type": "message",
@@ -400,7 +381,7 @@ class ChatToMessagesStream:
 
     def _tool_call(self, call: dict[str, Any], pos: int) -> list[Event]:
         key = call.get("index", pos)
-        fn = _obj(call.get("function"))
+        fn = as_object(call.get("function"))
         out: list[Event] = []
         if key not in self._tools:
             self._tools.add(key)
@@ -423,7 +404,7 @@ class ChatToMessagesStream:
             self._usage = chunk["usage"]
         choices = chunk.get("choices")
         choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-        delta = _obj(choice.get("delta"))
+        delta = as_object(choice.get("delta"))
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
             out += self._text("thinking", reasoning)

@@ -26,13 +26,23 @@ reasoning models are ``reasoning_content``.
 from __future__ import annotations
 
 import json
-import secrets
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from finopsd.errors import GatewayError, UpstreamError, UpstreamTimeout
 from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, upstream_error
+from finopsd.providers.canonical import (
+    StreamState,
+    as_object,
+    chat_completion,
+    content_text,
+    completion_id,
+    is_number,
+    load_object,
+    requested_max_tokens,
+    requested_stops,
+    tool_call,
+)
 
 FINISH_REASONS: Final = {
     "COMPLETE": "stop",
@@ -45,24 +55,7 @@ MAX_STOP_SEQUENCES: Final = 5
 THINKING_BUDGETS: Final = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 24576}
 
 
-def _obj(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 # --- request --------------------------------------------------------------------------------
-
-
-def _text(content: Any) -> str:
-    """Text of a string or a list of parts (non-text parts dropped)."""
-    if isinstance(content, str):
-        return content
-    parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"] \
-        if isinstance(content, list) else []
-    return "".join(t for t in parts if isinstance(t, str))
 
 
 def _user_content(content: Any) -> str | list[dict[str, Any]]:
@@ -83,17 +76,16 @@ def _user_content(content: Any) -> str | list[dict[str, Any]]:
     return parts
 
 
+def _call_of(call: dict[str, Any]) -> dict[str, Any]:
+    """A chat tool call as Cohere takes and gives it: OpenAI's shape, arguments never empty."""
+    fn = as_object(call.get("function"))
+    args = fn.get("arguments")
+    return tool_call(call.get("id"), fn.get("name"), args if isinstance(args, str) and args else "{}")
+
+
 def _assistant(msg: dict[str, Any]) -> dict[str, Any] | None:
-    text = _text(msg.get("content"))
-    calls = []
-    for call in msg.get("tool_calls") or ():
-        if not isinstance(call, dict):
-            continue
-        fn = _obj(call.get("function"))
-        args = fn.get("arguments")
-        calls.append({"id": str(call.get("id") or ""), "type": "function",
-                      "function": {"name": str(fn.get("name") or ""),
-                                   "arguments": args if isinstance(args, str) and args else "{}"}})
+    text = content_text(msg.get("content"))
+    calls = [_call_of(call) for call in msg.get("tool_calls") or () if isinstance(call, dict)]
     out: dict[str, Any] = {"role": "assistant"}
     if calls:
         out["tool_calls"] = calls
@@ -113,7 +105,7 @@ def messages_to_cohere(messages: Any) -> list[dict[str, Any]]:
             continue
         role = msg.get("role")
         if role in ("system", "developer"):
-            text = _text(msg.get("content"))
+            text = content_text(msg.get("content"))
             if text:
                 out.append({"role": "system", "content": text})
         elif role == "assistant":
@@ -122,7 +114,7 @@ def messages_to_cohere(messages: Any) -> list[dict[str, Any]]:
                 out.append(turn)
         elif role == "tool":
             # an empty result is refused; say so rather than drop the answer to a call
-            content = _text(msg.get("content")) or "(empty)"
+            content = content_text(msg.get("content")) or "(empty)"
             out.append({"role": "tool", "tool_call_id": str(msg.get("tool_call_id") or ""), "content": content})
         else:
             out.append({"role": "user", "content": _user_content(msg.get("content"))})
@@ -132,7 +124,7 @@ def messages_to_cohere(messages: Any) -> list[dict[str, Any]]:
 def _tools(tools: Any) -> list[dict[str, Any]]:
     out = []
     for tool in tools if isinstance(tools, list) else ():
-        fn = _obj(tool.get("function")) if isinstance(tool, dict) else {}
+        fn = as_object(tool.get("function")) if isinstance(tool, dict) else {}
         if not isinstance(fn.get("name"), str) or not fn["name"]:
             continue
         entry: dict[str, Any] = {"name": fn["name"]}
@@ -155,26 +147,25 @@ def chat_body(model: str, req: dict[str, Any], *, stream: bool) -> dict[str, Any
             body["tool_choice"] = "REQUIRED"
         elif choice == "none":
             body["tool_choice"] = "NONE"
-        if any(_obj(t.get("function")).get("strict") for t in req.get("tools") or () if isinstance(t, dict)):
+        if any(as_object(t.get("function")).get("strict") for t in req.get("tools") or () if isinstance(t, dict)):
             body["strict_tools"] = True
-    limit = req.get("max_completion_tokens") or req.get("max_tokens")
-    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+    limit = requested_max_tokens(req)
+    if limit is not None:
         body["max_tokens"] = limit
-    if _number(req.get("temperature")):
+    if is_number(req.get("temperature")):
         body["temperature"] = req["temperature"]
-    if _number(req.get("top_p")):
+    if is_number(req.get("top_p")):
         body["p"] = min(max(float(req["top_p"]), 0.01), 0.99)  # Cohere's documented bounds
     for key in ("seed", "frequency_penalty", "presence_penalty"):
-        if _number(req.get(key)):
+        if is_number(req.get(key)):
             body[key] = req[key]
-    stop = req.get("stop")
-    stops = [s for s in ([stop] if isinstance(stop, str) else stop or ()) if isinstance(s, str) and s]
+    stops = requested_stops(req)
     if stops:
         body["stop_sequences"] = stops[:MAX_STOP_SEQUENCES]
-    fmt = _obj(req.get("response_format"))
+    fmt = as_object(req.get("response_format"))
     if fmt.get("type") == "json_object":
         body["response_format"] = {"type": "json_object"}
-    elif fmt.get("type") == "json_schema" and isinstance(_obj(fmt.get("json_schema")).get("schema"), dict):
+    elif fmt.get("type") == "json_schema" and isinstance(as_object(fmt.get("json_schema")).get("schema"), dict):
         body["response_format"] = {"type": "json_object", "json_schema": fmt["json_schema"]["schema"]}
     effort = req.get("reasoning_effort")
     if isinstance(effort, str) and "reasoning" in model:  # only reasoning models take `thinking`
@@ -190,7 +181,7 @@ def chat_body(model: str, req: dict[str, Any], *, stream: bool) -> dict[str, Any
 
 def usage_to_openai(u: dict[str, Any]) -> dict[str, Any]:
     """Cohere usage → OpenAI usage: billed units (what is charged), else raw tokens."""
-    billed, tokens = _obj(u.get("billed_units")), _obj(u.get("tokens"))
+    billed, tokens = as_object(u.get("billed_units")), as_object(u.get("tokens"))
     source = billed if billed.get("input_tokens") is not None or billed.get("output_tokens") is not None else tokens
     prompt = int(source.get("input_tokens") or 0)
     completion = int(source.get("output_tokens") or 0)
@@ -213,81 +204,34 @@ def finish_reason(reason: Any, has_calls: bool, provider: str) -> str:
     return "tool_calls" if has_calls and mapped == "stop" else mapped
 
 
-def _load(data: bytes | str, provider: str) -> dict[str, Any]:
-    try:
-        parsed = json.loads(data)
-    except ValueError:
-        raise UpstreamError(f"{provider}: upstream sent invalid JSON") from None
-    if not isinstance(parsed, dict):
-        raise UpstreamError(f"{provider}: upstream sent an unexpected body")
-    return parsed
-
-
 def completion_from_chat(body: dict[str, Any], model: str, provider: str) -> dict[str, Any]:
-    msg = _obj(body.get("message"))
-    text, thoughts = [], []
+    msg = as_object(body.get("message"))
+    text: list[str] = []
+    thoughts: list[str] = []
     for block in msg.get("content") or ():
         if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
             text.append(block["text"])
         elif isinstance(block, dict) and block.get("type") == "thinking" and isinstance(block.get("thinking"), str):
             thoughts.append(block["thinking"])
     plan: str = msg["tool_plan"] if isinstance(msg.get("tool_plan"), str) else ""
-    calls = []
-    for call in msg.get("tool_calls") or ():
-        fn = _obj(_obj(call).get("function"))
-        args = fn.get("arguments")
-        calls.append({"id": str(_obj(call).get("id") or ""), "type": "function",
-                      "function": {"name": str(fn.get("name") or ""),
-                                   "arguments": args if isinstance(args, str) and args else "{}"}})
-    content = plan + "".join(text)
-    message: dict[str, Any] = {"role": "assistant", "content": content or (None if calls else "")}
-    if calls:
-        message["tool_calls"] = calls
-    if thoughts:
-        message["reasoning_content"] = "".join(thoughts)
-    completion: dict[str, Any] = {
-        "id": "chatcmpl-" + str(body.get("id") or secrets.token_hex(12)),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": message,
-                     "finish_reason": finish_reason(body.get("finish_reason"), bool(calls), provider)}],
-    }
-    if isinstance(body.get("usage"), dict):
-        completion["usage"] = usage_to_openai(body["usage"])
-    return completion
+    calls = [_call_of(as_object(call)) for call in msg.get("tool_calls") or ()]
+    usage = body.get("usage")
+    return chat_completion(
+        upstream_id=body.get("id"), model=model, content=plan + "".join(text), thoughts=thoughts, calls=calls,
+        finish=finish_reason(body.get("finish_reason"), bool(calls), provider),
+        usage=usage_to_openai(usage) if isinstance(usage, dict) else None,
+    )
 
 
 @dataclass(slots=True)
-class CohereStream:
-    """Per-request stream state: our tool-call counter and usage."""
+class CohereStream(StreamState):
+    """Cohere's tool-call index → our call index in ``tools``; usage; a finish that failed."""
 
-    provider: str
-    model: str
-    id: str
-    created: int
-    calls: int = 0
-    tools: dict[int, int] = field(default_factory=dict)  # Cohere's tool-call index → ours
-    args_seen: set[int] = field(default_factory=set)
     usage: dict[str, Any] | None = None
-    started: bool = False
-    finished: bool = False
-    usage_sent: bool = False
     error: GatewayError | None = None  # a failed message-end, raised once its usage is recorded
 
-    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        if not self.started:
-            self.started = True
-            delta = {"role": "assistant", **delta}
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-
-    def usage_chunk(self) -> list[dict[str, Any]]:
-        if self.usage_sent or self.usage is None:
-            return []
-        self.usage_sent = True
-        return [{"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                 "choices": [], "usage": usage_to_openai(self.usage)}]
+    def openai_usage(self) -> dict[str, Any] | None:
+        return None if self.usage is None else usage_to_openai(self.usage)
 
     def finish(self) -> list[dict[str, Any]]:
         """At EOF: usage still owed, or the error a failed message-end announced."""
@@ -297,26 +241,17 @@ class CohereStream:
 
 
 def _message(ev: dict[str, Any]) -> dict[str, Any]:
-    return _obj(_obj(ev.get("delta")).get("message"))
+    return as_object(as_object(ev.get("delta")).get("message"))
 
 
 def _tool_call(s: CohereStream, ev: dict[str, Any], start: bool) -> list[dict[str, Any]]:
-    call = _obj(_message(ev).get("tool_calls"))  # one object per event, not a list, in the stream
-    fn = _obj(call.get("function"))
+    call = as_object(_message(ev).get("tool_calls"))  # one object per event, not a list, in the stream
+    fn = as_object(call.get("function"))
     args = fn.get("arguments") if isinstance(fn.get("arguments"), str) else ""
     index = ev.get("index", 0)
     if start:
-        ours, s.calls = s.calls, s.calls + 1
-        s.tools[index] = ours
-        if args:
-            s.args_seen.add(index)
-        first = {"index": ours, "id": str(call.get("id") or ""), "type": "function",
-                 "function": {"name": str(fn.get("name") or ""), "arguments": args}}
-        return [s.chunk({"tool_calls": [first]})]
-    if not args or index not in s.tools:
-        return []
-    s.args_seen.add(index)
-    return [s.chunk({"tool_calls": [{"index": s.tools[index], "function": {"arguments": args}}]})]
+        return [s.start_call(index, call.get("id"), fn.get("name"), args)]
+    return s.call_arguments(index, args)
 
 
 def stream_event(s: CohereStream, event: str | None, data: str) -> list[dict[str, Any]]:
@@ -325,10 +260,10 @@ def stream_event(s: CohereStream, event: str | None, data: str) -> list[dict[str
         raise s.error
     if not data.strip() or data.strip() == "[DONE]":
         return []
-    ev = _load(data, s.provider)
+    ev = load_object(data, s.provider)
     kind = ev.get("type") or event
     if kind in ("content-delta", "content-start"):  # a start may already carry text
-        content = _obj(_message(ev).get("content"))
+        content = as_object(_message(ev).get("content"))
         if isinstance(content.get("text"), str) and content["text"]:
             return [s.chunk({"content": content["text"]})]
         if isinstance(content.get("thinking"), str) and content["thinking"]:
@@ -342,17 +277,14 @@ def stream_event(s: CohereStream, event: str | None, data: str) -> list[dict[str
     if kind == "tool-call-delta":
         return _tool_call(s, ev, start=False)
     if kind == "tool-call-end":
-        index = ev.get("index", 0)
-        if index in s.tools and index not in s.args_seen:
-            s.args_seen.add(index)  # a call without parameters: give clients parseable arguments
-            return [s.chunk({"tool_calls": [{"index": s.tools[index], "function": {"arguments": "{}"}}]})]
-        return []
+        # a call without parameters: end_call gives clients parseable arguments
+        return s.end_call(ev.get("index", 0))
     if kind == "message-start":
         if ev.get("id"):
-            s.id = "chatcmpl-" + str(ev["id"])
+            s.id = completion_id(ev["id"])
         return [s.chunk({"content": ""})]
     if kind == "message-end":
-        delta = _obj(ev.get("delta"))
+        delta = as_object(ev.get("delta"))
         if isinstance(delta.get("usage"), dict):
             s.usage = delta["usage"]
         if s.finished:
@@ -384,10 +316,10 @@ class CohereAdapter(BaseAdapter):
         return UpstreamRequest(f"{target.provider.base_url}/v2/chat", headers, body)
 
     def parse_response(self, target: Target, body: bytes) -> dict[str, Any]:
-        return completion_from_chat(_load(body, target.provider.name), target.model, target.provider.name)
+        return completion_from_chat(load_object(body, target.provider.name), target.model, target.provider.name)
 
     def new_stream(self, target: Target) -> CohereStream:
-        return CohereStream(target.provider.name, target.model, "chatcmpl-" + secrets.token_hex(12), int(time.time()))
+        return CohereStream(target.provider.name, target.model)
 
     def parse_event(self, state: CohereStream, event: str | None, data: str) -> list[dict[str, Any]]:
         return stream_event(state, event, data)

@@ -37,13 +37,22 @@ import json
 import mimetypes
 import re
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import unquote_to_bytes, urlparse
+from urllib.parse import urlparse
 
 from finopsd.errors import UpstreamError
 from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, upstream_error
+from finopsd.providers.canonical import (
+    StreamState,
+    arguments_json,
+    chat_completion,
+    completion_id,
+    data_url_parts,
+    load_object,
+    parse_arguments,
+    tool_call,
+)
 
 SIGNATURE_MARK: Final = "__ts_"
 # documented placeholder for function calls Gemini did not sign itself
@@ -117,10 +126,7 @@ def _guess_mime(url: str, default: str) -> str:
 def _media_part(url: str, default_mime: str) -> dict[str, Any]:
     """A data: URL becomes inline bytes; anything else (https, gs://) a file reference."""
     if url.startswith("data:"):
-        head, _, data = url[5:].partition(",")
-        mime, _, encoding = head.partition(";")
-        if encoding != "base64":  # percent-encoded data URLs are rare; Gemini wants base64
-            data = base64.b64encode(unquote_to_bytes(data)).decode()
+        mime, data = data_url_parts(url)
         return {"inlineData": {"mimeType": mime or default_mime, "data": data}}
     return {"fileData": {"mimeType": _guess_mime(url, default_mime), "fileUri": url}}
 
@@ -148,18 +154,6 @@ def _user_parts(content: Any) -> list[dict[str, Any]]:
     return parts
 
 
-def _parse_args(arguments: Any) -> dict[str, Any]:
-    if isinstance(arguments, dict):
-        return arguments
-    if not isinstance(arguments, str) or not arguments.strip():
-        return {}
-    try:
-        parsed = json.loads(arguments)
-    except ValueError:
-        return {"arguments": arguments}  # keep what the model wrote, so it can see its mistake
-    return parsed if isinstance(parsed, dict) else {"value": parsed}
-
-
 def _assistant_parts(msg: dict[str, Any], names: dict[str, str], bypass: bool) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     text = _text_of(msg.get("content"))
@@ -171,7 +165,7 @@ def _assistant_parts(msg: dict[str, Any], names: dict[str, str], bypass: bool) -
         call_id = str(call.get("id") or "")
         base, signature = decode_call_id(call_id)
         names[call_id] = names[base] = name
-        part: dict[str, Any] = {"functionCall": {"name": name, "args": _parse_args(fn.get("arguments"))}}
+        part: dict[str, Any] = {"functionCall": {"name": name, "args": parse_arguments(fn.get("arguments"))}}
         if signature:
             part["thoughtSignature"] = signature
         elif pos == 0 and bypass:
@@ -329,27 +323,14 @@ def finish_reason(reason: str | None, made_calls: bool) -> str:
     return "stop"  # STOP, and failures such as MALFORMED_FUNCTION_CALL that leave no content
 
 
-def _tool_call(part: dict[str, Any], index: int) -> dict[str, Any]:
+def _tool_call(part: dict[str, Any]) -> dict[str, Any]:
     fc = part["functionCall"]
     base = str(fc.get("id") or new_call_id())
-    args = fc.get("args")
-    return {
-        "index": index,
-        "id": encode_call_id(base, part.get("thoughtSignature")),
-        "type": "function",
-        "function": {"name": str(fc.get("name") or ""), "arguments": json.dumps(args if args is not None else {})},
-    }
+    return tool_call(encode_call_id(base, part.get("thoughtSignature")), fc.get("name"), arguments_json(fc.get("args")))
 
 
 def _load(body: bytes | str, provider: str) -> dict[str, Any]:
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        raise UpstreamError(f"{provider}: upstream sent invalid JSON") from None
-    if isinstance(parsed, list) and parsed:  # errors sometimes come wrapped in a list
-        parsed = parsed[0]
-    if not isinstance(parsed, dict):
-        raise UpstreamError(f"{provider}: upstream sent an unexpected body")
+    parsed = load_object(body, provider, first_of_list=True)  # errors sometimes come wrapped in a list
     if isinstance(parsed.get("error"), dict):
         code = parsed["error"].get("code")
         status = code if isinstance(code, int) and 400 <= code < 600 else 502
@@ -387,54 +368,30 @@ def completion_from_response(resp: dict[str, Any], model: str, provider: str) ->
     calls: list[dict[str, Any]] = []
     for part in _parts(cand):
         if isinstance(part.get("functionCall"), dict):
-            call = _tool_call(part, len(calls))
-            del call["index"]
-            calls.append(call)
+            calls.append(_tool_call(part))
         elif isinstance(part.get("text"), str):
             (thoughts if part.get("thought") else text).append(part["text"])
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) or (None if calls else "")}
-    if calls:
-        message["tool_calls"] = calls
-    if thoughts:
-        message["reasoning_content"] = "".join(thoughts)
-    completion: dict[str, Any] = {
-        "id": "chatcmpl-" + str(resp.get("responseId") or secrets.token_hex(12)),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": resp.get("modelVersion") or model,
-        "choices": [{"index": 0, "message": message,
-                     "finish_reason": finish_reason(cand.get("finishReason"), bool(calls))}],
-    }
-    if isinstance(resp.get("usageMetadata"), dict):
-        completion["usage"] = usage_from_metadata(resp["usageMetadata"])
-    return completion
+    meta = resp.get("usageMetadata")
+    return chat_completion(
+        upstream_id=resp.get("responseId"), model=resp.get("modelVersion") or model, content="".join(text),
+        thoughts=thoughts, calls=calls, finish=finish_reason(cand.get("finishReason"), bool(calls)),
+        usage=usage_from_metadata(meta) if isinstance(meta, dict) else None,
+    )
 
 
 @dataclass(slots=True)
-class GeminiStream:
-    """Per-request stream state: our tool-call counter and the usage seen so far."""
+class GeminiStream(StreamState):
+    """Usage is cumulative in every event and the stream has no end marker, so it may go out again."""
 
-    provider: str
-    model: str
-    id: str
-    created: int
-    calls: int = 0
-    started: bool = False
-    finished: bool = False
-    usage: dict[str, Any] | None = None  # latest cumulative usage
-    usage_sent: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None  # latest cumulative usage, as OpenAI usage
+    usage_sent_as: dict[str, Any] | None = None
 
-    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        if not self.started:
-            self.started = True
-            delta = {"role": "assistant", **delta}
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-
-    def usage_chunk(self, usage: dict[str, Any]) -> dict[str, Any]:
-        self.usage_sent = usage
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [], "usage": usage}
+    def usage_chunk(self) -> list[dict[str, Any]]:
+        """A usage chunk whenever the usage differs from the one last sent (unlike the base: not once)."""
+        if self.usage is None or self.usage == self.usage_sent_as:
+            return []
+        self.usage_sent_as = self.usage
+        return [self.usage_only(self.usage)]
 
 
 def stream_event(state: GeminiStream, data: str) -> list[dict[str, Any]]:
@@ -448,7 +405,7 @@ def stream_event(state: GeminiStream, data: str) -> list[dict[str, Any]]:
     resp = _load(data, state.provider)
     if not state.started and not state.finished:
         if resp.get("responseId"):
-            state.id = "chatcmpl-" + str(resp["responseId"])
+            state.id = completion_id(resp["responseId"])
         if resp.get("modelVersion"):
             state.model = str(resp["modelVersion"])
     _check_prompt_blocked(resp, state.provider)
@@ -456,7 +413,7 @@ def stream_event(state: GeminiStream, data: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for part in _parts(cand):
         if isinstance(part.get("functionCall"), dict):
-            out.append(state.chunk({"tool_calls": [_tool_call(part, state.calls)]}))
+            out.append(state.chunk({"tool_calls": [{"index": state.calls, **_tool_call(part)}]}))
             state.calls += 1
         elif isinstance(part.get("text"), str) and part["text"]:
             key = "reasoning_content" if part.get("thought") else "content"
@@ -466,8 +423,8 @@ def stream_event(state: GeminiStream, data: str) -> list[dict[str, Any]]:
     if cand.get("finishReason") and not state.finished:
         state.finished = True
         out.append(state.chunk({}, finish_reason(cand["finishReason"], state.calls > 0)))
-    if state.finished and state.usage is not None and state.usage != state.usage_sent:
-        out.append(state.usage_chunk(state.usage))
+    if state.finished:
+        out += state.usage_chunk()
     return out
 
 
@@ -476,10 +433,7 @@ def finish_stream(state: GeminiStream) -> list[dict[str, Any]]:
     if state.finished or not state.started:
         return []
     state.finished = True
-    out = [state.chunk({}, "tool_calls" if state.calls else "stop")]
-    if state.usage is not None and state.usage != state.usage_sent:
-        out.append(state.usage_chunk(state.usage))
-    return out
+    return [state.chunk({}, "tool_calls" if state.calls else "stop")] + state.usage_chunk()
 
 
 class GeminiAdapter(BaseAdapter):
@@ -519,7 +473,7 @@ class GeminiAdapter(BaseAdapter):
         return completion_from_response(_load(body, provider), target.model, provider)
 
     def new_stream(self, target: Target) -> GeminiStream:
-        return GeminiStream(target.provider.name, target.model, "chatcmpl-" + secrets.token_hex(12), int(time.time()))
+        return GeminiStream(target.provider.name, target.model)
 
     def parse_event(self, state: GeminiStream, event: str | None, data: str) -> list[dict[str, Any]]:
         return stream_event(state, data)

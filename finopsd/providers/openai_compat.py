@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from finopsd.errors import UpstreamError
 from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, upstream_error
+from finopsd.providers.canonical import load_object
 
 
 class OpenAIAdapter(BaseAdapter):
@@ -44,13 +45,7 @@ class OpenAIAdapter(BaseAdapter):
         return self.build_passthrough(target, "chat/completions", {**req, "stream": stream})
 
     def parse_response(self, target: Target, body: bytes) -> dict[str, Any]:
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            raise UpstreamError(f"{target.provider.name}: upstream sent invalid JSON") from None
-        if not isinstance(parsed, dict):
-            raise UpstreamError(f"{target.provider.name}: upstream sent an unexpected body")
-        return parsed
+        return load_object(body, target.provider.name)
 
     def new_stream(self, target: Target) -> str:
         return target.provider.name

@@ -27,32 +27,23 @@ its ``done`` event includes metrics.
 from __future__ import annotations
 
 import json
-import secrets
-import time
 from dataclasses import dataclass
 from typing import Any, Final
 
 from finopsd.errors import BadRequest, GatewayError, UpstreamError, UpstreamTimeout
 from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, upstream_error
+from finopsd.providers.canonical import (
+    StreamState,
+    as_object,
+    chat_completion,
+    content_text,
+    is_number,
+    load_object,
+    requested_max_tokens,
+)
 
 RUNNING: Final = frozenset({"starting", "processing"})
 ROLE_LABELS: Final = {"user": "User", "assistant": "Assistant", "tool": "Tool result"}
-
-
-def _obj(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"] \
-        if isinstance(content, list) else []
-    return "\n".join(t for t in parts if isinstance(t, str))
 
 
 def prompt_of(messages: Any) -> tuple[str, str]:
@@ -62,7 +53,7 @@ def prompt_of(messages: Any) -> tuple[str, str]:
     for msg in messages if isinstance(messages, list) else ():
         if not isinstance(msg, dict):
             continue
-        role, text = msg.get("role"), _text(msg.get("content"))
+        role, text = msg.get("role"), content_text(msg.get("content"), "\n")
         if role in ("system", "developer"):
             if text:
                 system.append(text)
@@ -70,7 +61,7 @@ def prompt_of(messages: Any) -> tuple[str, str]:
         if role == "assistant":
             # history made with another provider may hold calls: keep them readable to the model
             for call in msg.get("tool_calls") or ():
-                fn = _obj(_obj(call).get("function"))
+                fn = as_object(as_object(call).get("function"))
                 text += f"\n[called {fn.get('name')} with {fn.get('arguments') or '{}'}]"
         label = ROLE_LABELS.get(str(role), "User")
         if text.strip():
@@ -93,11 +84,11 @@ def prediction_body(model: str, req: dict[str, Any], *, stream: bool) -> tuple[s
     inputs: dict[str, Any] = {"prompt": prompt}
     if system:
         inputs["system_prompt"] = system
-    limit = req.get("max_completion_tokens") or req.get("max_tokens")
-    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+    limit = requested_max_tokens(req)
+    if limit is not None:
         inputs["max_tokens"] = inputs["max_new_tokens"] = limit
     for key in ("temperature", "top_p"):
-        if _number(req.get(key)):
+        if is_number(req.get(key)):
             inputs[key] = req[key]
     body: dict[str, Any] = {"input": inputs}
     if stream:
@@ -108,16 +99,6 @@ def prediction_body(model: str, req: dict[str, Any], *, stream: bool) -> tuple[s
     return f"/models/{name}/predictions", body
 
 
-def _load(data: bytes | str, provider: str) -> dict[str, Any]:
-    try:
-        parsed = json.loads(data)
-    except ValueError:
-        raise UpstreamError(f"{provider}: upstream sent invalid JSON") from None
-    if not isinstance(parsed, dict):
-        raise UpstreamError(f"{provider}: upstream sent an unexpected body")
-    return parsed
-
-
 def _failed(prediction: dict[str, Any], provider: str) -> UpstreamError:
     detail, status = prediction.get("error"), prediction.get("status")
     what = "was canceled" if status == "canceled" else f"failed: {detail}" if detail else "failed"
@@ -126,8 +107,8 @@ def _failed(prediction: dict[str, Any], provider: str) -> UpstreamError:
 
 
 def usage_of(metrics: Any) -> dict[str, Any] | None:
-    m = _obj(metrics)
-    if not _number(m.get("input_token_count")) and not _number(m.get("output_token_count")):
+    m = as_object(metrics)
+    if not is_number(m.get("input_token_count")) and not is_number(m.get("output_token_count")):
         return None
     prompt, completion = int(m.get("input_token_count") or 0), int(m.get("output_token_count") or 0)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
@@ -144,34 +125,18 @@ def completion_from_prediction(prediction: dict[str, Any], model: str, provider:
         raise _failed(prediction, provider)
     output = prediction.get("output")
     text = output if isinstance(output, str) else "".join(str(p) for p in output) if isinstance(output, list) else ""
-    completion: dict[str, Any] = {
-        "id": "chatcmpl-" + str(prediction.get("id") or secrets.token_hex(12)),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-    }
-    usage = usage_of(prediction.get("metrics"))
-    if usage:
-        completion["usage"] = usage
-    return completion
+    return chat_completion(upstream_id=prediction.get("id"), model=model, content=text, thoughts=[], calls=[],
+                           finish="stop", usage=usage_of(prediction.get("metrics")))
 
 
 @dataclass(slots=True)
-class ReplicateStream:
-    provider: str
-    model: str
-    id: str
-    created: int
-    started: bool = False
-    finished: bool = False
+class ReplicateStream(StreamState):
+    """Text only (Replicate has no tool calls); usage, when the ``done`` event carries metrics."""
 
-    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        if not self.started:
-            self.started = True
-            delta = {"role": "assistant", **delta}
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    usage: dict[str, Any] | None = None  # already OpenAI usage
+
+    def openai_usage(self) -> dict[str, Any] | None:
+        return self.usage
 
 
 def stream_event(s: ReplicateStream, event: str | None, data: str) -> list[dict[str, Any]]:
@@ -181,7 +146,7 @@ def stream_event(s: ReplicateStream, event: str | None, data: str) -> list[dict[
     if event == "error":
         detail = data
         try:
-            detail = str(_obj(json.loads(data)).get("detail") or data)
+            detail = str(as_object(json.loads(data)).get("detail") or data)
         except ValueError:
             pass
         raise UpstreamError(f"{s.provider}: {detail or 'prediction failed'}", code="prediction_failed")
@@ -190,17 +155,14 @@ def stream_event(s: ReplicateStream, event: str | None, data: str) -> list[dict[
             return []
         s.finished = True
         try:
-            done = _obj(json.loads(data))
+            done = as_object(json.loads(data))
         except ValueError:
             done = {}
         if done.get("reason") in ("canceled", "error"):
             raise UpstreamError(f"{s.provider}: prediction ended: {done['reason']}", code=f"prediction_{done['reason']}")
         out = [s.chunk({}, "stop")]
-        usage = usage_of(done.get("metrics"))
-        if usage:
-            out.append({"id": s.id, "object": "chat.completion.chunk", "created": s.created, "model": s.model,
-                        "choices": [], "usage": usage})
-        return out
+        s.usage = usage_of(done.get("metrics"))
+        return out + s.usage_chunk()
     return []  # logs
 
 
@@ -220,11 +182,11 @@ class ReplicateAdapter(BaseAdapter):
     def followup(self, target: Target, body: bytes, *, stream: bool) -> UpstreamRequest | None:
         """The stream to read, or the prediction to wait for; None when the first answer is final."""
         name = target.provider.name
-        prediction = _load(body, name)
+        prediction = load_object(body, name)
         status = prediction.get("status")
         if status in ("failed", "canceled"):
             raise _failed(prediction, name)
-        urls = _obj(prediction.get("urls"))
+        urls = as_object(prediction.get("urls"))
         headers = {**target.provider.headers, **self.auth(target)}
         if stream:
             url = urls.get("stream")
@@ -239,11 +201,10 @@ class ReplicateAdapter(BaseAdapter):
 
     def parse_response(self, target: Target, body: bytes) -> dict[str, Any]:
         name = target.provider.name
-        return completion_from_prediction(_load(body, name), target.model, name)
+        return completion_from_prediction(load_object(body, name), target.model, name)
 
     def new_stream(self, target: Target) -> ReplicateStream:
-        return ReplicateStream(target.provider.name, target.model, "chatcmpl-" + secrets.token_hex(12),
-                               int(time.time()))
+        return ReplicateStream(target.provider.name, target.model)
 
     def parse_event(self, state: ReplicateStream, event: str | None, data: str) -> list[dict[str, Any]]:
         return stream_event(state, event, data)

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from finopsd.appkeys import RUNTIME
+from finopsd.governance import GOVERNANCE
 from finopsd.relay import Leg, OpenAIEmitter, openai_endpoint, relay, run_exchange
 from finopsd.routes.inbound import check_fallbacks, new_exchange, optional, read_json, require
 
@@ -49,9 +50,10 @@ def passthrough(endpoint: str, route: str) -> Any:
 
 async def list_models(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
+    pairs = await request.app[GOVERNANCE].visible_models(request.headers, rt.models())  # what the key may use
     data = [
         {"id": f"{provider}/{model}", "object": "model", "created": 0, "owned_by": provider}
-        for provider, model in rt.models()
+        for provider, model in pairs
     ]
     return web.json_response({"object": "list", "data": data})
 

@@ -1,0 +1,435 @@
+"""Governance: who is calling, which models they may use, rate limits and USD budgets.
+
+The hook sits second in ``Runtime.hooks``, behind the logging hook, so every
+refusal is still logged. ``pre`` admits or refuses, in this order:
+
+    401  no key, an unknown key (when ``auth.required``), an expired or disabled key
+    403  the key's ``models`` globs match neither the model as the client wrote it nor
+         the provider/model it resolves to (request ``fallbacks`` are checked too)
+    429  the key's or its team's requests or tokens in the last 60 s reached the limit
+    402  a budget of the key or its team is spent in its current calendar window (UTC)
+
+``post`` prices what the exchange used (the upstream's usage, else an estimate from
+the transcript flagged ``estimated``), writes ``cost_usd``/``cost_flags`` on the
+exchange for its log row, and charges the key and its team.
+
+Keys are compared as SHA-256 digests with ``hmac.compare_digest`` over every
+configured key, so the time taken does not depend on which key matched or how much
+of it; the plaintext presented is never stored or logged.
+
+Budgets are checked before a request and charged after it, when its usage is
+known. Requests admitted while a budget still had room are all charged, so a
+budget can overshoot by the cost of the requests in flight when it ran out; no
+request is admitted once the spend reaches the budget.
+
+Spend is rebuilt from the request log at startup. A new config (SIGHUP) is applied
+on the next request: counters that still exist keep their spend, counters for new
+budgets are rebuilt from the log, and charges wait while that happens so none is
+counted twice or lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import hashlib
+import hmac
+import logging
+import math
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from aiohttp import web
+
+from finopsd.appkeys import LOGSTORE
+from finopsd.errors import GatewayError
+from finopsd.exchange import Exchange
+from finopsd.pricing import Pricer
+from finopsd.router import split_model
+from finopsd.routes.anthropic import resolve_model
+from finopsd.spend import (
+    Counter, Ledger, SlidingWindow, estimate_usage, iso, usd_text, window_end, window_start,
+)
+
+if TYPE_CHECKING:
+    from finopsd.config import Budget, Config, RateLimit, VirtualKey
+    from finopsd.runtime import Runtime
+
+__all__ = ["GOVERNANCE", "Governance", "find_key", "new_virtual_key", "offline_report", "open_governance",
+           "presented_key"]
+
+log = logging.getLogger(__name__)
+
+KEY_HEADERS: Final = ("x-api-key", "api-key")  # besides Authorization: Bearer
+WWW_AUTHENTICATE: Final = {"WWW-Authenticate": 'Bearer realm="finopsd"'}
+
+
+class SpendSource(Protocol):
+    """What governance reads from the request log (``LogStore``)."""
+
+    async def flush(self) -> None: ...
+
+    async def spend_since(self, since_ts: float) -> list[tuple[str | None, str | None, float, float]]: ...
+
+
+# --- keys ------------------------------------------------------------------------------
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key from ``Authorization: Bearer``, ``x-api-key`` or ``api-key``, first found."""
+    scheme, _, value = headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    for name in KEY_HEADERS:
+        value = headers.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def find_key(keys: Iterable[VirtualKey], presented: str) -> VirtualKey | None:
+    digest = hashlib.sha256(presented.encode()).hexdigest()
+    found = None
+    for key in keys:  # no early exit: the time taken says nothing about which key matched
+        if hmac.compare_digest(key.key_sha256, digest):
+            found = key
+    return found
+
+
+def may_use(key: VirtualKey, names: Iterable[str]) -> bool:
+    return key.models is None or any(fnmatch.fnmatchcase(n, p) for n in names for p in key.models)
+
+
+def _refuse(status: int, type_: str, code: str, message: str, headers: dict[str, str] | None = None) -> GatewayError:
+    return GatewayError(message, status=status, type=type_, code=code, headers=headers)
+
+
+class Meter:
+    __slots__ = ("requests", "tokens")
+
+    def __init__(self) -> None:
+        self.requests = SlidingWindow()
+        self.tokens = SlidingWindow()
+
+
+# --- the hook --------------------------------------------------------------------------
+
+
+class Governance:
+    """The governance hook and the state it keeps: spend per budget window, rate windows."""
+
+    def __init__(self, config: Config, runtime: Runtime | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.runtime = runtime  # when set, its config (swapped on SIGHUP) is the one in force
+        self.config = config
+        self.clock = clock
+        self.pricer = Pricer(config.pricing, config.providers)
+        self.ledger = Ledger()
+        self.meters: dict[tuple[str, str], Meter] = {}
+        self.store: SpendSource | None = None
+        self._lock = asyncio.Lock()  # held while counters are rebuilt; charges wait for it
+
+    # ---------------------------------------------------------------- config and counters
+
+    @staticmethod
+    def counters_for(config: Config) -> set[Counter]:
+        counters: set[Counter] = set()
+        for key in config.virtual_keys:
+            counters.update(("key", key.name, b.period) for b in key.budgets)
+        for team in config.teams.values():
+            counters.update(("team", team.name, b.period) for b in team.budgets)
+        return counters
+
+    async def start(self, store: SpendSource | None) -> None:
+        """Rebuild every budget counter from the log (at startup, before serving)."""
+        self.store = store
+        async with self._lock:
+            await self._rebuild(self.counters_for(self.config))
+
+    async def sync(self) -> None:
+        """Apply the runtime's config if it changed (SIGHUP), keeping the spend of every counter still in use."""
+        if self.runtime is None or self.runtime.config is self.config:
+            return
+        async with self._lock:
+            config = self.runtime.config
+            if config is self.config:
+                return  # another request applied it while this one waited
+            wanted = self.counters_for(config)
+            for counter in self.ledger.tracked - wanted:
+                self.ledger.drop(counter)
+            if (config.pricing, config.providers) != (self.config.pricing, self.config.providers):
+                self.pricer = Pricer(config.pricing, config.providers)
+            await self._rebuild(wanted - self.ledger.tracked)
+            # only now: until the new counters hold their spend, requests wait at the lock above
+            self.config = config
+            log.info("governance: %d keys, %d teams in force", len(config.virtual_keys), len(config.teams))
+
+    async def _rebuild(self, counters: set[Counter]) -> None:
+        """Sum the log's spend into ``counters`` (the caller holds the lock, so no charge races it)."""
+        if not counters:
+            return
+        now = self.clock()
+        starts = {c: window_start(c[2], now) for c in counters}
+        sums = dict.fromkeys(counters, 0.0)
+        if self.store is not None:
+            await self.store.flush()  # every row charged so far is in the table
+            by_owner: dict[tuple[str, str], list[Counter]] = {}
+            for c in counters:
+                by_owner.setdefault((c[0], c[1]), []).append(c)
+            for key_name, team, ts, usd in await self.store.spend_since(min(starts.values())):
+                for owner in (("key", key_name), ("team", team)):
+                    for c in by_owner.get(owner, ()):  # type: ignore[arg-type]
+                        if ts >= starts[c]:
+                            sums[c] += usd
+        for c in counters:
+            self.ledger.install(c, starts[c], sums[c])
+
+    def warn_about_config(self) -> None:
+        """Startup warnings: configured models without a price, budgets longer than log retention."""
+        config = self.config
+        pairs = [(n, m) for n, p in config.providers.items() for m in (p.models or ())]
+        for name in self.pricer.unpriced(pairs):
+            log.warning("no price for %s: its requests cost 0 and are marked unpriced (add it under `pricing:`)",
+                        name)
+        longest = max((b.period for b in self._all_budgets()), key=_period_days, default=None)
+        if longest is not None and _period_days(longest) > config.logs.retention_days:
+            log.warning("a %s budget outlives logs.retention_days (%g): spend older than that is forgotten"
+                        " when the gateway restarts (raise logs.retention_days to cover the period)",
+                        longest, config.logs.retention_days)
+
+    def _all_budgets(self) -> Iterable[Budget]:
+        for key in self.config.virtual_keys:
+            yield from key.budgets
+        for team in self.config.teams.values():
+            yield from team.budgets
+
+    def meter(self, scope: str, name: str) -> Meter:
+        meter = self.meters.get((scope, name))
+        if meter is None:
+            meter = self.meters[(scope, name)] = Meter()
+        return meter
+
+    # ---------------------------------------------------------------- pre
+
+    def identify(self, headers: Mapping[str, str]) -> tuple[str | None, VirtualKey | None]:
+        """The key presented, and the configured key it is (None when none matches)."""
+        presented = presented_key(headers)
+        return presented, find_key(self.config.virtual_keys, presented) if presented else None
+
+    def admit_key(self, presented: str | None, key: VirtualKey | None, now: float) -> VirtualKey | None:
+        """The caller's key; None for an anonymous caller (only when auth is optional); else 401."""
+        if key is None:
+            if not self.config.auth_required:
+                return None  # unknown keys are anonymous too: they get no key's limits
+            if presented is None:
+                raise _refuse(401, "authentication_error", "missing_api_key",
+                              "missing API key: send your virtual key as Authorization: Bearer <key>"
+                              " (or in x-api-key or api-key)", dict(WWW_AUTHENTICATE))
+            raise _refuse(401, "authentication_error", "invalid_api_key", "invalid API key",
+                          dict(WWW_AUTHENTICATE))
+        if not key.enabled:
+            raise _refuse(401, "authentication_error", "key_disabled", f"API key {key.name!r} is disabled",
+                          dict(WWW_AUTHENTICATE))
+        if key.expires is not None and now >= key.expires:
+            raise _refuse(401, "authentication_error", "key_expired",
+                          f"API key {key.name!r} expired at {iso(key.expires)}", dict(WWW_AUTHENTICATE))
+        return key
+
+    def _check_models(self, key: VirtualKey, ex: Exchange) -> None:
+        if key.models is None or ex.model is None:
+            return
+        names = [ex.model]
+        fallbacks = (ex.request or {}).get("fallbacks") if ex.route != "messages" else None
+        if isinstance(fallbacks, list):
+            names += [f for f in fallbacks if isinstance(f, str)]
+        for name in names:
+            target = name
+            if ex.route == "messages" and name == ex.model:
+                target = resolve_model(self.config, name)  # Claude Code's names, mapped as that route maps them
+            provider, model = split_model(self.config, target)  # an unknown provider is the router's 400
+            if not may_use(key, (name, target, f"{provider.name}/{model}")):
+                raise _refuse(403, "permission_error", "model_not_allowed",
+                              f"key {key.name!r} may not use model {name!r}; it may use: {', '.join(key.models)}")
+
+    def _check_rate(self, scope: str, name: str, limit: RateLimit, now: float) -> None:
+        rpm, tpm = limit.requests_per_minute, limit.tokens_per_minute
+        if rpm is None and tpm is None:
+            return
+        meter = self.meter(scope, name)
+        requests, tokens = meter.requests.used(now), meter.tokens.used(now)
+        if rpm is not None and requests >= rpm:
+            what, wait = f"{rpm} requests per minute", meter.requests.wait(now, rpm)
+        elif tpm is not None and tokens >= tpm:
+            what, wait = f"{tpm} tokens per minute (used {int(tokens)})", meter.tokens.wait(now, tpm)
+        else:
+            return
+        retry = max(1, math.ceil(wait))
+        headers = {"Retry-After": str(retry)}
+        if rpm is not None:
+            headers["x-ratelimit-limit-requests"] = str(rpm)
+            headers["x-ratelimit-remaining-requests"] = str(max(rpm - int(requests), 0))
+        if tpm is not None:
+            headers["x-ratelimit-limit-tokens"] = str(tpm)
+            headers["x-ratelimit-remaining-tokens"] = str(max(tpm - int(tokens), 0))
+        raise _refuse(429, "rate_limit_error", "rate_limit_exceeded",
+                      f"rate limit reached for {scope} {name!r}: {what}; retry in {retry} s", headers)
+
+    def _check_budgets(self, scope: str, name: str, budgets: Iterable[Budget], now: float) -> None:
+        for budget in budgets:
+            spent = self.ledger.spent((scope, name, budget.period), now)
+            if spent < budget.usd:
+                continue
+            end = window_end(budget.period, window_start(budget.period, now))
+            resets = f"it resets at {iso(end)}" if end is not None else "a total budget does not reset"
+            raise _refuse(402, "insufficient_quota", "budget_exceeded",
+                          f"budget exceeded: {scope} {name!r} has spent {usd_text(spent)} of its {usd_text(budget.usd)}"
+                          f" {budget.period} budget; {resets}")
+
+    async def pre(self, ex: Exchange, request: web.Request) -> None:
+        await self.sync()
+        now = self.clock()
+        presented, key = self.identify(request.headers)
+        if key is not None:  # named on the log row, also when refused below
+            ex.key_name, ex.team = key.name, key.team
+        key = self.admit_key(presented, key, now)
+        if key is None:
+            return
+        self._check_models(key, ex)
+        team = self.config.teams.get(key.team) if key.team else None
+        scopes = [("key", key.name, key.rate_limit, key.budgets)]
+        if team is not None:
+            scopes.append(("team", team.name, team.rate_limit, team.budgets))
+        for scope, name, limit, _ in scopes:
+            self._check_rate(scope, name, limit, now)
+        for scope, name, _, budgets in scopes:
+            self._check_budgets(scope, name, budgets, now)
+        for scope, name, _, _ in scopes:  # admitted: the request counts from now
+            self.meter(scope, name).requests.add(now, 1)
+
+    # ---------------------------------------------------------------- post
+
+    async def post(self, ex: Exchange) -> None:
+        if ex.provider is None:
+            return  # refused before routing: nothing went upstream, nothing to price
+        usage = ex.transcript.usage if isinstance(ex.transcript.usage, dict) else None
+        flags: set[str] = set()
+        if usage is None:
+            if ex.ttft_ms is None and ex.status != "client_closed":
+                return  # the upstream failed before answering: nothing was generated
+            t = ex.transcript
+            usage = estimate_usage(ex.request, t.content, t.reasoning, [c.as_dict() for c in t.tool_calls])
+            ex.transcript.usage = usage  # the log row shows the estimate, flagged below
+            flags.add("estimated")
+        cost, price_flags = self.pricer.price(ex.provider, ex.upstream_model or "", usage, at=ex.started)
+        ex.cost_usd = cost
+        ex.cost_flags = ",".join(sorted(flags | price_flags)) or None
+        if ex.key_name is None and ex.team is None:
+            return
+        if self._lock.locked():
+            async with self._lock:  # counters are being rebuilt from the log: charge after
+                pass
+        tokens = usage.get("total_tokens")
+        if not isinstance(tokens, int):
+            tokens = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+        now = self.clock()
+        for scope, name in (("key", ex.key_name), ("team", ex.team)):
+            if name is not None:
+                self.ledger.charge(scope, name, now, cost)
+                self.meter(scope, name).tokens.add(now, tokens)
+
+    # ---------------------------------------------------------------- views
+
+    async def visible_models(self, headers: Mapping[str, str], pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The (provider, model) pairs the caller's key may use (all of them for an anonymous caller)."""
+        await self.sync()
+        key = self.admit_key(*self.identify(headers), self.clock())
+        return pairs if key is None else [(p, m) for p, m in pairs if may_use(key, (f"{p}/{m}",))]
+
+    def _budget_views(self, scope: str, name: str, budgets: Iterable[Budget], now: float) -> list[dict[str, Any]]:
+        views = []
+        for b in budgets:
+            spent = self.ledger.spent((scope, name, b.period), now)
+            views.append({
+                "period": b.period, "usd": b.usd, "spent_usd": round(spent, 6),
+                "percent": round(100 * spent / b.usd, 1) if b.usd else (100.0 if spent else 0.0),
+                "resets_at": iso(window_end(b.period, window_start(b.period, now))),
+            })  # fmt: skip
+        return views
+
+    def _rate_view(self, scope: str, name: str, limit: RateLimit, now: float) -> dict[str, Any]:
+        meter = self.meters.get((scope, name))
+        return {
+            "requests_per_minute": limit.requests_per_minute,
+            "tokens_per_minute": limit.tokens_per_minute,
+            "requests_last_minute": int(meter.requests.used(now)) if meter else 0,
+            "tokens_last_minute": int(meter.tokens.used(now)) if meter else 0,
+        }
+
+    def report(self) -> dict[str, Any]:
+        """Keys and teams with spend per budget, % used, reset time and current rate (``/api/keys``)."""
+        now, config = self.clock(), self.config
+        keys = []
+        for key in config.virtual_keys:
+            status = "disabled" if not key.enabled else (
+                "expired" if key.expires is not None and now >= key.expires else "active")
+            keys.append({
+                "name": key.name, "team": key.team, "status": status, "expires": iso(key.expires),
+                "models": list(key.models) if key.models is not None else None,
+                "budgets": self._budget_views("key", key.name, key.budgets, now),
+                "rate": self._rate_view("key", key.name, key.rate_limit, now),
+            })  # fmt: skip
+        teams = [
+            {
+                "name": team.name,
+                "keys": [k.name for k in config.virtual_keys if k.team == team.name],
+                "budgets": self._budget_views("team", team.name, team.budgets, now),
+                "rate": self._rate_view("team", team.name, team.rate_limit, now),
+            }
+            for team in config.teams.values()
+        ]
+        return {"time": iso(now), "auth_required": config.auth_required, "keys": keys, "teams": teams}
+
+
+KEY_PREFIX: Final = "sk-fo-"
+
+
+def new_virtual_key() -> tuple[str, str]:
+    """A fresh key (256 random bits) and its SHA-256 digest, the only form the config keeps."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    return key, hashlib.sha256(key.encode()).hexdigest()
+
+
+class LogReader(SpendSource, Protocol):
+    async def search(self, **kw: Any) -> dict[str, Any]: ...
+
+
+async def offline_report(config: Config, store: LogReader | None) -> dict[str, Any]:
+    """``report()`` for a process that serves nothing (``finopsd keys list``): spend and the
+    last minute's requests and tokens come from the log."""
+    gov = Governance(config)
+    await gov.start(store)
+    report = gov.report()
+    if store is None:
+        return report
+    since = gov.clock() - 60
+    for item, scope in [(k, "key") for k in report["keys"]] + [(t, "team") for t in report["teams"]]:
+        totals = (await store.search(**{scope: item["name"]}, since=since, limit=1))["totals"]
+        item["rate"]["requests_last_minute"] = int(totals["requests"])
+        item["rate"]["tokens_last_minute"] = int(totals["prompt_tokens"] + totals["completion_tokens"])
+    return report
+
+
+def _period_days(period: str) -> float:
+    return {"minute": 0, "hour": 0, "day": 1, "week": 7, "month": 31}.get(period, math.inf)
+
+
+GOVERNANCE: Final = web.AppKey("governance", Governance)
+
+
+async def open_governance(app: web.Application) -> AsyncIterator[None]:
+    """Rebuild spend from the request log before serving (after the log store opened)."""
+    gov = app[GOVERNANCE]
+    await gov.start(app[LOGSTORE])
+    gov.warn_about_config()
+    yield

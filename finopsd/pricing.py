@@ -1,0 +1,171 @@
+"""Usage → USD: the config's ``pricing:`` overrides first, else genai-prices' bundled data.
+
+The usage is the canonical OpenAI shape every adapter produces: ``prompt_tokens``
+counts every input token (cache reads and writes included),
+``prompt_tokens_details.cached_tokens`` the cache reads,
+``prompt_tokens_details.cache_creation_tokens`` the cache writes (with the
+``ephemeral_1h_input_tokens`` share when Anthropic reports it), ``completion_tokens``
+every output token (reasoning included) and
+``completion_tokens_details.reasoning_tokens`` the reasoning share. That is also
+genai-prices' own convention: ``input_tokens`` is the total and cache reads and
+writes are partitions of it, priced at their own rates
+(https://pypi.org/project/genai-prices/ , "Cached input tokens").
+
+genai-prices is used offline: ``calc_price`` reads the snapshot bundled with the
+package, and its updater (``UpdatePrices``) is never started, so pricing never
+touches the network. A model that neither source prices costs 0 and is flagged
+``unpriced``, so a report can tell "free" from "unknown".
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+from genai_prices import Usage, calc_price
+
+if TYPE_CHECKING:
+    from finopsd.config import Price, ProviderConfig
+
+__all__ = ["Pricer", "UNPRICED", "genai_provider_id"]
+
+log = logging.getLogger(__name__)
+
+UNPRICED: Final = "unpriced"
+PER_MTOK: Final = 1_000_000
+
+# our provider name (or protocol) → genai-prices provider id, where they differ or match
+GENAI_PROVIDERS: Final = {
+    "openai": "openai", "azure": "azure", "anthropic": "anthropic", "gemini": "google",
+    "vertex": "google", "bedrock": "aws", "cohere": "cohere", "mistral": "mistral", "groq": "groq",
+    "cerebras": "cerebras", "perplexity": "perplexity", "xai": "x-ai", "openrouter": "openrouter",
+    "deepseek": "deepseek", "together": "together", "fireworks": "fireworks",
+}  # fmt: skip
+# self-hosted servers: a cloud price for the same model name would be wrong, so only an
+# override prices them
+SELF_HOSTED: Final = frozenset({"ollama", "vllm", "sgl"})
+# protocols whose models live at one known vendor, for custom provider names
+PROTOCOL_VENDORS: Final = frozenset({"anthropic", "gemini", "vertex", "bedrock", "cohere"})
+_ANY_PROVIDER: Final = ""  # look the model up by name across every provider genai-prices knows
+
+
+def genai_provider_id(name: str, protocol: str | None) -> str | None:
+    """The genai-prices provider to price ``name``'s models at; "" for any; None for none (self-hosted)."""
+    if name in GENAI_PROVIDERS:
+        return GENAI_PROVIDERS[name]
+    if name in SELF_HOSTED:
+        return None
+    if protocol in PROTOCOL_VENDORS:
+        return GENAI_PROVIDERS[protocol]
+    return _ANY_PROVIDER  # a custom OpenAI-compatible proxy: its model names say what they are
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _detail(usage: Mapping[str, Any], group: str, name: str) -> int:
+    details = usage.get(group)
+    return _int(details.get(name)) if isinstance(details, dict) else 0
+
+
+def token_counts(usage: Mapping[str, Any]) -> dict[str, int]:
+    """The counts pricing needs, clamped so the partitions never exceed their totals."""
+    prompt = _int(usage.get("prompt_tokens"))
+    completion = _int(usage.get("completion_tokens"))
+    read = min(_detail(usage, "prompt_tokens_details", "cached_tokens"), prompt)
+    write = min(_detail(usage, "prompt_tokens_details", "cache_creation_tokens"), prompt - read)
+    write_1h = min(_detail(usage, "prompt_tokens_details", "ephemeral_1h_input_tokens"), write)
+    reasoning = min(_detail(usage, "completion_tokens_details", "reasoning_tokens"), completion)
+    return {"prompt": prompt, "completion": completion, "cache_read": read, "cache_write": write,
+            "cache_write_1h": write_1h, "reasoning": reasoning}  # fmt: skip
+
+
+def genai_usage(counts: Mapping[str, int]) -> Usage:
+    values = {
+        "input_tokens": counts["prompt"],
+        "output_tokens": counts["completion"],
+        "cache_read_tokens": counts["cache_read"],
+        "cache_write_tokens": counts["cache_write"],
+        # 1h cache writes cost more than 5m ones (Anthropic); the rest of the writes are 5m
+        "cache_write_1h_tokens": counts["cache_write_1h"],
+        # a sub-count of output_tokens: priced as output unless the model prices it apart
+        "output_reasoning_tokens": counts["reasoning"],
+    }
+    return Usage(**{k: v for k, v in values.items() if v})
+
+
+def override_cost(price: Price, counts: Mapping[str, int]) -> float:
+    read_rate = price.input if price.cache_read is None else price.cache_read
+    write_rate = price.input if price.cache_write is None else price.cache_write
+    fresh = counts["prompt"] - counts["cache_read"] - counts["cache_write"]
+    return (
+        fresh * price.input + counts["cache_read"] * read_rate + counts["cache_write"] * write_rate
+        + counts["completion"] * price.output
+    ) / PER_MTOK
+
+
+class Pricer:
+    """Prices one config's models; each (provider, model) is resolved once and remembered."""
+
+    def __init__(self, overrides: Mapping[str, Price], providers: Mapping[str, ProviderConfig]) -> None:
+        self.overrides = dict(overrides)
+        self._globs = [(pattern, p) for pattern, p in overrides.items() if any(c in pattern for c in "*?[")]
+        self._protocols = {name: p.type for name, p in providers.items()}
+        # (provider, model) → an override Price, a genai provider id ("" = any), or None (unpriced)
+        self._resolved: dict[tuple[str, str], Price | str | None] = {}
+
+    def _resolve(self, provider: str, model: str) -> Price | str | None:
+        key = (provider, model)
+        if key in self._resolved:
+            return self._resolved[key]
+        name = f"{provider}/{model}"
+        found: Price | str | None = self.overrides.get(name)
+        if found is None:
+            found = next((p for pattern, p in self._globs if fnmatch.fnmatchcase(name, pattern)), None)
+        if found is None:
+            genai_id = genai_provider_id(provider, self._protocols.get(provider))
+            if genai_id is not None and self._genai_knows(genai_id, model):
+                found = genai_id
+        self._resolved[key] = found
+        return found
+
+    @staticmethod
+    def _genai_knows(genai_id: str, model: str) -> bool:
+        try:
+            calc_price(Usage(input_tokens=1), model, provider_id=genai_id or None)
+        except (LookupError, ValueError):
+            return False
+        return True
+
+    def is_priced(self, provider: str, model: str) -> bool:
+        return self._resolve(provider, model) is not None
+
+    def unpriced(self, models: Iterable[tuple[str, str]]) -> list[str]:
+        """The ``provider/model`` names among ``models`` that no source prices."""
+        return [f"{p}/{m}" for p, m in models if not self.is_priced(p, m)]
+
+    def price(
+        self, provider: str, model: str, usage: Mapping[str, Any], at: float | None = None
+    ) -> tuple[float, set[str]]:
+        """USD for ``usage`` of ``provider/model``, and flags ({"unpriced"} when nothing prices it).
+
+        ``at`` (epoch seconds) picks the price in force then, for models whose price changed.
+        """
+        counts = token_counts(usage)
+        source = self._resolve(provider, model)
+        if source is None:
+            return 0.0, {UNPRICED}
+        if not isinstance(source, str):
+            return override_cost(source, counts), set()
+        when = datetime.fromtimestamp(at, UTC) if at is not None else None
+        try:
+            result = calc_price(genai_usage(counts), model, provider_id=source or None,
+                                genai_request_timestamp=when)
+        except (LookupError, ValueError) as e:  # usage shapes this model's price cannot take
+            log.warning("no price for %s/%s with this usage: %s", provider, model, e)
+            return 0.0, {UNPRICED}
+        return float(result.total_price), set()
