@@ -302,6 +302,43 @@ def keys_list(config_path: str | None, as_json: bool) -> None:
         click.echo(f"{'':<{width}}  {'':<12} {'':<8} rate: {_rate_text(rate)}")
 
 
+@main.group(name="mcp")
+def mcp_group() -> None:
+    """The upstream MCP servers whose tools /mcp serves."""
+
+
+@mcp_group.command(name="list")
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: each server's state and tools.")
+def mcp_list(config_path: str | None, as_json: bool) -> None:
+    """Connect to each configured MCP server once; show its state and tools; exit 1 if one is down.
+
+    \b
+    finopsd mcp list --config /etc/finopsd/config.yaml
+    """
+    from finopsd.mcp_upstream import probe  # the MCP SDK loads only for this command
+
+    config, _ = _load(config_path)
+    servers = asyncio.run(probe(config.mcp))
+    if as_json:
+        click.echo(json.dumps({"servers": servers}, indent=2))
+    elif not servers:
+        click.echo("no MCP servers configured (add them under `mcp.servers`)")
+    else:
+        width = max(len(s["name"]) for s in servers)
+        for s in servers:
+            detail = (f"{s['protocol_version']}  {len(s['tools'])} tools" if s["state"] == "up"
+                      else f"error: {s['last_error']}")
+            click.echo(f"{s['name']:<{width}}  {s['state']:<5} {s['transport']:<16} {detail}")
+            exposed = [f"{s['name']}-{tool['name']}" for tool in s["tools"]]
+            tool_width = max(map(len, exposed), default=0)
+            for name, tool in zip(exposed, s["tools"]):
+                summary = (tool.get("description") or "").strip().splitlines()[:1]
+                click.echo(f"  {name:<{tool_width}}  {summary[0][:100] if summary else ''}".rstrip())
+    if any(s["state"] != "up" for s in servers):
+        sys.exit(1)
+
+
 USAGE_COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
                  "cost_usd", "unpriced", "estimated")
 

@@ -554,7 +554,8 @@ def _mcp_server(doc: _Doc, name: str, data: Any, env: Mapping[str, str]) -> McpS
     path = f"mcp.servers.{name}"
     if not _MCP_SERVER_NAME.fullmatch(name):
         # a "-" would make ``{server}-{tool}`` ambiguous to split
-        raise doc.error(path, "a server name may hold only letters, digits and _ (tools are exposed as <server>-<tool>)")
+        raise doc.error(path, "a server name may hold only letters, digits and _"
+                        " (tools are exposed as <server>-<tool>)")
     r = _Reader(doc, data, path, _MCP_SERVER_KEYS)
     command, url = r.get("command", str), r.get("url", str)
     if (command is None) == (url is None):
@@ -563,7 +564,8 @@ def _mcp_server(doc: _Doc, name: str, data: Any, env: Mapping[str, str]) -> McpS
     if transport not in MCP_TRANSPORTS:
         raise doc.error(r.sub("transport"), f"must be one of {', '.join(MCP_TRANSPORTS)}")
     if (transport == "stdio") != (command is not None):
-        raise doc.error(r.sub("transport"), "stdio needs `command`" if transport == "stdio" else f"{transport} needs `url`")
+        needs = "stdio needs `command`" if transport == "stdio" else f"{transport} needs `url`"
+        raise doc.error(r.sub("transport"), needs)
     if url is not None and not url.startswith(("http://", "https://")):
         raise doc.error(r.sub("url"), "must be an http:// or https:// URL")
     for key in ("args", "env", "cwd") if url is not None else ("headers",):

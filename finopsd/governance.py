@@ -310,8 +310,8 @@ class Governance:
     # ---------------------------------------------------------------- post
 
     async def post(self, ex: Exchange) -> None:
-        if ex.provider is None:
-            return  # refused before routing: nothing went upstream, nothing to price
+        if ex.provider is None or ex.route == "mcp":
+            return  # refused before routing, or an MCP tool call: no tokens to price
         usage = ex.transcript.usage if isinstance(ex.transcript.usage, dict) else None
         flags: set[str] = set()
         if usage is None:

@@ -57,6 +57,8 @@ def prompt_text(request: dict[str, Any] | None) -> str | None:
                 _collect([fn], out)
     _collect(request.get("prompt"), out)  # legacy completions
     _collect(request.get("input"), out)  # embeddings, Responses
+    if isinstance(request.get("tool"), str):  # an MCP tools/call row
+        out += [request["tool"], _dumps(request.get("arguments"))]
     # Tool names only: the descriptions are the same long boilerplate in every request.
     for tool in _items(request.get("tools")):
         if isinstance(tool, dict):

@@ -55,6 +55,7 @@ BACKOFF_FIRST_S: Final = 0.5
 BACKOFF_MAX_S: Final = 30.0
 STEADY_S: Final = 10.0  # a connection that lived this long was not a crash loop: backoff starts over
 STARTUP_WAIT_S: Final = 5.0  # the gateway serves after this even while slow servers still connect
+STOP_GRACE_S: Final = 10.0  # closing: the SDK gives a stdio server 2 s to exit, then terminates it
 LIST_PAGES_MAX: Final = 100  # a paginator that never ends cannot hang a refresh
 SSE_READ_TIMEOUT_S: Final = 300.0
 
@@ -85,6 +86,8 @@ def describe(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     text = str(exc).strip()
+    if isinstance(exc, _Lost):
+        return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -112,6 +115,7 @@ class Upstream:
         self._lost = asyncio.Event()
         self._refresh = asyncio.Event()
         self._attempted = asyncio.Event()  # the first connection attempt has ended, either way
+        self._connecting = False
         self._task: asyncio.Task[None] | None = None
 
     # ---------------------------------------------------------------- lifetime
@@ -127,13 +131,12 @@ class Upstream:
         self._stop.set()
         if self._task is None:
             return
-        try:
-            # the SDK gives a stdio server 2 s to exit after stdin closes, then terminates it
-            await asyncio.wait_for(asyncio.shield(self._task), self.config.timeout_s + 5)
-        except TimeoutError:
+        if self._connecting:  # a connect attempt does not watch for the stop: cut it short
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        done, _ = await asyncio.wait({self._task}, timeout=STOP_GRACE_S)
+        if not done:
+            self._task.cancel()
+            await asyncio.wait({self._task})
         self._set_state("stopped")
 
     async def _supervise(self) -> None:
@@ -161,11 +164,15 @@ class Upstream:
     async def _connect_and_serve(self) -> None:
         cfg = self.config
         async with AsyncExitStack() as stack:
-            async with asyncio.timeout(cfg.timeout_s):
-                client = await stack.enter_async_context(Client(
-                    await self._transport(stack), cache=None, message_handler=self._on_message,
-                    client_info=types.Implementation(name="finopsd", version=__version__)))
-                tools = await self._list_tools(client)
+            self._connecting = True
+            try:
+                async with asyncio.timeout(cfg.timeout_s):
+                    client = await stack.enter_async_context(Client(
+                        await self._transport(stack), cache=None, message_handler=self._on_message,
+                        client_info=types.Implementation(name="finopsd", version=__version__)))
+                    tools = await self._list_tools(client)
+            finally:
+                self._connecting = False
             self._lost.clear()
             self._refresh.clear()
             self._client, self.tools = client, tools
@@ -234,8 +241,8 @@ class Upstream:
         if cfg.transport == "sse":
             return sse_client(cfg.url, headers=dict(cfg.headers), timeout=cfg.timeout_s,
                               sse_read_timeout=max(SSE_READ_TIMEOUT_S, cfg.timeout_s))
-        http = await stack.enter_async_context(httpx2.AsyncClient(
-            headers=dict(cfg.headers), timeout=httpx2.Timeout(cfg.timeout_s, read=max(SSE_READ_TIMEOUT_S, cfg.timeout_s))))
+        timeout = httpx2.Timeout(cfg.timeout_s, read=max(SSE_READ_TIMEOUT_S, cfg.timeout_s))
+        http = await stack.enter_async_context(httpx2.AsyncClient(headers=dict(cfg.headers), timeout=timeout))
         return streamable_http_client(cfg.url, http_client=http)
 
     @staticmethod

@@ -88,7 +88,7 @@ def _origin_allowed(allowed: tuple[str, ...], origin: str) -> bool:
 
 
 EXPOSED = "x-request-id, retry-after, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, " \
-    "x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens"
+    "x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, mcp-session-id"
 
 
 async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:

@@ -101,6 +101,15 @@ def document() -> dict[str, Any]:
          "properties": {"model": {"type": "string"}, "messages": {"type": "array"}, "stream": {"type": "boolean"},
                         "max_tokens": {"type": "integer"}}},
         400, 401, 402, 403, 413, 429, 500, 502, 503, 504)
+    paths["/mcp"] = {
+        "post": {"summary": "MCP Streamable HTTP endpoint: JSON-RPC (tools/list, tools/call, …) for the tools "
+                            "of the configured MCP servers, filtered per key",
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+                 "responses": {"200": {"description": "JSON-RPC result, as JSON or an SSE stream",
+                                       "content": {"application/json": {}, "text/event-stream": {}}},
+                               **_errors(400, 401, 404)}},
+        "delete": {"summary": "End an MCP session", "responses": {"200": {"description": "ended"}}},
+    }
     query = [{"name": n, "in": "query", "schema": {"type": "string"}} for n in (
         "q", "provider", "model", "key", "team", "status", "stream", "since", "until", "min_cost",
         "min_latency_ms", "limit", "cursor", "order")]

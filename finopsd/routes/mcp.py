@@ -42,15 +42,16 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from aiohttp import web
 from mcp.shared.inbound import decode_header_value, validate_mcp_param_headers
+from yarl import URL
 
 from finopsd import __version__
-from finopsd.admin import require_admin
+from finopsd.admin import is_loopback, require_admin
 from finopsd.appkeys import RUNTIME
-from finopsd.errors import GatewayError
+from finopsd.errors import GatewayError, error_type_for_status
 from finopsd.exchange import Exchange, ToolCall, new_request_id
 from finopsd.governance import GOVERNANCE
 from finopsd.mcp_upstream import MCP_HUB, Upstream, UpstreamFailure, UpstreamRpcError
@@ -98,7 +99,9 @@ class RpcError(Exception):
         return {"code": self.code, "message": self.message, **({"data": self.data} if self.data is not None else {})}
 
 
-Caller = tuple["VirtualKey | None", str]  # the caller's key (None: anonymous) and protocol version
+class Caller(NamedTuple):
+    key: VirtualKey | None  # None: anonymous (only when auth is not required)
+    version: str  # the request's protocol version, or its session's
 
 
 @dataclass
@@ -119,10 +122,10 @@ class Sessions:
 
     def open(self, version: str, key_name: str | None) -> str:
         now = time.monotonic()
-        for sid in [s for s, v in self._by_id.items() if now - v.seen > self.IDLE_S]:
+        for sid, oldest in list(self._by_id.items()):  # least recently used first
+            if now - oldest.seen <= self.IDLE_S and len(self._by_id) < self.MAX:
+                break
             del self._by_id[sid]
-        while len(self._by_id) >= self.MAX:
-            del self._by_id[next(iter(self._by_id))]
         sid = secrets.token_urlsafe(24)  # visible ASCII, as the spec asks of a session id
         self._by_id[sid] = Session(version, key_name, now)
         return sid
@@ -163,12 +166,25 @@ def _refusal(status: int, code: int, message: str, headers: dict[str, str] | Non
 # --- the endpoint ----------------------------------------------------------------------
 
 
+def _origin_allowed(request: web.Request, origin: str) -> bool:
+    """An origin named in ``server.cors.allowed_origins`` (``*`` does not count here), or a loopback page.
+
+    The spec's MUST against DNS rebinding: a page on any site could otherwise drive the
+    tools (a file system, a tracker) through a gateway on 127.0.0.1. MCP clients that are
+    not browsers send no Origin.
+    """
+    if origin in request.app[RUNTIME].config.server.cors.allowed_origins:
+        return True
+    host = URL(origin).host if origin.startswith(("http://", "https://")) else None
+    return host is not None and (host == "localhost" or is_loopback(host.strip("[]")))
+
+
 async def _admit(request: web.Request) -> VirtualKey | None | web.Response:
     """The caller's key (None: anonymous), or the refusal to answer with."""
     origin = request.headers.get("Origin")
-    allowed = request.app[RUNTIME].config.server.cors.allowed_origins
-    if origin and "*" not in allowed and origin not in allowed:  # DNS rebinding: the spec's MUST
-        return _refusal(403, INVALID_REQUEST, f"origin {origin} is not allowed")
+    if origin is not None and not _origin_allowed(request, origin):
+        return _refusal(403, INVALID_REQUEST, f"origin {origin[:100]} is not allowed to use /mcp"
+                        " (list it in server.cors.allowed_origins)")
     request.app[MCP_HUB].sync(request.app[RUNTIME].config.mcp)  # a SIGHUP may have changed `mcp`
     gov = request.app[GOVERNANCE]
     await gov.sync()
@@ -216,7 +232,7 @@ async def _modern(request: web.Request, key: VirtualKey | None, body: Any, sse_o
         version = _check_envelope(request, body)
     except RpcError as e:
         return web.json_response(_reply(rid, error=e), status=MODERN_STATUS.get(e.code, 400))
-    return await _answer(request, (key, version), [body], sse_ok, batch=False)
+    return await _answer(request, Caller(key, version), [body], sse_ok, batch=False)
 
 
 def _unsupported(requested: Any) -> dict[str, Any]:
@@ -239,9 +255,10 @@ def _check_envelope(request: web.Request, body: dict[str, Any]) -> str:
     method = body["method"]
     if request.headers.get("Mcp-Method") != method:
         raise RpcError(HEADER_MISMATCH, "Mcp-Method header does not match the request's method")
-    named = params.get(NAMED_BY.get(method, "")) if method in NAMED_BY else None
+    named_by = NAMED_BY.get(method)
+    named = params.get(named_by) if named_by else None
     if named is not None and decode_header_value(request.headers.get("Mcp-Name")) != named:
-        raise RpcError(HEADER_MISMATCH, f"Mcp-Name header does not match params.{NAMED_BY[method]}")
+        raise RpcError(HEADER_MISMATCH, f"Mcp-Name header does not match params.{named_by}")
     if version not in MODERN:
         raise RpcError(UNSUPPORTED_VERSION, "Unsupported protocol version", _unsupported(version))
     return str(version)
@@ -273,7 +290,7 @@ async def _handshake_era(request: web.Request, key: VirtualKey | None, body: Any
     requests = [m for m in messages if isinstance(m.get("method"), str) and "id" in m]
     if not requests:  # notifications (initialized, cancelled) and responses: nothing to answer
         return web.Response(status=202)
-    return await _answer(request, (key, session.version), requests, sse_ok, batch=batch)
+    return await _answer(request, Caller(key, session.version), requests, sse_ok, batch=batch)
 
 
 def _initialize(request: web.Request, key: VirtualKey | None, msg: dict[str, Any]) -> web.Response:
@@ -322,18 +339,18 @@ async def servers(request: web.Request) -> web.Response:
 async def _answer(request: web.Request, caller: Caller, msgs: list[dict[str, Any]], sse_ok: bool, *,
                   batch: bool) -> web.StreamResponse:
     """JSON; or, for one request still running after ``SSE_AFTER_S``, SSE with keep-alives."""
-    modern = caller[1] in MODERN
+    modern = caller.version in MODERN
     if batch:
         replies = await asyncio.gather(*(_dispatch(request, caller, m, new_request_id()) for m in msgs))
         return web.json_response(list(replies))
     task = asyncio.create_task(_dispatch(request, caller, msgs[0], request[REQUEST_ID]))
+    response = web.StreamResponse(headers=SSE_HEADERS)
     try:
         await asyncio.wait({task}, timeout=SSE_AFTER_S if sse_ok else None)
         if task.done():
             reply = task.result()
             code = reply.get("error", {}).get("code")
             return web.json_response(reply, status=MODERN_STATUS.get(code, 200) if modern else 200)
-        response = web.StreamResponse(headers=SSE_HEADERS)
         await response.prepare(request)
         while not task.done():
             await response.write(b": keep-alive\n\n")  # a comment: proxies see traffic, clients ignore it
@@ -341,8 +358,8 @@ async def _answer(request: web.Request, caller: Caller, msgs: list[dict[str, Any
         await response.write(b"event: message\ndata: " + json.dumps(task.result()).encode() + b"\n\n")
         await response.write_eof()
         return response
-    except ConnectionResetError:
-        raise asyncio.CancelledError() from None  # the client left: as aiohttp's cancellation would
+    except ConnectionResetError:  # the client left mid-stream: ``finally`` stops the call
+        return response
     finally:
         if not task.done():  # the client left: stop the call; its log row says client_closed
             task.cancel()
@@ -361,7 +378,7 @@ async def _dispatch(request: web.Request, caller: Caller, msg: dict[str, Any], e
     except Exception:
         log.exception("MCP request %s: %s failed", ex_id, method)
         return _reply(rid, error=RpcError(INTERNAL_ERROR, "internal error in the gateway"))
-    if caller[1] in MODERN:
+    if caller.version in MODERN:
         result.setdefault("resultType", "complete")
         result["_meta"] = {**(result.get("_meta") or {}), META_SERVER_INFO: SERVER_INFO}
     else:
@@ -371,8 +388,7 @@ async def _dispatch(request: web.Request, caller: Caller, msg: dict[str, Any], e
 
 async def _method(request: web.Request, caller: Caller, method: str, params: dict[str, Any], rid: Any,
                   ex_id: str) -> dict[str, Any]:
-    key, version = caller
-    modern = version in MODERN
+    key, modern = caller.key, caller.version in MODERN
     if method == "ping" and not modern:  # removed in 2026-07-28
         return {}
     if method == "server/discover" and modern:
@@ -403,7 +419,7 @@ async def _call_tool(request: web.Request, caller: Caller, params: dict[str, Any
         raise RpcError(INVALID_PARAMS, "params.arguments must be an object")
     hub = request.app[MCP_HUB]
     found = hub.split(name)
-    if caller[1] in MODERN and found is not None:
+    if caller.version in MODERN and found is not None:
         schema = next((t.get("inputSchema") for t in found[0].tools if t.get("name") == found[1]), None)
         rejection = validate_mcp_param_headers(schema, arguments, request.headers) if schema else None
         if rejection is not None:
@@ -414,7 +430,7 @@ async def _call_tool(request: web.Request, caller: Caller, params: dict[str, Any
     ex.transcript.tool_calls.append(ToolCall(str(rid), name, [json.dumps(arguments, ensure_ascii=False)]))
     if found is not None:
         ex.provider, ex.upstream_model = found[0].config.name, found[1]
-    return await _run_logged(request, ex, lambda: _invoke(caller[0], found, name, arguments, ex))
+    return await _run_logged(request, ex, lambda: _invoke(caller.key, found, name, arguments, ex))
 
 
 async def _invoke(key: VirtualKey | None, found: tuple[Upstream, str] | None, name: str,
@@ -431,8 +447,9 @@ async def _invoke(key: VirtualKey | None, found: tuple[Upstream, str] | None, na
         ex.fail(504 if e.timeout else 502, "timeout_error" if e.timeout else "upstream_error", e.message)
         ex.transcript.content.append(e.message)
         return {"content": [{"type": "text", "text": e.message}], "isError": True}
-    except UpstreamRpcError as e:
-        raise RpcError(e.code, e.message, e.data, status=502) from None
+    except UpstreamRpcError as e:  # as the upstream said it; the log row tells whose fault it was
+        status = 400 if e.code in (INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND) else 502
+        raise RpcError(e.code, e.message, e.data, status=status) from None
     meta = result.get("_meta")
     if isinstance(meta, dict):  # the upstream's self-description is not ours to pass on
         meta.pop(META_SERVER_INFO, None)
@@ -458,9 +475,9 @@ def result_text(result: dict[str, Any]) -> str:
             parts.append(block["text"])
         elif kind == "resource" and isinstance(resource.get("text"), str):
             parts.append(resource["text"])
-        else:
-            parts.append(f"[{kind} {block.get('mimeType') or block.get('uri') or resource.get('uri') or ''}]".
-                         replace(" ]", "]"))
+        else:  # images, audio, links: named, not inlined
+            where = block.get("mimeType") or block.get("uri") or resource.get("uri")
+            parts.append(f"[{kind} {where}]" if where else f"[{kind}]")
     if not parts and result.get("structuredContent") is not None:
         parts.append(json.dumps(result["structuredContent"], ensure_ascii=False))
     return "\n".join(parts)
@@ -485,7 +502,7 @@ async def _run_logged(request: web.Request, ex: Exchange, core: Callable[[], Awa
         ex.model = model
         return await core()
     except RpcError as e:
-        ex.fail(e.status, "invalid_request_error" if e.status < 500 else "upstream_error", e.message)
+        ex.fail(e.status, "upstream_error" if e.status >= 500 else error_type_for_status(e.status), e.message)
         raise
     except GatewayError as e:
         ex.fail(e.status, e.type, e.message)
