@@ -8,7 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from finopsd import admin, catalog, governance, mcp_upstream, openapi, recorder
-from finopsd.appkeys import CONFIG, RUNTIME
+from finopsd.appkeys import CONFIG, GOVERNANCE, RUNTIME
 from finopsd.config import Config
 from finopsd.middleware import cors_preflight, errors_as_json, on_prepare, request_id
 from finopsd.routes import anthropic, health, openai, responses
@@ -28,8 +28,8 @@ def build_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[RUNTIME] = Runtime(config)
-    app[governance.GOVERNANCE] = governance.Governance(config, app[RUNTIME])
-    app[RUNTIME].hooks = (app[governance.GOVERNANCE],)  # open_logstore puts the logging hook first
+    app[GOVERNANCE] = governance.Governance(config, app[RUNTIME])
+    app[RUNTIME].hooks = (app[GOVERNANCE],)  # open_logstore puts the logging hook first
     app.on_response_prepare.append(on_prepare)
     # cleanup runs in reverse: the log store closes last, after draining every row
     app.cleanup_ctx.append(recorder.open_logstore)

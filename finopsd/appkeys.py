@@ -9,6 +9,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from finopsd.config import Config
+    from finopsd.governance import Governance
     from finopsd.logstore import LogStore
     from finopsd.runtime import Runtime
 
@@ -16,3 +17,4 @@ CONFIG: web.AppKey[Config] = web.AppKey("config")
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
 SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
 LOGSTORE: web.AppKey[LogStore] = web.AppKey("logstore")
+GOVERNANCE: web.AppKey[Governance] = web.AppKey("governance")

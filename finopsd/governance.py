@@ -43,12 +43,11 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from aiohttp import web
 
-from finopsd.appkeys import LOGSTORE
+from finopsd.appkeys import GOVERNANCE, LOGSTORE
 from finopsd.errors import GatewayError
 from finopsd.exchange import Exchange
 from finopsd.pricing import Pricer
-from finopsd.router import split_model
-from finopsd.routes.anthropic import resolve_model
+from finopsd.router import resolve_model, split_model
 from finopsd.spend import (
     Counter, Ledger, SlidingWindow, estimate_usage, iso, usd_text, window_end, window_start,
 )
@@ -57,7 +56,7 @@ if TYPE_CHECKING:
     from finopsd.config import Budget, Config, RateLimit, VirtualKey
     from finopsd.runtime import Runtime
 
-__all__ = ["GOVERNANCE", "Governance", "find_key", "new_virtual_key", "offline_report", "open_governance",
+__all__ = ["Governance", "find_key", "new_virtual_key", "offline_report", "open_governance",
            "presented_key"]
 
 log = logging.getLogger(__name__)
@@ -424,7 +423,6 @@ def _period_days(period: str) -> float:
     return {"minute": 0, "hour": 0, "day": 1, "week": 7, "month": 31}.get(period, math.inf)
 
 
-GOVERNANCE: Final = web.AppKey("governance", Governance)
 
 
 async def open_governance(app: web.Application) -> AsyncIterator[None]:

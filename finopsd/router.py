@@ -88,6 +88,23 @@ def split_model(config: Config, model: str) -> tuple[ProviderConfig, str]:
     )
 
 
+def resolve_model(config: Config, model: str) -> str:
+    """The provider/model an Anthropic Messages request goes to.
+
+    ``anthropic.model_map`` first (Claude Code's default names to any model), then
+    ``provider/model`` or an alias, then a bare Claude name → the anthropic provider.
+    """
+    if model in config.anthropic_model_map:
+        return config.anthropic_model_map[model]
+    prefix, slash, _ = model.partition("/")
+    if (slash and prefix in config.providers) or model in config.aliases:
+        return model
+    native = [n for n, p in config.providers.items() if p.type == "anthropic"]
+    if model.startswith("claude") and native:
+        return f"{'anthropic' if 'anthropic' in native else native[0]}/{model}"
+    return model
+
+
 def plan(config: Config, model: str, requested: list[str] | None) -> list[tuple[ProviderConfig, str]]:
     """The primary target, then the request's ``fallbacks``, else the config's for that model."""
     names = [model, *(requested if requested is not None else config.fallbacks.get(model, ()))]

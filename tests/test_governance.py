@@ -23,7 +23,8 @@ from aiohttp.test_utils import TestClient
 from finopsd import config as cfg
 from finopsd.appkeys import LOGSTORE, RUNTIME
 from finopsd.config import VirtualKey
-from finopsd.governance import GOVERNANCE, find_key, presented_key
+from finopsd.appkeys import GOVERNANCE
+from finopsd.governance import find_key, presented_key
 from finopsd.spend import Ledger, SlidingWindow, estimate_usage, window_end, window_start
 from tests.conftest import GatewayFactory, gateway_yaml
 from tests.fakes import FakeUpstream, fixture_frames

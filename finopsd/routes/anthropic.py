@@ -16,13 +16,12 @@ from typing import Any
 from aiohttp import web
 
 from finopsd.appkeys import RUNTIME
-from finopsd.config import Config
 from finopsd.dialects.anthropic_messages import ChatToMessagesStream, chat_to_message, error_body, messages_to_chat
 from finopsd.errors import GatewayError
 from finopsd.middleware import ERROR_SHAPE
 from finopsd.providers.base import Adapter, Target, UpstreamRequest
 from finopsd.relay import Leg, RawEmitter, relay, run_exchange
-from finopsd.router import adapter_for, split_model
+from finopsd.router import adapter_for, resolve_model, split_model
 from finopsd.routes.inbound import new_exchange, optional, read_json, require
 from finopsd.sse import frame
 from finopsd.upstream import send
@@ -38,23 +37,6 @@ def anthropic_error(err: GatewayError) -> dict[str, Any]:
 
 def anthropic_error_frame(err: GatewayError) -> bytes:
     return frame(anthropic_error(err), event="error")
-
-
-def resolve_model(config: Config, model: str) -> str:
-    """The provider/model a Messages request goes to.
-
-    ``anthropic.model_map`` first (Claude Code's default names to any model), then
-    ``provider/model`` or an alias, then a bare Claude name → the anthropic provider.
-    """
-    if model in config.anthropic_model_map:
-        return config.anthropic_model_map[model]
-    prefix, slash, _ = model.partition("/")
-    if (slash and prefix in config.providers) or model in config.aliases:
-        return model
-    native = [n for n, p in config.providers.items() if p.type == "anthropic"]
-    if model.startswith("claude") and native:
-        return f"{'anthropic' if 'anthropic' in native else native[0]}/{model}"
-    return model
 
 
 class TranslatedEmitter:

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from finopsd.admin import require_admin, require_admin_page
-from finopsd.governance import GOVERNANCE
+from finopsd.appkeys import GOVERNANCE
 from finopsd.routes.logs import PAGE_HEADERS
 from finopsd.spend import usd_text
 

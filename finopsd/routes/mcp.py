@@ -50,10 +50,9 @@ from yarl import URL
 
 from finopsd import __version__
 from finopsd.admin import is_loopback, require_admin
-from finopsd.appkeys import RUNTIME
+from finopsd.appkeys import GOVERNANCE, RUNTIME
 from finopsd.errors import GatewayError, error_type_for_status
 from finopsd.exchange import Exchange, ToolCall, new_request_id
-from finopsd.governance import GOVERNANCE
 from finopsd.mcp_upstream import MCP_HUB, Upstream, UpstreamFailure, UpstreamRpcError
 from finopsd.middleware import REQUEST_ID
 

@@ -11,8 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from finopsd.appkeys import RUNTIME
-from finopsd.governance import GOVERNANCE
+from finopsd.appkeys import GOVERNANCE, RUNTIME
 from finopsd.relay import Leg, OpenAIEmitter, openai_endpoint, relay, run_exchange
 from finopsd.routes.inbound import check_fallbacks, new_exchange, optional, read_json, require
 
