@@ -128,7 +128,7 @@ def _at_least(label: str, value: float | None, limit: float | None, unit: str, d
     if value is None or limit is None:
         return {"target": label, "met": None, "line": f"{label}: not measured"}
     met = value >= limit
-    verdict = "met" if met else f"MISSED by {limit - value:.3f}{unit}"
+    verdict = "met" if met else f"MISSED by {limit - value:.1f}{unit}"
     return {"target": label, "met": met, "value": value, "limit": limit,
             "line": f"{label}: {verdict} ({detail})"}
 
@@ -140,8 +140,8 @@ def verdicts(rows: list[dict[str, Any]], idle_rss_mb: float | None, high: int) -
         floor, ours = _find(rows, scenario, high, FLOOR), _find(rows, scenario, high, FINOPSD)
         if floor and ours and floor["rps"] and ours["rps"] is not None:
             ratio = ours["rps"] / floor["rps"]
-            out.append(_at_least(f"{scenario} throughput at c={high} ≥ {MIN_THROUGHPUT_RATIO:.0%} of floor", ratio,
-                                 MIN_THROUGHPUT_RATIO, " (ratio)",
+            out.append(_at_least(f"{scenario} throughput at c={high} ≥ {MIN_THROUGHPUT_RATIO:.0%} of floor",
+                                 100 * ratio, 100 * MIN_THROUGHPUT_RATIO, " percentage points",
                                  f"{ours['rps']:,.0f} vs {floor['rps']:,.0f} rps = {ratio:.0%}"))
     for scenario in ("non-stream", "stream"):
         floor, ours = _find(rows, scenario, 1, FLOOR), _find(rows, scenario, 1, FINOPSD)

@@ -33,6 +33,20 @@ from bench.report import FAKE, FINOPSD, FLOOR
 
 PY = sys.executable
 IDLE_SETTLE_S = 1.0
+QUIET_PROBE_S = 2.0
+QUIET_SHARE = 0.05  # other processes' share of the machine below which it counts as quiet
+
+
+async def wait_quiet(budget_s: float, ours: list[int]) -> float:
+    """Wait, at most ``budget_s``, until other processes leave the machine quiet; their last share."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget_s
+    while True:
+        probe = Background(ours)
+        await asyncio.sleep(QUIET_PROBE_S)
+        share = probe.share()
+        if share["other"] + share["steal"] < QUIET_SHARE or loop.time() + QUIET_PROBE_S > deadline:
+            return share["other"] + share["steal"]
 
 
 def logged_rows(db: Path) -> int | None:
@@ -54,6 +68,10 @@ async def measure(load: Load, targets: list[Target], ours: tuple[list[int], list
     background: dict[str, dict[str, float]] = {}
     for name, stream, concurrency in SCENARIOS:
         load.pins.apply(*ours, split=concurrency > 1)
+        if args.wait_quiet:
+            busy = await wait_quiet(args.wait_quiet, ours[0] + ours[1][:-1])
+            if busy >= QUIET_SHARE:
+                print(f"  (the machine is still {busy:.0%} busy with other processes; measuring anyway)")
         watch = Background(ours[0] + ours[1][:-1])  # the orchestrator's own time is counted by Background
         rows += await run_scenario(load, targets, name, stream, concurrency, args.duration, args.warmup,
                                    args.body_kb)
@@ -167,6 +185,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="load for c>1: wrk when installed (auto), or always the aiohttp driver")
     p.add_argument("--no-log-content", action="store_true",
                    help="finopsd with logs.content: false (rows keep usage, not the conversation)")
+    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                   help="before each scenario, wait up to S seconds for other processes to leave the CPUs idle")
     p.add_argument("--no-pin", action="store_true", help="do not pin gateways and load to separate CPUs")
     p.add_argument("--profile", metavar="FILE", help="afterwards, profile finopsd under the stream c=32 load "
                    "with py-spy for --duration s; FILE gets the collapsed stacks")
