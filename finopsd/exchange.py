@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -12,7 +12,8 @@ from typing import Any
 def new_request_id() -> str:
     """A UUIDv7: time-ordered, so ids sort by arrival and make a keyset for paging."""
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    # not os.urandom: it releases the GIL and then waits for it behind the log writer's thread
+    rand = random.getrandbits(80)
     rand_a, rand_b = (rand >> 68) & 0xFFF, rand & ((1 << 62) - 1)
     return str(uuid.UUID(int=(ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b))
 

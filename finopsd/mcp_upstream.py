@@ -31,20 +31,14 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Final
 
-import httpx2
-import mcp_types as types
 from aiohttp import web
-from mcp import Client, StdioServerParameters
-from mcp.client.sse import sse_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from finopsd import __version__
 from finopsd.appkeys import RUNTIME
 
 if TYPE_CHECKING:
+    from mcp import Client
+
     from finopsd.config import McpConfig, McpServerConfig
 
 __all__ = ["MCP_HUB", "McpHub", "Upstream", "UpstreamFailure", "UpstreamRpcError", "open_mcp_upstreams", "probe"]
@@ -162,6 +156,11 @@ class Upstream:
             delay = min(delay * 2, BACKOFF_MAX_S)
 
     async def _connect_and_serve(self) -> None:
+        # the SDK is imported on first use: it costs ~30 MB, and most gateways configure no MCP server
+        import mcp_types as types
+        from mcp import Client
+        from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
         cfg = self.config
         async with AsyncExitStack() as stack:
             self._connecting = True
@@ -225,12 +224,19 @@ class Upstream:
             log.info("MCP server %s: no list-change stream (%s)", self.config.name, describe(e))
 
     async def _on_message(self, message: Any) -> None:
+        import mcp_types as types
+
         if isinstance(message, types.ToolListChangedNotification):
             self._refresh.set()
         elif isinstance(message, Exception):
             log.debug("MCP server %s: transport reported %s", self.config.name, describe(message))
 
     async def _transport(self, stack: AsyncExitStack) -> Any:
+        import httpx2
+        from mcp import StdioServerParameters
+        from mcp.client.sse import sse_client
+        from mcp.client.streamable_http import streamable_http_client
+
         cfg = self.config
         if cfg.transport == "stdio":
             assert cfg.command is not None
@@ -272,6 +278,9 @@ class Upstream:
         if client is None or self.state != "up":
             why = f": {self.last_error}" if self.last_error else ""
             raise UpstreamFailure(f"MCP server {cfg.name!r} is {self.state}{why}")
+        from mcp.shared.exceptions import MCPError
+        from mcp_types import CONNECTION_CLOSED
+
         try:
             async with asyncio.timeout(cfg.timeout_s):
                 result = await client.call_tool(name, arguments)

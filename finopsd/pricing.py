@@ -25,9 +25,9 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from genai_prices import Usage, calc_price
-
 if TYPE_CHECKING:
+    from genai_prices import Usage
+
     from finopsd.config import Price, ProviderConfig
 
 __all__ = ["Pricer", "UNPRICED", "genai_provider_id"]
@@ -85,6 +85,8 @@ def token_counts(usage: Mapping[str, Any]) -> dict[str, int]:
 
 
 def genai_usage(counts: Mapping[str, int]) -> Usage:
+    from genai_prices import Usage  # its price data costs ~12 MB: loaded when something is priced
+
     values = {
         "input_tokens": counts["prompt"],
         "output_tokens": counts["completion"],
@@ -135,6 +137,8 @@ class Pricer:
 
     @staticmethod
     def _genai_knows(genai_id: str, model: str) -> bool:
+        from genai_prices import Usage, calc_price
+
         try:
             calc_price(Usage(input_tokens=1), model, provider_id=genai_id or None)
         except (LookupError, ValueError):
@@ -161,6 +165,8 @@ class Pricer:
             return 0.0, {UNPRICED}
         if not isinstance(source, str):
             return override_cost(source, counts), set()
+        from genai_prices import calc_price
+
         when = datetime.fromtimestamp(at, UTC) if at is not None else None
         try:
             result = calc_price(genai_usage(counts), model, provider_id=source or None,

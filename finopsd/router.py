@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from importlib import import_module
 import random
 import time
 from collections.abc import Callable
@@ -22,13 +23,7 @@ import aiohttp
 from finopsd.errors import BadRequest, GatewayError
 from finopsd.exchange import Exchange
 from finopsd.providers.base import Adapter, BaseAdapter, Target, UpstreamRequest
-from finopsd.providers.anthropic import AnthropicAdapter
-from finopsd.providers.bedrock import BedrockAdapter
-from finopsd.providers.cohere import CohereAdapter
-from finopsd.providers.gemini import GeminiAdapter
-from finopsd.providers.openai_compat import AzureAdapter, MistralAdapter, OpenAIAdapter
-from finopsd.providers.replicate import ReplicateAdapter
-from finopsd.providers.vertex import VertexAdapter
+from finopsd.providers.registry import ADAPTER_CLASSES
 from finopsd.upstream import error_headers, send
 
 if TYPE_CHECKING:
@@ -36,28 +31,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ADAPTERS: Final[dict[str, Adapter]] = {
-    "openai": OpenAIAdapter(),
-    "azure": AzureAdapter(),
-    "mistral": MistralAdapter(),
-    "anthropic": AnthropicAdapter(),
-    "gemini": GeminiAdapter(),
-    "vertex": VertexAdapter(),
-    "bedrock": BedrockAdapter(),
-    "cohere": CohereAdapter(),
-    "replicate": ReplicateAdapter(),
-}
+_adapters: dict[str, Adapter] = {}
 
 
 def adapter_for(provider: ProviderConfig) -> Adapter:
-    adapter = ADAPTERS.get(provider.type)
+    adapter = _adapters.get(provider.type)
     if adapter is None:
-        raise GatewayError(
-            f"provider {provider.name!r} uses the {provider.type} protocol, which this gateway does not serve yet",
-            status=501,
-            type="not_implemented",
-            code="protocol_not_implemented",
-        )
+        module, cls = ADAPTER_CLASSES[provider.type]  # config validation admits only these types
+        adapter = _adapters[provider.type] = getattr(import_module(f"finopsd.providers.{module}"), cls)()
     return adapter
 
 

@@ -45,7 +45,17 @@ KNOWN_PROVIDERS: Final[dict[str, ProviderSpec]] = {
     "fireworks": ProviderSpec("openai", "https://api.fireworks.ai/inference/v1", "FIREWORKS_API_KEY"),
 }
 
-# protocols an adapter exists for, or will; see ``adapter_for``
-PROTOCOLS: Final = frozenset(
-    {"openai", "azure", "mistral", "anthropic", "gemini", "vertex", "bedrock", "cohere", "replicate"}
-)
+# protocol → the module and class serving it; imported on first use, because botocore
+# (Bedrock) and google-auth (Vertex) cost memory that a gateway without them should not pay
+ADAPTER_CLASSES: Final[dict[str, tuple[str, str]]] = {
+    "openai": ("openai_compat", "OpenAIAdapter"),
+    "azure": ("openai_compat", "AzureAdapter"),
+    "mistral": ("openai_compat", "MistralAdapter"),
+    "anthropic": ("anthropic", "AnthropicAdapter"),
+    "gemini": ("gemini", "GeminiAdapter"),
+    "vertex": ("vertex", "VertexAdapter"),
+    "bedrock": ("bedrock", "BedrockAdapter"),
+    "cohere": ("cohere", "CohereAdapter"),
+    "replicate": ("replicate", "ReplicateAdapter"),
+}
+PROTOCOLS: Final = frozenset(ADAPTER_CLASSES)

@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from aiohttp import web
-from mcp.shared.inbound import decode_header_value, validate_mcp_param_headers
 from yarl import URL
 
 from finopsd import __version__
@@ -239,6 +238,8 @@ def _unsupported(requested: Any) -> dict[str, Any]:
 
 
 def _check_envelope(request: web.Request, body: dict[str, Any]) -> str:
+    from mcp.shared.inbound import decode_header_value  # the SDK loads only once /mcp is used
+
     """The 2026-07-28 ladder: the ``_meta`` envelope, then headers against body, then the version."""
     params = body.get("params")
     meta = params.get("_meta") if isinstance(params, dict) else None
@@ -409,6 +410,8 @@ async def _method(request: web.Request, caller: Caller, method: str, params: dic
 
 async def _call_tool(request: web.Request, caller: Caller, params: dict[str, Any], rid: Any, ex_id: str
                      ) -> dict[str, Any]:
+    from mcp.shared.inbound import validate_mcp_param_headers
+
     name, arguments = params.get("name"), params.get("arguments")
     if not isinstance(name, str) or not name:
         raise RpcError(INVALID_PARAMS, "tools/call needs params.name, a tool name")
