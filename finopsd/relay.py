@@ -77,7 +77,9 @@ async def run_exchange(
 class Emitter(Protocol):
     """How a dialect answers: the whole response, or stream bytes for each upstream frame."""
 
-    def whole(self, completion: dict[str, Any], raw: bytes) -> web.Response: ...
+    def whole(self, completion: dict[str, Any], raw: bytes, passthrough: bool) -> web.Response:
+        """The whole answer; ``raw`` is the upstream body, already in the client's form when ``passthrough``."""
+        ...
 
     def frame(self, event: str | None, payload: str, chunks: list[tuple[dict[str, Any], bool]],
               passthrough: bool) -> bytes:
@@ -99,7 +101,11 @@ class OpenAIEmitter:
         self.model = model
         self._patch: tuple[str, str, str] | None = None
 
-    def whole(self, completion: dict[str, Any], raw: bytes) -> web.Response:
+    def whole(self, completion: dict[str, Any], raw: bytes, passthrough: bool) -> web.Response:
+        if passthrough:  # the upstream's own body, with only the model renamed when found verbatim
+            patched = self._patch_model(completion, raw.decode())
+            if patched is not None:
+                return web.Response(text=patched, content_type="application/json")
         completion["model"] = self.model
         return web.json_response(completion)
 
@@ -141,7 +147,7 @@ class RawEmitter:
     def __init__(self, error_frame: Callable[[GatewayError], bytes]) -> None:
         self._error_frame = error_frame  # in the dialect's own shape
 
-    def whole(self, completion: dict[str, Any], raw: bytes) -> web.Response:
+    def whole(self, completion: dict[str, Any], raw: bytes, passthrough: bool) -> web.Response:
         return web.Response(body=raw, content_type="application/json")
 
     def frame(self, event: str | None, payload: str, chunks: list[tuple[dict[str, Any], bool]],
@@ -265,7 +271,7 @@ def _whole(ex: Exchange, adapter: Adapter, target: Target, body: bytes, emitter:
     ex.transcript.finish_reason = choices[0].get("finish_reason")
     ex.transcript.usage = completion.get("usage")
     ex.status_code = 200
-    return emitter.whole(completion, body)
+    return emitter.whole(completion, body, getattr(adapter, "passthrough", False))
 
 
 async def _stream(

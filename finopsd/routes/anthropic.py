@@ -46,7 +46,7 @@ class TranslatedEmitter:
         self.model = model
         self.stream = ChatToMessagesStream(model)
 
-    def whole(self, completion: dict[str, Any], raw: bytes) -> web.Response:
+    def whole(self, completion: dict[str, Any], raw: bytes, passthrough: bool) -> web.Response:
         return web.json_response(chat_to_message(completion, self.model))
 
     def frame(self, event: str | None, payload: str, chunks: list[tuple[dict[str, Any], bool]],

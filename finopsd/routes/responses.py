@@ -43,7 +43,7 @@ class ResponsesEmitter:
         self.stream = ChatToResponsesStream(response_id=self.id, model=model, created_at=self.created, request=body)
         self.started = False
 
-    def whole(self, completion: dict[str, Any], raw: bytes) -> web.Response:
+    def whole(self, completion: dict[str, Any], raw: bytes, passthrough: bool) -> web.Response:
         response = chat_to_response(completion, response_id=self.id, model=self.model, created_at=self.created,
                                     request=self.body)
         self.on_final(response)
