@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -119,6 +120,8 @@ class Pricer:
         self._protocols = {name: p.type for name, p in providers.items()}
         # (provider, model) → an override Price, a genai provider id ("" = any), or None (unpriced)
         self._resolved: dict[tuple[str, str], Price | str | None] = {}
+        # (genai provider id, model, UTC day) → linear per-token rates, or None: use the exact path
+        self._linear: dict[tuple[str, str, int], tuple[float, ...] | None] = {}
 
     def _resolve(self, provider: str, model: str) -> Price | str | None:
         key = (provider, model)
@@ -165,13 +168,81 @@ class Pricer:
             return 0.0, {UNPRICED}
         if not isinstance(source, str):
             return override_cost(source, counts), set()
-        from genai_prices import calc_price
-
-        when = datetime.fromtimestamp(at, UTC) if at is not None else None
+        day = int((at if at is not None else time.time()) // 86400)
+        rates = self._rates(source, model, day)
+        if rates is not None:
+            return linear_cost(rates, counts), set()
         try:
-            result = calc_price(genai_usage(counts), model, provider_id=source or None,
-                                genai_request_timestamp=when)
+            return _genai_cost(source, model, counts, day), set()
         except (LookupError, ValueError) as e:  # usage shapes this model's price cannot take
             log.warning("no price for %s/%s with this usage: %s", provider, model, e)
             return 0.0, {UNPRICED}
-        return float(result.total_price), set()
+
+    def _rates(self, source: str, model: str, day: int) -> tuple[float, ...] | None:
+        """Per-token rates of a model whose price is linear (no context tiers), for that UTC day.
+
+        genai-prices' exact calculation takes ~70 µs a request (Decimal arithmetic); for
+        the common flat-priced model the same sum from rates measured once is ~1 µs.
+        """
+        key = (source, model, day)
+        if key not in self._linear:
+            try:
+                self._linear[key] = _measure_rates(source, model, day)
+            except (LookupError, ValueError):
+                self._linear[key] = None
+        return self._linear[key]
+
+
+# one probe per count category, at two scales: a tiered price (say, 2x above 200k prompt
+# tokens) gives different rates at the two scales, and such a model keeps the exact path
+_PROBE_SMALL: Final = 1_000
+_PROBE_LARGE: Final = 1_000_000
+RATE_FIELDS: Final = ("fresh", "cache_read", "cache_write", "cache_write_1h", "completion", "reasoning")
+
+
+def _probe_counts(category: str, n: int) -> dict[str, int]:
+    counts = dict.fromkeys(("prompt", "completion", "cache_read", "cache_write", "cache_write_1h", "reasoning"), 0)
+    if category in ("completion", "reasoning"):
+        counts["completion"] = n
+        if category == "reasoning":
+            counts["reasoning"] = n
+        return counts
+    counts["prompt"] = n
+    if category != "fresh":
+        counts["cache_write" if category == "cache_write_1h" else category] = n
+        if category == "cache_write_1h":
+            counts["cache_write_1h"] = n
+    return counts
+
+
+def _genai_cost(source: str, model: str, counts: Mapping[str, int], day: int) -> float:
+    from genai_prices import calc_price
+
+    when = datetime.fromtimestamp(day * 86400 + 43200, UTC)  # midday: the price in force that day
+    result = calc_price(genai_usage(counts), model, provider_id=source or None, genai_request_timestamp=when)
+    return float(result.total_price)
+
+
+def _measure_rates(source: str, model: str, day: int) -> tuple[float, ...] | None:
+    rates = []
+    for category in RATE_FIELDS:
+        small = _genai_cost(source, model, _probe_counts(category, _PROBE_SMALL), day) / _PROBE_SMALL
+        large = _genai_cost(source, model, _probe_counts(category, _PROBE_LARGE), day) / _PROBE_LARGE
+        if abs(small - large) > 1e-12 * max(1.0, abs(large)) + 1e-15:
+            return None  # tiered: not linear in the token count
+        rates.append(large)
+    fresh, read, write, write_1h, completion, reasoning = rates
+    # a reasoning probe prices completion tokens too: keep only what reasoning adds
+    return fresh, read, write, write_1h, completion, reasoning - completion
+
+
+def linear_cost(rates: tuple[float, ...], counts: Mapping[str, int]) -> float:
+    fresh, read, write, write_1h, completion, reasoning_extra = rates
+    return (
+        (counts["prompt"] - counts["cache_read"] - counts["cache_write"]) * fresh
+        + counts["cache_read"] * read
+        + (counts["cache_write"] - counts["cache_write_1h"]) * write
+        + counts["cache_write_1h"] * write_1h
+        + counts["completion"] * completion
+        + counts["reasoning"] * reasoning_extra
+    )

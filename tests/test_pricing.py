@@ -168,3 +168,39 @@ def test_inconsistent_usage_is_clamped_not_an_error() -> None:
 
 def test_empty_usage_costs_nothing() -> None:
     assert pricer().price("openai", "gpt-5", {}) == (0.0, set())
+
+
+@pytest.mark.parametrize(("provider", "model"), [
+    ("openai", "gpt-5"), ("anthropic", "claude-sonnet-4-5"), ("gemini", "gemini-2.5-pro"),
+    ("gemini", "gemini-2.5-flash"), ("groq", "llama-3.3-70b-versatile"), ("bedrock", "anthropic.claude-3-haiku-20240307-v1:0"),
+])
+def test_fast_linear_prices_equal_genai_prices_exact_calculation(provider: str, model: str) -> None:
+    import random
+
+    from finopsd.pricing import _genai_cost, token_counts
+
+    pricer = Pricer({}, {})
+    if not pricer.is_priced(provider, model):
+        return  # nothing to compare for a model the bundled data does not know
+    source = pricer._resolve(provider, model)
+    assert isinstance(source, str)
+    rng = random.Random(5)
+    day = 20_000
+    for _ in range(30):
+        prompt = rng.choice([10, 5_000, 150_000, 250_000, 900_000])
+        read = rng.randint(0, prompt // 2)
+        write = rng.randint(0, (prompt - read) // 2)
+        completion = rng.randint(0, 20_000)
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion,
+                 "prompt_tokens_details": {"cached_tokens": read, "cache_creation_tokens": write,
+                                           "ephemeral_1h_input_tokens": write // 3},
+                 "completion_tokens_details": {"reasoning_tokens": completion // 2}}
+        cost, flags = pricer.price(provider, model, usage, at=day * 86400.0)
+        assert flags == set()
+        assert cost == pytest.approx(_genai_cost(source, model, token_counts(usage), day), rel=1e-9, abs=1e-12)
+
+
+def test_flat_priced_models_take_the_linear_path_and_tiered_ones_the_exact_one() -> None:
+    pricer = Pricer({}, {})
+    assert pricer._rates("openai", "gpt-5", 20_000) is not None
+    assert pricer._rates("anthropic", "claude-sonnet-4-5", 20_000) is None  # 2x above 200k prompt tokens
