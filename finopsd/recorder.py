@@ -73,7 +73,8 @@ def row_of(ex: Exchange, content: bool) -> dict[str, Any]:
         "cost_flags": ex.cost_flags,
         "upstream_key_name": ex.upstream_key_name,
         "attempts": ex.attempts + ([{"note": n} for n in ex.notes]),
-        "request": _without_images(ex.request) if content and ex.request is not None else None,
+        "request": None if not content or ex.request is None else (
+            _without_images(ex.request) if ex.images else ex.request),
         "response": ex.transcript.as_dict() if content else None,
     }
 

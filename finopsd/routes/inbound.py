@@ -11,10 +11,14 @@ from finopsd.errors import BadRequest
 from finopsd.exchange import Exchange
 from finopsd.middleware import REQUEST_ID
 
+# the body as received, for work that a byte scan can skip (the log's image placeholders)
+RAW_BODY: web.RequestKey[bytes] = web.RequestKey("raw_body", bytes)
+
 
 async def read_json(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object (413 for an oversized body comes from aiohttp's limit)."""
     raw = await request.read()
+    request[RAW_BODY] = raw
     if not raw.strip():
         raise BadRequest("request body is empty; send a JSON object")
     try:
@@ -54,4 +58,5 @@ def new_exchange(request: web.Request, route: str, model: str, stream: bool) -> 
         user_agent=request.headers.get("User-Agent"),
         model=model,
         stream=stream,
+        images=b"base64," in request.get(RAW_BODY, b"base64,"),
     )
