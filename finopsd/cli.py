@@ -22,7 +22,7 @@ from finopsd.errors import BadRequest
 from finopsd.governance import new_virtual_key, offline_report
 from finopsd.logstore import LogStore
 from finopsd.routes.logs import parse_time, search_items
-from finopsd.server import config_path_from, serve
+from finopsd.server import config_path_from, run, serve
 from finopsd.spend import iso, window_start
 from finopsd.web.items import preview_of, terminal_line
 
@@ -69,7 +69,7 @@ def serve_command(config_path: str | None, host: str | None, port: int | None, l
         new = cfg.load(path)
         return dataclasses.replace(new, server=dataclasses.replace(new.server, host=server.host, port=server.port))
 
-    asyncio.run(serve(config, reload if path else None, lambda text: click.echo(text, err=False)))
+    run(serve(config, reload if path else None, lambda text: click.echo(text, err=False)))
 
 
 @main.command(name="check")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -75,6 +76,17 @@ def reload(app: web.Application, loader: Callable[[], Config] | None) -> None:
         log.warning("SIGHUP: server address and storage path changes need a restart")
     rt.config = new
     log.info("SIGHUP: config reloaded from %s (%d providers)", new.source, len(new.providers))
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run the server's coroutine on uvloop when it is installed (``pip install finopsd[fast]``)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 def config_path_from(option: str | None, env: dict[str, str]) -> Path | None:
