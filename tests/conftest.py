@@ -37,6 +37,14 @@ async def fake_openai(aiohttp_server: Any) -> FakeUpstream:
     return fake
 
 
+@pytest.fixture
+async def fake_anthropic(aiohttp_server: Any) -> FakeUpstream:
+    """A fake served at its root: Anthropic, Gemini, Bedrock and the like append their own paths."""
+    fake = FakeUpstream()
+    fake.url = str((await aiohttp_server(fake.app)).make_url(""))
+    return fake
+
+
 def gateway_yaml(fake_url: str, extra: str = "") -> str:
     return f"""
 providers:

@@ -36,13 +36,6 @@ MESSAGE = {
 
 
 @pytest.fixture
-async def fake_anthropic(aiohttp_server: Any) -> FakeUpstream:
-    fake = FakeUpstream()
-    fake.url = str((await aiohttp_server(fake.app)).make_url(""))
-    return fake
-
-
-@pytest.fixture
 async def both(make_gateway: Any, fake_anthropic: FakeUpstream, fake_openai: FakeUpstream) -> TestClient:
     return await make_gateway(
         f"providers:\n"

@@ -4,7 +4,6 @@ through /openai/chat/completions against a fake speaking each provider's wire fo
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
@@ -17,10 +16,8 @@ from tests.test_routes_openai import MSGS, TOOLS, tool_calls_of
 
 
 @pytest.fixture
-async def fake(aiohttp_server: Any) -> FakeUpstream:
-    upstream = FakeUpstream()
-    upstream.url = str((await aiohttp_server(upstream.app)).make_url(""))
-    return upstream
+def fake(fake_anthropic: FakeUpstream) -> FakeUpstream:
+    return fake_anthropic  # a fake at its root URL, standing in for each provider in turn
 
 
 async def client_for(gw: TestClient) -> openai.AsyncOpenAI:

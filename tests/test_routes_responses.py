@@ -24,13 +24,6 @@ FUNCTION_TOOLS: list[Any] = [
 
 
 @pytest.fixture
-async def fake_anthropic(aiohttp_server: Any) -> FakeUpstream:
-    fake = FakeUpstream()
-    fake.url = str((await aiohttp_server(fake.app)).make_url(""))
-    return fake
-
-
-@pytest.fixture
 async def gw(make_gateway: Any, fake_openai: FakeUpstream, fake_anthropic: FakeUpstream) -> TestClient:
     return await make_gateway(
         f"providers:\n"
