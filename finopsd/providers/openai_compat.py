@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from finopsd.errors import UpstreamError
 from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, upstream_error
+from finopsd.jsonwire import loads
 from finopsd.providers.canonical import load_object
 
 
@@ -54,7 +55,7 @@ class OpenAIAdapter(BaseAdapter):
         if data == "[DONE]":
             return []
         try:
-            chunk = json.loads(data)
+            chunk = loads(data)
         except ValueError:
             raise UpstreamError(f"{state}: upstream sent an invalid stream event") from None
         if not isinstance(chunk, dict):

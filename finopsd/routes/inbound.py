@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from finopsd.errors import BadRequest
+from finopsd.jsonwire import loads
 from finopsd.exchange import Exchange
 from finopsd.middleware import REQUEST_ID
 
@@ -22,7 +22,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     if not raw.strip():
         raise BadRequest("request body is empty; send a JSON object")
     try:
-        body = json.loads(raw)
+        body = loads(raw)
     except ValueError as e:
         raise BadRequest(f"request body is not valid JSON: {e}", code="invalid_json") from None
     if not isinstance(body, dict):
