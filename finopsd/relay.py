@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -44,15 +44,27 @@ class Hook(Protocol):
     async def post(self, ex: Exchange) -> None: ...
 
 
+T = TypeVar("T")
+
+
 async def run_exchange(
-    request: web.Request, ex: Exchange, core: Callable[[], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+    request: web.Request, ex: Exchange, core: Callable[[], Awaitable[T]], *, model_for_hooks: bool = True
+) -> T:
+    """Pre-hooks, the core, then post-hooks from ``finally``: one log row whatever happens.
+
+    ``model_for_hooks=False`` hides ``ex.model`` from the pre-hooks (an MCP tool name is
+    checked against the key's ``mcp_tools`` by the core, not against its LLM ``models``).
+    """
     hooks: tuple[Hook, ...] = request.app[RUNTIME].hooks
     ran: list[Hook] = []
+    model = ex.model
     try:
+        if not model_for_hooks:
+            ex.model = None
         for hook in hooks:
             ran.append(hook)
             await hook.pre(ex, request)
+        ex.model = model
         return await core()
     except GatewayError as e:
         ex.fail(e.status, e.type, e.message)
@@ -66,6 +78,7 @@ async def run_exchange(
         ex.fail(500, "server_error", type(e).__name__)
         raise
     finally:
+        ex.model = model
         ex.duration_ms = ex.elapsed_ms()
         for hook in reversed(ran):
             try:

@@ -54,6 +54,7 @@ from finopsd.errors import GatewayError, error_type_for_status
 from finopsd.exchange import Exchange, ToolCall, new_request_id
 from finopsd.mcp_upstream import MCP_HUB, Upstream, UpstreamFailure, UpstreamRpcError
 from finopsd.middleware import REQUEST_ID
+from finopsd.relay import run_exchange
 
 if TYPE_CHECKING:
     from finopsd.config import VirtualKey
@@ -86,15 +87,17 @@ SSE_AFTER_S = 10.0  # a request still running after this answers as SSE, with a 
 SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-class RpcError(Exception):
-    """A JSON-RPC error for the client; ``status`` is what the log row records."""
+class RpcError(GatewayError):
+    """A JSON-RPC error for the client; ``status`` and ``type`` are what the log row records."""
 
     def __init__(self, code: int, message: str, data: Any = None, *, status: int = 400) -> None:
-        super().__init__(message)
-        self.code, self.message, self.data, self.status = code, message, data, status
+        super().__init__(message, status=status,
+                         type="upstream_error" if status >= 500 else error_type_for_status(status))
+        self.rpc_code, self.data = code, data
 
     def body(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, **({"data": self.data} if self.data is not None else {})}
+        return {"code": self.rpc_code, "message": self.message,
+                **({"data": self.data} if self.data is not None else {})}
 
 
 class Caller(NamedTuple):
@@ -229,7 +232,7 @@ async def _modern(request: web.Request, key: VirtualKey | None, body: Any, sse_o
     try:
         version = _check_envelope(request, body)
     except RpcError as e:
-        return web.json_response(_reply(rid, error=e), status=MODERN_STATUS.get(e.code, 400))
+        return web.json_response(_reply(rid, error=e), status=MODERN_STATUS.get(e.rpc_code, 400))
     return await _answer(request, Caller(key, version), [body], sse_ok, batch=False)
 
 
@@ -487,45 +490,16 @@ def result_text(result: dict[str, Any]) -> str:
 
 async def _run_logged(request: web.Request, ex: Exchange, core: Callable[[], Awaitable[dict[str, Any]]]
                       ) -> dict[str, Any]:
-    """``relay.run_exchange`` for work whose answer is a JSON-RPC result rather than an HTTP response.
-
-    Hooks run as there: pres in order, then the posts of every hook whose pre ran, in
-    reverse, from ``finally``, so each call is logged once, also when refused or cut off.
-    """
-    hooks = request.app[RUNTIME].hooks
-    ran = []
-    # governance checks ``ex.model`` against the key's LLM ``models``; a tool is checked
-    # against ``mcp_tools`` in the core instead, so the hooks see no model
-    model, ex.model = ex.model, None
+    """``relay.run_exchange`` for a tool call: a refusal by a hook becomes a JSON-RPC error."""
     try:
-        for hook in hooks:
-            ran.append(hook)
-            await hook.pre(ex, request)
-        ex.model = model
-        return await core()
-    except RpcError as e:
-        ex.fail(e.status, "upstream_error" if e.status >= 500 else error_type_for_status(e.status), e.message)
+        return await run_exchange(request, ex, core, model_for_hooks=False)
+    except RpcError:
         raise
     except GatewayError as e:
-        ex.fail(e.status, e.type, e.message)
         data = {"status": e.status, "type": e.type, "code": e.code}
         if "Retry-After" in e.headers:
             data["retry_after"] = e.headers["Retry-After"]
         raise RpcError(GATEWAY_REFUSED, e.message, data, status=e.status) from None
-    except asyncio.CancelledError:
-        ex.fail(499, "client_closed", "the client disconnected", status="client_closed")
-        raise
-    except BaseException as e:
-        ex.fail(500, "server_error", type(e).__name__)
-        raise
-    finally:
-        ex.model = model
-        ex.duration_ms = ex.elapsed_ms()
-        for hook in reversed(ran):
-            try:
-                await hook.post(ex)
-            except Exception:
-                log.exception("post-hook %s failed for request %s", type(hook).__name__, ex.id)
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
