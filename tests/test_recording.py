@@ -9,18 +9,11 @@ import openai
 import pytest
 from aiohttp.test_utils import TestClient
 
-from finopsd.appkeys import LOGSTORE
 from tests.fakes import FakeUpstream
 from tests.test_routes_openai import MSGS, TOOLS
+from tests.logrows import logged_rows
 
 CHAT = "/openai/chat/completions"
-
-
-async def rows(gateway: TestClient, **filters: Any) -> list[dict[str, Any]]:
-    store = gateway.server.app[LOGSTORE]
-    await store.flush()
-    page = await store.search(limit=100, **filters)
-    return [await store.get(item["id"]) for item in page["items"]]
 
 
 async def test_streamed_tool_turn_is_logged_with_transcript_and_usage(
@@ -30,7 +23,7 @@ async def test_streamed_tool_turn_is_logged_with_transcript_and_usage(
     stream = await openai_client.chat.completions.create(
         model="openai/gpt-5", messages=MSGS, tools=TOOLS, stream=True, stream_options={"include_usage": True})
     chunks = [c async for c in stream]
-    (row,) = await rows(gateway)
+    (row,) = await logged_rows(gateway)
     assert row["id"] == stream.response.headers["x-request-id"]
     assert len(chunks) > 3
     assert row["provider"] == "openai" and row["model"] == "openai/gpt-5" and row["upstream_model"] == "gpt-5"
@@ -50,7 +43,7 @@ async def test_request_id_header_names_the_row(gateway: TestClient, fake_openai:
     fake_openai.answer_json({"id": "x", "object": "chat.completion", "model": "gpt-5", "choices": [
         {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]})
     resp = await gateway.post(CHAT, json={"model": "openai/gpt-5", "messages": MSGS})
-    (row,) = await rows(gateway)
+    (row,) = await logged_rows(gateway)
     assert row["id"] == resp.headers["x-request-id"]
     assert row["response"]["content"] == "hi"
 
@@ -59,7 +52,7 @@ async def test_upstream_error_is_logged_once(gateway: TestClient, fake_openai: F
     fake_openai.answer_json({"error": {"message": "bad key upstream", "type": "invalid_request_error"}}, status=401)
     resp = await gateway.post(CHAT, json={"model": "openai/gpt-5", "messages": MSGS})
     assert resp.status == 401
-    (row,) = await rows(gateway)
+    (row,) = await logged_rows(gateway)
     assert row["status"] == "error" and row["status_code"] == 401
     assert "bad key upstream" in row["error_message"]
 
@@ -74,7 +67,7 @@ async def test_client_disconnect_mid_stream_is_logged_with_partial_transcript(
     resp.close()
     async with asyncio.timeout(5):
         await fake_openai.closed_early.wait()
-        while not (found := await rows(gateway)):
+        while not (found := await logged_rows(gateway)):
             await asyncio.sleep(0.02)
     (row,) = found
     assert row["status"] == "client_closed"
@@ -84,7 +77,7 @@ async def test_client_disconnect_mid_stream_is_logged_with_partial_transcript(
 async def test_bad_json_never_reaches_the_router_and_is_not_logged(gateway: TestClient) -> None:
     resp = await gateway.post(CHAT, data=b"{")
     assert resp.status == 400
-    assert await rows(gateway) == []
+    assert await logged_rows(gateway) == []
 
 
 async def test_content_off_keeps_no_conversation(make_gateway: Any, fake_openai: FakeUpstream) -> None:
@@ -92,19 +85,19 @@ async def test_content_off_keeps_no_conversation(make_gateway: Any, fake_openai:
     fake_openai.play("openai/text_stream.sse")
     resp = await gw.post(CHAT, json={"model": "openai/gpt-5", "messages": MSGS, "stream": True})
     await resp.read()
-    (row,) = await rows(gw)
+    (row,) = await logged_rows(gw)
     assert row["request"] is None and row["response"] is None
     assert row["completion_tokens"] == 3
-    assert await rows(gw, q="Hello") == []
+    assert await logged_rows(gw, q="Hello") == []
 
 
 async def test_search_finds_words_of_the_conversation(gateway: TestClient, fake_openai: FakeUpstream) -> None:
     fake_openai.play("openai/text_stream.sse")
     resp = await gateway.post(CHAT, json={"model": "openai/gpt-5", "messages": MSGS, "stream": True})
     await resp.read()
-    assert len(await rows(gateway, q="world")) == 1  # from the answer
-    assert len(await rows(gateway, q="src/main.py")) == 1  # from the prompt
-    assert await rows(gateway, q="absent-word") == []
+    assert len(await logged_rows(gateway, q="world")) == 1  # from the answer
+    assert len(await logged_rows(gateway, q="src/main.py")) == 1  # from the prompt
+    assert await logged_rows(gateway, q="absent-word") == []
 
 
 @pytest.mark.parametrize("big", [300, 3000])
@@ -113,7 +106,7 @@ async def test_images_are_logged_as_a_placeholder(gateway: TestClient, fake_open
     url = "data:image/png;base64," + "A" * big
     msgs = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]
     await gateway.post(CHAT, json={"model": "openai/gpt-5", "messages": msgs})
-    (row,) = await rows(gateway)
+    (row,) = await logged_rows(gateway)
     logged = row["request"]["messages"][0]["content"][0]["image_url"]["url"]
     assert logged.startswith("data:image/png;base64,[") and "AAAA" not in logged
     assert fake_openai.last.body["messages"][0]["content"][0]["image_url"]["url"] == url

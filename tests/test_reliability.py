@@ -6,11 +6,10 @@ import json
 from typing import Any
 
 import openai
-from aiohttp.test_utils import TestClient
 
-from finopsd.appkeys import LOGSTORE
 from tests.fakes import FakeUpstream, Reply, fixture_frames
 from tests.test_routes_openai import MSGS
+from tests.logrows import last_row
 
 CHAT = "/openai/chat/completions"
 OK = {"id": "x", "object": "chat.completion", "model": "m",
@@ -24,15 +23,6 @@ def two_keys(url: str, extra: str = "") -> str:
         "    keys: [{name: first, value: sk-first, weight: 1}, {name: second, value: sk-second, weight: 1}]\n"
         "    max_retries: 2\n    retry_backoff_ms: 1\n" + extra
     )
-
-
-async def last_row(gw: TestClient) -> dict[str, Any]:
-    store = gw.server.app[LOGSTORE]
-    await store.flush()
-    page = await store.search(limit=1)
-    row = await store.get(page["items"][0]["id"])
-    assert row is not None
-    return row
 
 
 async def test_key_failing_auth_is_parked_and_the_other_used(make_gateway: Any, fake_openai: FakeUpstream) -> None:

@@ -15,9 +15,9 @@ import openai
 import pytest
 from aiohttp.test_utils import TestClient
 
-from finopsd.appkeys import LOGSTORE
 from tests.fakes import FakeUpstream, fixture_frames
 from tests.test_routes_openai import MSGS, TOOLS, tool_calls_of
+from tests.logrows import last_row
 
 ANT_TOOLS: list[Any] = [
     {"name": "read_file", "description": "Read a file",
@@ -58,14 +58,6 @@ async def ant_client(both: TestClient) -> AsyncIterator[anthropic.AsyncAnthropic
 async def oai_client(both: TestClient) -> AsyncIterator[openai.AsyncOpenAI]:
     async with openai.AsyncOpenAI(base_url=str(both.make_url("/openai")), api_key="vk", max_retries=0) as client:
         yield client
-
-
-async def last_row(gw: TestClient) -> dict[str, Any]:
-    store = gw.server.app[LOGSTORE]
-    await store.flush()
-    row = await store.get((await store.search(limit=1))["items"][0]["id"])
-    assert row is not None
-    return row
 
 
 # --- openai SDK → anthropic provider -------------------------------------------------

@@ -13,8 +13,8 @@ import openai
 import pytest
 from aiohttp.test_utils import TestClient
 
-from finopsd.appkeys import LOGSTORE
 from tests.fakes import FIXTURES, FakeUpstream, fixture_frames
+from tests.logrows import last_row
 
 FUNCTION_TOOLS: list[Any] = [
     {"type": "function", "name": name, "description": f"{name} tool", "strict": False,
@@ -41,14 +41,6 @@ async def client(gw: TestClient) -> AsyncIterator[openai.AsyncOpenAI]:
 
 def calls_of(response: Any) -> list[tuple[str, str, Any]]:
     return [(o.call_id, o.name, json.loads(o.arguments)) for o in response.output if o.type == "function_call"]
-
-
-async def last_row(gw: TestClient) -> dict[str, Any]:
-    store = gw.server.app[LOGSTORE]
-    await store.flush()
-    row = await store.get((await store.search(limit=1))["items"][0]["id"])
-    assert row is not None
-    return row
 
 
 async def test_stream_function_calls_through_a_chat_upstream(
