@@ -191,6 +191,8 @@ async def open_upstream(
             async with upstream:
                 err = adapter.parse_error(upstream.status, await upstream.read())
                 err.headers.update(error_headers(upstream))
+                if target.api_key and target.api_key in err.message:  # some upstreams echo the key back
+                    err.message = err.message.replace(target.api_key, "[provider key]")
         except GatewayError as e:
             err = e
             attempt["status"] = e.status

@@ -146,3 +146,12 @@ async def test_client_disconnect_cancels_the_upstream(gateway: TestClient, fake_
     resp.close()  # the client hangs up
     async with asyncio.timeout(5):
         await fake_openai.closed_early.wait()
+
+
+async def test_an_upstream_echoing_our_key_never_shows_it(gateway: TestClient, fake_openai: FakeUpstream) -> None:
+    fake_openai.answer_json(
+        {"error": {"message": "Incorrect API key provided: sk-upstream-openai-secret.", "code": "invalid_api_key"}},
+        status=401)
+    resp = await gateway.post(CHAT, json={"model": "openai/gpt-5", "messages": MSGS})
+    text = await resp.text()
+    assert resp.status == 401 and "sk-upstream-openai-secret" not in text and "[provider key]" in text
