@@ -24,7 +24,7 @@ from finopsd.logstore import LogStore
 from finopsd.routes.logs import parse_time, search_items
 from finopsd.server import config_path_from, run, serve
 from finopsd.spend import iso, window_start
-from finopsd.web.items import preview_of, terminal_line
+from finopsd.web.items import terminal_line
 
 
 @click.group()
@@ -207,11 +207,9 @@ async def _tail(store: LogStore, show: Callable[[dict[str, Any]], None], lines: 
         await asyncio.sleep(interval)
         # never before the first window: rows there were all marked seen at the start
         since = max(started, *seen.values()) - TAIL_LOOKBACK_S
-        page = await search_items(store, {"limit": 500, "since": since}, totals=False)
+        page = await search_items(store, {"limit": 500, "since": since}, totals=False, previews=True)
         fresh = [item for item in reversed(page["items"]) if item["id"] not in seen]
         for item in fresh:
-            row = await store.get(item["id"])  # the first words, for the new rows only
-            item["preview"] = preview_of(row.get("request")) if row else None
             show(item)
             seen[item["id"]] = item["ts"]
         seen = {rid: ts for rid, ts in seen.items() if ts >= since}  # the window has moved past the rest

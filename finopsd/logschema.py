@@ -166,6 +166,18 @@ async def m005_spend_by_day(db: aiosqlite.Connection) -> None:
     )
 
 
+@migration
+async def m006_request_previews(db: aiosqlite.Connection) -> None:
+    # The list's "first words of the prompt", written with the row: reading them out of
+    # request_json took one full row read and JSON parse per listed row. A table of its own,
+    # because a column after the large text columns would be read through their overflow pages.
+    await db.execute("create table request_previews (request_id text primary key, preview text not null)")
+    await db.execute(
+        "create trigger requests_preview_ad after delete on requests begin"
+        " delete from request_previews where request_id = old.request_id; end"
+    )
+
+
 async def migrate(db: aiosqlite.Connection) -> list[str]:
     """Apply every migration not yet recorded, each in its own transaction; return their names."""
     await db.execute("create table if not exists _migrations (name text primary key, applied_at real not null)")

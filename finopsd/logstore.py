@@ -47,7 +47,7 @@ import aiosqlite
 from finopsd.errors import BadRequest
 from finopsd.exchange import new_request_id
 from finopsd.logschema import MIGRATIONS, SCALARS, migrate
-from finopsd.logtext import _MARK_CLOSE, _MARK_OPEN, _dumps, prompt_text, response_text
+from finopsd.logtext import _MARK_CLOSE, _MARK_OPEN, _dumps, preview_of, prompt_text, response_text
 
 __all__ = ["LogStore", "MIGRATIONS", "migrate", "new_request_id", "prompt_text", "response_text"]
 
@@ -86,19 +86,25 @@ def encode_row(row: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def _encode_batch(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    params = []
+def _encode_batch(rows: list[dict[str, Any]]) -> tuple[list[tuple[Any, ...]], list[tuple[str, str]]]:
+    """INSERT_SQL parameters, and each row's preview (the list page's first words)."""
+    params, previews = [], []
     for row in rows:
         try:
             params.append(encode_row(row))
+            preview = preview_of(row.get("request"))
+            if preview is not None:
+                previews.append((str(row["id"]), preview))
         except Exception as e:  # noqa: BLE001 - one bad row must not lose the batch
             log.error("log row %s not written: %s", row.get("id"), type(e).__name__)
-    return params
+    return params, previews
 
 
 # ---------------------------------------------------------------------------- rows out
 
-SUMMARY_SQL: Final = "r.id, r.request_id, " + ", ".join(f"r.{c}" for c in SCALARS)
+SUMMARY_SQL: Final = "r.id, r.request_id, " + ", ".join(f"r.{c}" for c in SCALARS) + (
+    ", (select preview from request_previews p where p.request_id = r.request_id) as preview")
+INSERT_PREVIEW_SQL: Final = "insert or replace into request_previews (request_id, preview) values (?, ?)"
 TOTALS_SQL: Final = (
     "count(*), total(r.prompt_tokens), total(r.completion_tokens), total(r.cost_usd), total(r.status = 'error')"
 )
@@ -117,6 +123,7 @@ SELECTIVE: Final = 5_000  # fewer matches than this: look rows up by id (see sea
 def _summary(row: sqlite3.Row) -> dict[str, Any]:
     item = {k: row[k] for k in SCALARS}
     item["id"] = row["request_id"]
+    item["preview"] = row["preview"]
     item["stream"] = None if row["stream"] is None else bool(row["stream"])
     return item
 
@@ -305,19 +312,20 @@ class LogStore:
         try:
             # JSON of a long conversation is slow enough to stall the event loop when a
             # batch holds hundreds; a thread gives the loop its turn every few ms.
-            params = await asyncio.to_thread(_encode_batch, rows)
+            params, previews = await asyncio.to_thread(_encode_batch, rows)
             async with self._write_lock:
                 try:
                     await self._db.execute("begin immediate")
                     await self._db.executemany(INSERT_SQL, params)
+                    await self._db.executemany(INSERT_PREVIEW_SQL, previews)
                     await self._db.execute("commit")
                 except sqlite3.Error:
                     await self._rollback()
-                    await self._write_each(params)
+                    await self._write_each(params, previews)
         except Exception as e:  # noqa: BLE001 - the writer outlives any one batch
             log.error("log batch of %d rows failed (%s): ids %s", len(rows), _err(e), [r.get("id") for r in rows])
 
-    async def _write_each(self, params: list[tuple[Any, ...]]) -> None:
+    async def _write_each(self, params: list[tuple[Any, ...]], previews: list[tuple[str, str]]) -> None:
         """After a failed batch: insert row by row, so one bad row costs only itself."""
         await self._db.execute("begin immediate")
         try:
@@ -326,6 +334,7 @@ class LogStore:
                     await self._db.execute(INSERT_SQL, p)
                 except sqlite3.Error as e:
                     log.error("log row %s not written (%s)", p[0], _err(e))
+            await self._db.executemany(INSERT_PREVIEW_SQL, previews)
             await self._db.execute("commit")
         except BaseException:
             await self._rollback()

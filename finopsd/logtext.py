@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Final
 
 # snippet() brackets hits with these; flattened text never contains them, so after
@@ -78,3 +79,51 @@ def response_text(response: dict[str, Any] | None) -> str | None:
             out.append(response[key])
     _collect([c for c in response.get("tool_calls") or () if isinstance(c, dict)], out)
     return "\n".join(s for s in out if s).translate(_NO_MARKS) or None
+
+
+PREVIEW_CHARS: Final = 140
+WHITESPACE: Final = re.compile(r"\s+")
+
+
+def as_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request's turns; embeddings and legacy completions become one user turn."""
+    raw = request.get("messages")
+    messages = [m for m in raw if isinstance(m, dict)] if isinstance(raw, list) else []
+    system = request.get("system")  # a non-canonical body that kept Anthropic's top-level system
+    if system and not any(m.get("role") in ("system", "developer") for m in messages):
+        messages.insert(0, {"role": "system", "content": system})
+    if not messages:
+        for field in ("prompt", "input"):
+            value = request.get(field)
+            if isinstance(value, str | list) and value:
+                messages.append({"role": "user", "content": value})
+                break
+    return messages
+
+
+def text_of(content: Any) -> str:
+    """The readable text of a message content: a string, or its text parts joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p if isinstance(p, str) else p.get("text") for p in content if isinstance(p, str | dict)]
+        return "\n".join(p for p in parts if isinstance(p, str))
+    return ""
+
+
+def preview_of(request: Any) -> str | None:
+    """The first words of the newest user turn.
+
+    Not the first words of the prompt text: for a coding agent that is the same system
+    prompt in every row. The newest user turn is what the person (or the agent loop)
+    just asked, which is what tells one row from the next.
+    """
+    if not isinstance(request, dict):
+        return None
+    for message in reversed(as_messages(request)):
+        if message.get("role") == "user":
+            # a bounded slice first: a user turn can be a 100 kB paste
+            text = WHITESPACE.sub(" ", text_of(message.get("content"))[: PREVIEW_CHARS * 8]).strip()
+            if text:
+                return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1].rstrip() + "…"
+    return None

@@ -94,7 +94,7 @@ async def test_blank_database_gets_tables_columns_and_fts_triggers(store: LogSto
     assert "content='requests'" in fts_sql and "content_rowid='id'" in fts_sql
     assert applied == [fn.__name__ for fn in MIGRATIONS] == [
         "m001_requests", "m002_requests_fts", "m003_covering_indexes", "m004_stored_responses",
-        "m005_spend_by_day"]
+        "m005_spend_by_day", "m006_request_previews"]
     assert "stored_responses" in names
     assert {"key_name", "ts", "id", "cost_usd"} <= team_index  # a second filter and the totals stay in the index
     assert pragmas == ["wal", 2]  # 2 = incremental
@@ -152,11 +152,12 @@ async def test_submit_flush_get_roundtrip(store: LogStore) -> None:
     store.submit(row)
     await store.flush()
     got = await store.get(row["id"])
-    assert got == row  # every field back, JSON columns decoded, stream a bool again
+    # every field back, JSON columns decoded, stream a bool again, plus the newest user turn's first words
+    assert got == {**row, "preview": "read main.py"}
     assert await store.get("no-such-id") is None
     quiet = make_row("no-content", request=None, response=None)  # content logging off
     await fill(store, [quiet])
-    assert await store.get("no-content") == quiet
+    assert await store.get("no-content") == {**quiet, "preview": None}
     assert (await store.search(q="hello"))["totals"]["requests"] == 0
 
 
@@ -420,4 +421,22 @@ async def test_spend_survives_pruning_through_the_daily_rollup(db_path: str) -> 
     assert {(r[0], r[1]) for r in spend} == {("k1", "t1")}
     by_key = await store.usage_by("key")
     assert by_key[0]["key"] == "k1" and by_key[0]["requests"] == 1  # the request rows themselves are pruned
+    await store.close()
+
+
+async def test_previews_are_written_with_rows_and_pruned_with_them(db_path: str) -> None:
+    store = await LogStore.open(db_path)
+    request = {"messages": [{"role": "system", "content": "long system prompt"},
+                            {"role": "user", "content": "first   question"},
+                            {"role": "assistant", "content": "answer"},
+                            {"role": "user", "content": "x" * 500}]}
+    store.submit(dict(make_row("p1"), ts=time.time() - 40 * 86400, request=request))
+    store.submit(dict(make_row("p2"), request={"messages": [{"role": "user", "content": "first   question"}]}))
+    await store.flush()
+    previews = {i["id"]: i["preview"] for i in (await store.search())["items"]}
+    assert previews["p2"] == "first question"
+    assert len(previews["p1"]) == 140 and previews["p1"].endswith("…")
+    await store.prune(30)
+    with sqlite3.connect(db_path) as db:
+        assert [r[0] for r in db.execute("select request_id from request_previews")] == ["p2"]
     await store.close()

@@ -37,7 +37,7 @@ from finopsd.errors import BadRequest, NotFound
 from finopsd.logstore import LogStore
 from finopsd.web import STATIC_DIR
 from finopsd.web.detail import render_detail
-from finopsd.web.items import detail_item, preview_of, summary_item
+from finopsd.web.items import detail_item, summary_item
 from finopsd.web.pages import render_list, render_not_found
 
 __all__ = ["add_routes", "parse_filters", "parse_time", "search_items"]
@@ -145,11 +145,9 @@ async def search_items(
     """A page as the API answers it; the page, the API and the CLI all come through here."""
     page = await store.search(**kw, with_totals=totals)
     items = [summary_item(row) for row in page["items"]]
-    if previews:
+    if not previews:
         for item in items:
-            if not item.get("snippet"):
-                row = await store.get(item["id"])
-                item["preview"] = preview_of(row.get("request")) if row else None
+            item.pop("preview", None)
     return {"items": items, "next_cursor": page["next_cursor"], "totals": page["totals"]}
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from finopsd.web.items import fmt_cost, fmt_ms, pretty_json, text_of
+from finopsd.logtext import text_of
+from finopsd.web.items import fmt_cost, fmt_ms, pretty_json
 from finopsd.web.pages import esc, template
 
 __all__ = ["render_detail"]

@@ -17,13 +17,13 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from finopsd.logtext import WHITESPACE, as_messages
+
 __all__ = [
-    "conversation_of", "detail_item", "fmt_cost", "fmt_ms", "fmt_tokens", "iso_time", "preview_of",
+    "conversation_of", "detail_item", "fmt_cost", "fmt_ms", "fmt_tokens", "iso_time",
     "safe_snippet", "summary_item", "terminal_line",
 ]  # fmt: skip
 
-PREVIEW_CHARS: Final = 140
-_SPACES: Final = re.compile(r"\s+")
 # The store escapes the snippet's text and adds only <mark>…</mark>; anything else that
 # looks like a tag is escaped again, so a store bug can never become markup on the page.
 _NOT_MARK: Final = re.compile(r"<(?!/?mark>)")
@@ -83,6 +83,8 @@ def summary_item(row: dict[str, Any]) -> dict[str, Any]:
     }
     if "snippet" in row:
         item["snippet"] = safe_snippet(row["snippet"])
+    if "preview" in row:
+        item["preview"] = row["preview"]
     return item
 
 
@@ -98,22 +100,6 @@ def detail_item(row: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- the conversation
-
-
-def _as_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
-    """The request's turns; embeddings and legacy completions become one user turn."""
-    raw = request.get("messages")
-    messages = [m for m in raw if isinstance(m, dict)] if isinstance(raw, list) else []
-    system = request.get("system")  # a non-canonical body that kept Anthropic's top-level system
-    if system and not any(m.get("role") in ("system", "developer") for m in messages):
-        messages.insert(0, {"role": "system", "content": system})
-    if not messages:
-        for field in ("prompt", "input"):
-            value = request.get(field)
-            if isinstance(value, str | list) and value:
-                messages.append({"role": "user", "content": value})
-                break
-    return messages
 
 
 def _reply(response: dict[str, Any]) -> dict[str, Any] | None:
@@ -141,38 +127,11 @@ def conversation_of(request: Any, response: Any) -> list[dict[str, Any]] | None:
     """
     if not isinstance(request, dict) and not isinstance(response, dict):
         return None
-    turns = _as_messages(request) if isinstance(request, dict) else []
+    turns = as_messages(request) if isinstance(request, dict) else []
     reply = _reply(response) if isinstance(response, dict) else None
     if reply is not None:
         turns.append({**reply, "final": True})
     return turns
-
-
-def text_of(content: Any) -> str:
-    """The readable text of a message content: a string, or its text parts joined."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [p if isinstance(p, str) else p.get("text") for p in content if isinstance(p, str | dict)]
-        return "\n".join(p for p in parts if isinstance(p, str))
-    return ""
-
-
-def preview_of(request: Any) -> str | None:
-    """The first words of the newest user turn.
-
-    Not the first words of the prompt text: for a coding agent that is the same system
-    prompt in every row. The newest user turn is what the person (or the agent loop)
-    just asked, which is what tells one row from the next.
-    """
-    if not isinstance(request, dict):
-        return None
-    for message in reversed(_as_messages(request)):
-        if message.get("role") == "user":
-            text = _SPACES.sub(" ", text_of(message.get("content"))).strip()
-            if text:
-                return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1].rstrip() + "…"
-    return None
 
 
 def pretty_json(arguments: Any) -> str:
@@ -229,4 +188,4 @@ def terminal_line(item: dict[str, Any], *, bold: bool = False) -> str:
     if who:
         cells.insert(2, who)
     line = "  ".join(cells)
-    return f"{line}  {_SPACES.sub(' ', text).strip()}" if text else line
+    return f"{line}  {WHITESPACE.sub(' ', text).strip()}" if text else line
