@@ -25,6 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
+from bench.serving import serve_until_killed
+
 UPSTREAM_MODEL = "gpt-4.1-mini-2025-04-14"  # a dated snapshot, as OpenAI answers: gateways rename it
 COMPLETION_ID = "chatcmpl-BENCHb7Qz1x9JcV3mKpR2sT4uW6yA8"
 CALL_ID = "call_Xq2Wd7fLpR9sT3vB5nM1kJ8h"
@@ -112,16 +114,7 @@ def make_app(chunks: int, delay_ms: float) -> web.Application:
 
 
 async def main(host: str, port: int, chunks: int, delay_ms: float) -> None:
-    runner = web.AppRunner(make_app(chunks, delay_ms), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
-    await site.start()
-    bound = runner.addresses[0]
-    print(f"fake upstream listening on http://{bound[0]}:{bound[1]}", flush=True)
-    try:
-        await asyncio.Event().wait()  # until killed
-    finally:
-        await runner.cleanup()
+    await serve_until_killed(make_app(chunks, delay_ms), host, port, "fake upstream")
 
 
 if __name__ == "__main__":

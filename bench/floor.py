@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from bench.serving import serve_until_killed
+
 SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
 
 
@@ -52,16 +54,7 @@ def make_app(upstream: str) -> web.Application:
 
 
 async def main(upstream: str, host: str, port: int) -> None:
-    runner = web.AppRunner(make_app(upstream), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
-    await site.start()
-    bound = runner.addresses[0]
-    print(f"floor listening on http://{bound[0]}:{bound[1]}", flush=True)
-    try:
-        await asyncio.Event().wait()  # until killed
-    finally:
-        await runner.cleanup()
+    await serve_until_killed(make_app(upstream), host, port, "floor")
 
 
 if __name__ == "__main__":
