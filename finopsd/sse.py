@@ -6,7 +6,7 @@ decoder keeps the unfinished tail between ``feed`` calls.
 
 from __future__ import annotations
 
-import json
+from finopsd.jsonwire import dumps
 from typing import Any
 
 
@@ -59,9 +59,9 @@ class SSEDecoder:
 
 def frame(data: Any, event: str | None = None) -> bytes:
     """One SSE frame; dicts are JSON-encoded compactly."""
-    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {text}\n\n".encode()
+    body = data.encode() if isinstance(data, str) else dumps(data)
+    head = f"event: {event}\n".encode() if event else b""
+    return head + b"data: " + body + b"\n\n"
 
 
 DONE: bytes = b"data: [DONE]\n\n"

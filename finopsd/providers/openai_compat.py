@@ -10,13 +10,12 @@ are already canonical, so the relay can forward their bytes as they came.
 from __future__ import annotations
 
 import hashlib
-import json
 import string
 from typing import Any, ClassVar
 
 from finopsd.errors import UpstreamError
 from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, upstream_error
-from finopsd.jsonwire import loads
+from finopsd.jsonwire import dumps, loads
 from finopsd.providers.canonical import load_object
 
 
@@ -40,7 +39,7 @@ class OpenAIAdapter(BaseAdapter):
             opts = body.get("stream_options")
             body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
         headers = {"Content-Type": "application/json", **target.provider.headers, **self.auth_headers(target)}
-        return UpstreamRequest(self.url(target, endpoint), headers, json.dumps(body).encode())
+        return UpstreamRequest(self.url(target, endpoint), headers, dumps(body))
 
     def build_request(self, target: Target, req: dict[str, Any], *, stream: bool) -> UpstreamRequest:
         return self.build_passthrough(target, "chat/completions", {**req, "stream": stream})
