@@ -16,6 +16,7 @@ from finopsd.providers.canonical import (
     is_number,
     parse_arguments,
     requested_max_tokens,
+    trim_prefill,
 )
 
 # max_tokens is required by Anthropic and optional in OpenAI chat. 8192 is the output cap of the
@@ -153,20 +154,6 @@ def _pair_tool_results(messages: list[dict[str, Any]]) -> None:
         msg["content"] = results + missing + rest
 
 
-def _trim_prefill(messages: list[dict[str, Any]]) -> None:
-    """A final assistant turn (a prefill) may not end in whitespace: Anthropic answers 400."""
-    last = messages[-1] if messages else None
-    if last is None or last["role"] != "assistant" or last["content"][-1]["type"] != "text":
-        return
-    text = last["content"][-1]["text"].rstrip()
-    if text:
-        last["content"][-1]["text"] = text
-    else:
-        del last["content"][-1]
-        if not last["content"]:
-            messages.pop()
-
-
 def messages_to_anthropic(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """OpenAI messages → (system blocks, Anthropic messages)."""
     system: list[dict[str, Any]] = []
@@ -191,7 +178,7 @@ def messages_to_anthropic(messages: Any) -> tuple[list[dict[str, Any]], list[dic
         else:
             _push(out, turn, blocks)
     _pair_tool_results(out)
-    _trim_prefill(out)
+    trim_prefill(out)
     return system, out
 
 

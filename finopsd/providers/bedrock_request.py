@@ -34,6 +34,7 @@ from finopsd.providers.canonical import (
     parse_arguments,
     requested_max_tokens,
     requested_stops,
+    trim_prefill,
 )
 
 IMAGE_FORMATS: Final = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg",
@@ -149,7 +150,7 @@ class _Builder:
             else:
                 out.append({"role": turn, "content": blocks})
         _pair_tool_results(out)
-        _trim_prefill(out)
+        trim_prefill(out)
         return system, out
 
 
@@ -178,20 +179,6 @@ def _pair_tool_results(messages: list[dict[str, Any]]) -> None:
         missing = [{"toolResult": {"toolUseId": cid, "content": [{"text": "no result was recorded for this tool call"}]}}
                    for cid in asked if cid not in answered]
         msg["content"] = results + missing + rest
-
-
-def _trim_prefill(messages: list[dict[str, Any]]) -> None:
-    """A final assistant turn may not end in whitespace (Claude answers 400)."""
-    last = messages[-1] if messages else None
-    if last is None or last["role"] != "assistant" or "text" not in last["content"][-1]:
-        return
-    text = last["content"][-1]["text"].rstrip()
-    if text:
-        last["content"][-1]["text"] = text
-    else:
-        del last["content"][-1]
-        if not last["content"]:
-            messages.pop()
 
 
 # --- tools, thinking and the whole body -----------------------------------------------------

@@ -99,6 +99,24 @@ def parse_arguments(arguments: Any) -> dict[str, Any]:
 # --- reading the canonical request ----------------------------------------------------------
 
 
+def trim_prefill(messages: list[dict[str, Any]]) -> None:
+    """A final assistant turn (a prefill) may not end in whitespace: Claude answers 400.
+
+    Serves the Anthropic and Bedrock shapes alike: both are ``{"role", "content": [blocks]}``
+    and only a text block has a ``text`` key.
+    """
+    last = messages[-1] if messages else None
+    if last is None or last["role"] != "assistant" or "text" not in last["content"][-1]:
+        return
+    text = last["content"][-1]["text"].rstrip()
+    if text:
+        last["content"][-1]["text"] = text
+    else:
+        del last["content"][-1]
+        if not last["content"]:
+            messages.pop()
+
+
 def requested_max_tokens(req: dict[str, Any]) -> int | None:
     """The output limit asked for (``max_completion_tokens`` first, as OpenAI reads them), if valid."""
     limit = req.get("max_completion_tokens") or req.get("max_tokens")
