@@ -7,7 +7,6 @@ import csv
 import dataclasses
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -22,7 +21,7 @@ from finopsd.errors import BadRequest
 from finopsd.governance import new_virtual_key, offline_report
 from finopsd.logstore import LogStore
 from finopsd.routes.logs import parse_time, search_items
-from finopsd.server import config_path_from, run, serve
+from finopsd.server import run, serve
 from finopsd.spend import iso, window_start
 from finopsd.web.items import terminal_line
 
@@ -34,9 +33,9 @@ def main() -> None:
 
 
 def _load(path: str | None) -> tuple[cfg.Config, str | None]:
-    p = config_path_from(path, dict(os.environ))
+    """The file named by --config (click fills it from $FINOPSD_CONFIG), else the embedded default."""
     try:
-        return (cfg.load(p) if p else cfg.embedded_default()), (str(p) if p else None)
+        return (cfg.load(path) if path else cfg.embedded_default()), path
     except cfg.ConfigError as e:
         raise click.ClickException(str(e)) from None
 

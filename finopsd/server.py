@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -87,8 +86,3 @@ def run(main: Coroutine[Any, Any, None]) -> None:
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main)
-
-
-def config_path_from(option: str | None, env: dict[str, str]) -> Path | None:
-    value = option or env.get("FINOPSD_CONFIG")
-    return Path(value) if value else None
