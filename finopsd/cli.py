@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from finopsd import __version__, config as cfg
+from finopsd.deps import missing
 from finopsd.errors import BadRequest
 from finopsd.governance import new_virtual_key, offline_report
 from finopsd.logstore import LogStore
@@ -75,11 +76,20 @@ def serve_command(config_path: str | None, host: str | None, port: int | None, l
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="YAML config file to validate.")
 def check_command(config_path: str) -> None:
-    """Validate a config file and show what it configures; exit 1 on errors."""
+    """Validate a config file and show what it configures; exit 1 on errors.
+
+    Also imports what its providers and MCP servers need (loaded on first use when serving),
+    so an incomplete install is reported here, with the package to install.
+    """
     try:
         config = cfg.load(config_path)
     except cfg.ConfigError as e:
         click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    problems = missing(config)
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    if problems:
         sys.exit(1)
     click.echo(f"{config_path}: OK")
     click.echo(f"listen: {config.server.host}:{config.server.port}")

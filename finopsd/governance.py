@@ -185,23 +185,16 @@ class Governance:
             self.ledger.install(c, starts[c], sums[c])
 
     def warn_about_config(self) -> None:
-        """Startup warnings: configured models without a price, budgets longer than log retention."""
+        """Startup warning: configured models without a price.
+
+        Budgets longer than logs.retention_days need no warning: spend is rebuilt from the
+        daily roll-up (m005), which pruning never touches.
+        """
         config = self.config
         pairs = [(n, m) for n, p in config.providers.items() for m in (p.models or ())]
         for name in self.pricer.unpriced(pairs):
             log.warning("no price for %s: its requests cost 0 and are marked unpriced (add it under `pricing:`)",
                         name)
-        longest = max((b.period for b in self._all_budgets()), key=_period_days, default=None)
-        if longest is not None and _period_days(longest) > config.logs.retention_days:
-            log.warning("a %s budget outlives logs.retention_days (%g): spend older than that is forgotten"
-                        " when the gateway restarts (raise logs.retention_days to cover the period)",
-                        longest, config.logs.retention_days)
-
-    def _all_budgets(self) -> Iterable[Budget]:
-        for key in self.config.virtual_keys:
-            yield from key.budgets
-        for team in self.config.teams.values():
-            yield from team.budgets
 
     def meter(self, scope: str, name: str) -> Meter:
         meter = self.meters.get((scope, name))
@@ -417,10 +410,6 @@ async def offline_report(config: Config, store: LogReader | None) -> dict[str, A
         item["rate"]["requests_last_minute"] = int(totals["requests"])
         item["rate"]["tokens_last_minute"] = int(totals["prompt_tokens"] + totals["completion_tokens"])
     return report
-
-
-def _period_days(period: str) -> float:
-    return {"minute": 0, "hour": 0, "day": 1, "week": 7, "month": 31}.get(period, math.inf)
 
 
 

@@ -380,12 +380,14 @@ class LogStore:
 
     async def spend_since(self, since_ts: float) -> list[tuple[str | None, str | None, float, float]]:
         """(key_name, team, time, cost_usd) since ``since_ts``: whole days from the roll-up that
-        pruning keeps, today per minute (every budget window starts on a whole minute, UTC)."""
+        pruning keeps, today per minute (every budget window starts on a whole minute, UTC).
+
+        Today's rows that retention already pruned (``retention_days`` under a day) count at
+        midnight: what the roll-up holds for today beyond the rows still there."""
         today = math.floor(time.time() / 86400) * 86400
         days = await self._reader.execute_fetchall(
-            "select nullif(key_name, ''), nullif(team, ''), day, cost_usd from spend_by_day"
-            " where day >= ? and day < ?",
-            (math.floor(since_ts / 86400) * 86400, today),
+            "select nullif(key_name, ''), nullif(team, ''), day, cost_usd from spend_by_day where day >= ?",
+            (math.floor(since_ts / 86400) * 86400,),
         )
         minutes = await self._reader.execute_fetchall(
             "select key_name, team, cast(ts / 60 as integer) * 60.0 as minute, total(cost_usd) from requests"
@@ -393,7 +395,16 @@ class LogStore:
             " group by key_name, team, minute",
             (max(since_ts, today),),
         )
-        return [(r[0], r[1], float(r[2]), float(r[3])) for r in [*days, *minutes]]
+        kept: dict[tuple[Any, Any], float] = {}
+        for key_name, team, _, usd in minutes:
+            kept[(key_name, team)] = kept.get((key_name, team), 0.0) + usd
+        spend = [(r[0], r[1], float(r[2]), float(r[3])) for r in days if r[2] < today]
+        if since_ts <= today:  # else the minutes above start later than midnight: no residue to find
+            for key_name, team, _, usd in (r for r in days if r[2] >= today):
+                pruned = usd - kept.get((key_name, team), 0.0)
+                if pruned > 1e-9:  # the roll-up and the rows were summed in different orders
+                    spend.append((key_name, team, today, pruned))
+        return spend + [(r[0], r[1], float(r[2]), float(r[3])) for r in minutes]
 
     async def usage_by(self, by: str, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
         """Requests, tokens and cost per key, team, model or provider, costliest first."""

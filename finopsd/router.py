@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from importlib import import_module
 import random
 import time
 from collections.abc import Callable
@@ -20,10 +19,10 @@ from typing import TYPE_CHECKING, Final
 
 import aiohttp
 
+from finopsd.deps import adapter_class
 from finopsd.errors import BadRequest, GatewayError
 from finopsd.exchange import Exchange
 from finopsd.providers.base import Adapter, BaseAdapter, Target, UpstreamRequest
-from finopsd.providers.registry import ADAPTER_CLASSES
 from finopsd.upstream import error_headers, send
 
 if TYPE_CHECKING:
@@ -37,8 +36,7 @@ _adapters: dict[str, Adapter] = {}
 def adapter_for(provider: ProviderConfig) -> Adapter:
     adapter = _adapters.get(provider.type)
     if adapter is None:
-        module, cls = ADAPTER_CLASSES[provider.type]  # config validation admits only these types
-        adapter = _adapters[provider.type] = getattr(import_module(f"finopsd.providers.{module}"), cls)()
+        adapter = _adapters[provider.type] = adapter_class(provider.type)()  # config admits only known types
     return adapter
 
 
