@@ -34,7 +34,7 @@ SCALARS: Final = (
     "key_name", "team", "client_ip", "user_agent", "status_code", "status",
     "error_type", "error_message", "stream", "finish_reason", "prompt_tokens",
     "completion_tokens", "cached_tokens", "reasoning_tokens", "cost_usd", "cost_flags",
-    "upstream_key_name",
+    "upstream_key_name", "cost_without_cache_usd",
 )  # fmt: skip
 
 
@@ -176,6 +176,14 @@ async def m006_request_previews(db: aiosqlite.Connection) -> None:
         "create trigger requests_preview_ad after delete on requests begin"
         " delete from request_previews where request_id = old.request_id; end"
     )
+
+
+@migration
+async def m007_cost_without_cache(db: aiosqlite.Connection) -> None:
+    # What a request would have cost with nothing cached (issue #18: the savings of prompt
+    # caching per row). Rows logged before are unknown (null), not "no savings"; sums read
+    # them as their cost_usd.
+    await db.execute("alter table requests add column cost_without_cache_usd real")
 
 
 async def migrate(db: aiosqlite.Connection) -> list[str]:
