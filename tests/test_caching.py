@@ -3,16 +3,21 @@ that caches as Anthropic and Bedrock document it (tests/fake_claude.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anthropic
 import openai
 import pytest
 from aiohttp.test_utils import TestClient
+from click.testing import CliRunner
 
+from finopsd.cli import main
 from finopsd.pricing import Pricer
 from tests.agent_sessions import SYSTEM_PROMPT, codex_session, roo_session
 from tests.fake_claude import FakeClaude, seen_by_model
@@ -81,7 +86,7 @@ def cached(usage: Any) -> int:
 
 
 async def test_roo_code_session_pays_cached_prices_from_its_second_turn(
-    make_gateway: Any, claude: FakeClaude
+    make_gateway: Any, claude: FakeClaude, tmp_path: Path
 ) -> None:
     gw = await make_gateway(config(claude))
     async with sdk(gw) as client:
@@ -108,6 +113,12 @@ async def test_roo_code_session_pays_cached_prices_from_its_second_turn(
     assert total["cache_savings_usd"] > total["cost_usd"]
     page = await (await gw.get("/logs")).text()
     assert "saved by prompt caching" in page
+    cli = await asyncio.to_thread(CliRunner().invoke, main, ["usage", "--config", str(tmp_path / "config.yaml"),
+                                                             "--json"])
+    (by_key,) = json.loads(cli.output)["rows"]
+    assert by_key["key"] == "roo" and by_key["cache_savings_usd"] == pytest.approx(total["cache_savings_usd"])
+    text = (await asyncio.to_thread(CliRunner().invoke, main, ["usage", "--config", str(tmp_path / "config.yaml")])).output
+    assert "saved USD" in text and f"{total['cache_savings_usd']:.4f}" in text
 
 
 async def test_the_upstream_body_differs_only_by_the_markers(make_gateway: Any, claude: FakeClaude,
