@@ -186,10 +186,12 @@ def seen_by_model(body: Any) -> Any:
 
 
 def _answer(body: dict[str, Any], tool_names: list[str]) -> tuple[str, dict[str, Any] | None]:
+    """A text naming a digest of what the model sees, and a tool call when tools are offered."""
     digest = hashlib.sha256(json.dumps(seen_by_model(body), sort_keys=True).encode()).hexdigest()[:12]
     if tool_names:
         turn = sum(1 for m in body.get("messages") or () if isinstance(m, dict) and m.get("role") == "assistant")
-        return f"Reading file {turn} ({digest}).", {"name": tool_names[0], "input": {"path": f"src/module_{turn}.py"}}
+        return f"Reading file {turn} ({digest}).", {"id": f"toolu_{digest}", "name": tool_names[0],
+                                                     "input": {"path": f"src/module_{turn}.py"}}
     return f"answer {digest}", None
 
 
@@ -221,7 +223,7 @@ class FakeClaude:
         text, call = _answer(body, [t.get("name") for t in body.get("tools") or () if isinstance(t, dict)])
         content: list[dict[str, Any]] = [{"type": "text", "text": text}]
         if call:
-            content.append({"type": "tool_use", "id": f"toolu_{len(self.bodies):04d}", **call})
+            content.append({"type": "tool_use", **call})
         output = _tokens(content)
         wire_usage = {
             "input_tokens": usage.fresh, "cache_read_input_tokens": usage.read,
