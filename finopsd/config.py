@@ -20,7 +20,7 @@ from finopsd.yamldoc import ConfigError, Doc, Reader, resolve_env
 
 # the sections' types, importable from here as before the split
 __all__ = [
-    "AuthConfig", "Budget", "Config", "ConfigError", "CorsConfig", "LogsConfig", "McpConfig", "McpServerConfig",
+    "AuthConfig", "Budget", "CachingConfig", "Config", "ConfigError", "CorsConfig", "LogsConfig", "McpConfig", "McpServerConfig",
     "Price", "ProviderConfig", "ProviderKey", "RateLimit", "ServerConfig", "StorageConfig", "TeamConfig",
     "Timeouts", "VirtualKey", "default_data_dir", "embedded_default", "load", "parse", "resolve_env",
 ]
