@@ -112,7 +112,9 @@ async def test_roo_code_session_pays_cached_prices_from_its_second_turn(
     assert total["cache_savings_usd"] == pytest.approx(total["cost_without_cache_usd"] - total["cost_usd"])
     assert total["cache_savings_usd"] > total["cost_usd"]
     page = await (await gw.get("/logs")).text()
-    assert "saved by prompt caching" in page
+    assert "saved by prompt caching" in page and page.count('class="saved">saved $') == 3
+    detail = await (await gw.get(f"/logs/{rows[-1]['id']}")).text()
+    assert "without cache" in detail and "(saved $" in detail
     cli = await asyncio.to_thread(CliRunner().invoke, main, ["usage", "--config", str(tmp_path / "config.yaml"),
                                                              "--json"])
     (by_key,) = json.loads(cli.output)["rows"]

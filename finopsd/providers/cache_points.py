@@ -29,8 +29,6 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-from finopsd.jsonwire import dumps
-
 __all__ = ["converse_ttl", "messages_have_markers", "min_cacheable_tokens", "place_converse", "place_messages"]
 
 CHARS_PER_TOKEN: Final = 4
@@ -66,8 +64,27 @@ def min_cacheable_tokens(model: str) -> int:
     return 1024
 
 
-def _size(value: Any) -> int:
-    return len(dumps(value)) // CHARS_PER_TOKEN
+def _chars(value: Any, budget: int) -> int:
+    """About the JSON length of ``value``, counted only until ``budget`` (a 30 MB body costs no more)."""
+    if isinstance(value, str):
+        return len(value) + 2
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return 6  # a number, true, null
+    total = 2
+    for key, item in items:
+        total += (len(key) + 4 if isinstance(key, str) else 1) + _chars(item, budget - total)
+        if total >= budget:
+            break
+    return total
+
+
+def _size(value: Any, minimum: int) -> int:
+    """Tokens in ``value`` (4 characters a token), exact enough below ``minimum`` tokens."""
+    return _chars(value, minimum * CHARS_PER_TOKEN) // CHARS_PER_TOKEN
 
 
 # --- Messages API (Anthropic, Vertex) -------------------------------------------------------
@@ -127,7 +144,7 @@ def _turns_to_mark(messages: list[Any], prefix: int, minimum: int) -> list[dict[
     out = []
     for i, msg in enumerate(messages):
         if prefix < minimum:  # sizes only matter until the minimum is reached
-            prefix += _size(msg)
+            prefix += _size(msg, minimum - prefix)
         if i in targets and prefix >= minimum and isinstance(msg, dict):
             out.append(msg)
     return out
@@ -141,7 +158,8 @@ def place_messages(body: dict[str, Any], model: str, ttl: str | None) -> int:
     minimum = min_cacheable_tokens(model)
     tools = body.get("tools") if isinstance(body.get("tools"), list) else []
     messages = body.get("messages") if isinstance(body.get("messages"), list) else []
-    prefix = _size(tools) + _size(body.get("system") or [])
+    prefix = _size(tools, minimum)
+    prefix += _size(body.get("system") or [], minimum - prefix)
     placed = 0
     if prefix >= minimum:
         if isinstance(body.get("system"), str) and body["system"]:
@@ -187,7 +205,8 @@ def place_converse(body: dict[str, Any], model: str, ttl: str | None) -> int:
     if converse_ttl(model, ttl):
         point["ttl"] = "1h"
     minimum = min_cacheable_tokens(model)
-    prefix = _size(tools) + _size(system)
+    prefix = _size(tools, minimum)
+    prefix += _size(system, minimum - prefix)
     placed = 0
     stable = system or tools
     if stable and prefix >= minimum:
