@@ -1,7 +1,8 @@
 """A fake Claude upstream that implements prompt caching as Anthropic and Bedrock document it.
 
-Serves ``POST /v1/messages`` (Anthropic; SSE when ``stream``) and ``POST /model/{id}/converse``
-(Bedrock Converse, whole answers). What it enforces and reports
+Serves ``POST /v1/messages`` (Anthropic; SSE when ``stream``), Vertex's ``…/publishers/anthropic/
+models/{model}:rawPredict`` and ``:streamRawPredict`` (the same body, model in the URL) and
+``POST /model/{id}/converse`` (Bedrock Converse, whole answers). What it enforces and reports
 (https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching,
 https://docs.aws.amazon.com/bedrock/latest/userguide/prompt-caching.html):
 
@@ -205,6 +206,8 @@ class FakeClaude:
         self.url = ""
         self.app = web.Application()
         self.app.router.add_post("/v1/messages", self.messages)
+        self.app.router.add_post("/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{model_verb}",
+                                 self.messages)
         self.app.router.add_post("/model/{model_id}/converse", self.converse)
 
     def refuse(self, message: str) -> web.Response:
@@ -215,7 +218,7 @@ class FakeClaude:
     async def messages(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.bodies.append(body)
-        model = str(body.get("model") or "")
+        model = str(body.get("model") or request.match_info.get("model_verb", "").partition(":")[0])
         try:
             usage = self.cache.charge(messages_blocks(body), model)
         except Refused as e:

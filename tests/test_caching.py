@@ -56,6 +56,7 @@ def config(fake: FakeClaude, provider_caching: str = "{}", key_caching: str = "{
 providers:
   anthropic: {{base_url: '{fake.url}', keys: [{{value: sk-ant-upstream}}], models: [{MODEL}], caching: {provider_caching}}}
   bedrock: {{base_url: '{fake.url}', region: us-east-1, keys: [{{value: ABSK-bedrock-key}}]}}
+  vertex: {{base_url: '{fake.url}', project: acme, location: us-east5, keys: [{{value: ya29.vertex-token}}]}}
 auth: {{required: true}}
 teams:
   web: {{}}
@@ -278,3 +279,14 @@ async def test_bedrock_claude_session_reads_its_cache_points(make_gateway: Any, 
     assert cached(usages[0]) == 0 and all(cached(u) > 0 for u in usages[1:])
     row = (await logged_rows(gw))[0]
     assert row["provider"] == "bedrock" and row["cached_tokens"] == cached(usages[2])
+
+
+async def test_vertex_claude_session_reads_the_cache_through_raw_predict(make_gateway: Any, claude: FakeClaude) -> None:
+    gw = await make_gateway(config(claude))
+    async with sdk(gw) as client:
+        turns = await roo_session(client, "vertex/claude-sonnet-4-5@20250929", 3)
+    assert claude.refusals == [] and "model" not in claude.bodies[0]
+    assert marked(claude.bodies[2]) == ["system.0", "messages.2.1", "messages.4.1"]
+    assert cached(turns[0][2]) == 0 and all(cached(usage) > 0 for _, _, usage in turns[1:])
+    row = (await logged_rows(gw))[0]
+    assert row["provider"] == "vertex" and row["cost_without_cache_usd"] > 2 * row["cost_usd"]
