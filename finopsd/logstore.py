@@ -399,16 +399,20 @@ class LogStore:
     async def usage_by(self, by: str, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
         """Requests, tokens and cost per key, team, model or provider, costliest first."""
         column = USAGE_GROUPS[by]  # a fixed column name, never user text
+        span = (since if since is not None else 0.0, until if until is not None else math.inf)
         rows = await self._reader.execute_fetchall(
             f"select {column}, count(*), total(prompt_tokens), total(completion_tokens), total(cached_tokens),"
             " total(reasoning_tokens), total(cost_usd), total(instr(coalesce(cost_flags, ''), 'unpriced') > 0),"
-            " total(instr(coalesce(cost_flags, ''), 'estimated') > 0), total(coalesce(cost_without_cache_usd, cost_usd))"
-            f" from requests where ts >= ? and ts < ? group by {column} order by 7 desc, 2 desc",
-            (since if since is not None else 0.0, until if until is not None else math.inf),
-        )
+            " total(instr(coalesce(cost_flags, ''), 'estimated') > 0)"
+            f" from requests where ts >= ? and ts < ? group by {column} order by 7 desc, 2 desc", span)
+        # apart, from the covering index: cost_without_cache_usd sits after the text columns (m007)
+        uncached = dict(await self._reader.execute_fetchall(
+            f"select {column}, total(coalesce(cost_without_cache_usd, cost_usd)) from requests"
+            f" where ts >= ? and ts < ? group by {column}", span))
         return [{by: r[0], "requests": r[1], "prompt_tokens": int(r[2]), "completion_tokens": int(r[3]),
                  "cached_tokens": int(r[4]), "reasoning_tokens": int(r[5]), "cost_usd": float(r[6]),
-                 "cost_without_cache_usd": float(r[9]), "cache_savings_usd": float(r[9]) - float(r[6]),
+                 "cost_without_cache_usd": float(uncached[r[0]]),
+                 "cache_savings_usd": float(uncached[r[0]]) - float(r[6]),
                  "unpriced": int(r[7]), "estimated": int(r[8])} for r in rows]
 
     async def save_response(self, response_id: str, body: dict[str, Any]) -> None:
