@@ -149,9 +149,13 @@ def messages_blocks(body: dict[str, Any]) -> list[Block]:
             raise Refused(f"{where}: thinking blocks cannot be cached directly")
         if ttl and block.get("type") == "text" and not block.get("text"):
             raise Refused(f"{where}: cache_control cannot be set for empty text blocks")
-        for k, inner in enumerate(block.get("content") if isinstance(block.get("content"), list) else ()):
-            if isinstance(inner, dict) and "cache_control" in inner:
-                raise Refused(f"{where}.content.{k}: mark the tool_result block, not its content")
+        inner = block.get("content") if block.get("type") == "tool_result" else None
+        if isinstance(inner, list):  # a tool_result's text and image blocks may carry markers of their own
+            items.append(({"role": role, **_without(_without(block, "cache_control"), "content")}, None))
+            for k, part in enumerate(inner):
+                add(part, f"{where}.content.{k}", role)
+            items[-1] = (items[-1][0], items[-1][1] or ttl)
+            return
         items.append(({"role": role, **_without(block, "cache_control")} if role else _without(block, "cache_control"),
                       ttl))
 

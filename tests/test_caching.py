@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from finopsd.cli import main
 from finopsd.pricing import Pricer
 from tests.agent_sessions import SYSTEM_PROMPT, codex_session, roo_session
-from tests.fake_claude import FakeClaude, seen_by_model
+from tests.fake_claude import FakeClaude, PromptCache, Refused, converse_blocks, messages_blocks, seen_by_model
 from tests.logrows import logged_rows
 
 MODEL = "claude-sonnet-4-5"
@@ -290,3 +290,36 @@ async def test_vertex_claude_session_reads_the_cache_through_raw_predict(make_ga
     assert cached(turns[0][2]) == 0 and all(cached(usage) > 0 for _, _, usage in turns[1:])
     row = (await logged_rows(gw))[0]
     assert row["provider"] == "vertex" and row["cost_without_cache_usd"] > 2 * row["cost_usd"]
+
+
+def test_the_fake_reads_only_prefixes_written_before_within_the_lookback(clock: Clock) -> None:
+    cache = PromptCache(clock)
+    mark = {"cache_control": {"type": "ephemeral"}}
+    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": [{"type": "text", "text": f"turn {i} " * 50}]}
+             for i in range(30)]
+    system = [{"type": "text", "text": SYSTEM_PROMPT}]
+
+    def body(n: int, marked_at: int) -> dict[str, Any]:
+        msgs = [dict(m, content=[dict(m["content"][0], **(mark if i == marked_at else {}))])
+                for i, m in enumerate(turns[:n])]
+        return {"system": system, "messages": msgs}
+
+    first = cache.charge(messages_blocks(body(5, 4)), MODEL)
+    assert first.read == 0 and first.written["5m"] == first.total  # nothing was written before
+    near = cache.charge(messages_blocks(body(10, 9)), MODEL)  # 5 blocks on: found by the lookback
+    assert near.read == first.total
+    far = cache.charge(messages_blocks(body(30, 29)), MODEL)  # 20 more: beyond the lookback
+    assert far.read == 0
+    short = PromptCache(clock).charge(messages_blocks({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "hi", **mark}]}]}), MODEL)
+    assert short.written == {"5m": 0, "1h": 0}  # under the minimum: not cached
+    nested = messages_blocks({"messages": [{"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": "out", **mark}]}]}]})
+    assert [b.ttl for b in nested] == [None, "5m"]  # a tool_result's own text may carry the marker
+    with pytest.raises(Refused, match="Extra inputs"):
+        messages_blocks({"messages": [{"role": "user", "content": "hi", **mark}]})
+    with pytest.raises(Refused, match="thinking"):
+        messages_blocks({"messages": [{"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "hm", "signature": "s", **mark}]}]})
+    with pytest.raises(Refused, match="must follow"):
+        converse_blocks({"messages": [{"role": "user", "content": [{"cachePoint": {"type": "default"}}]}]})

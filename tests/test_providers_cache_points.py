@@ -12,6 +12,7 @@ from finopsd.config import ProviderConfig
 from finopsd.providers.anthropic import AnthropicAdapter
 from finopsd.providers.base import Target
 from finopsd.providers.bedrock import BedrockAdapter
+from finopsd.providers.bedrock import usage_to_openai as bedrock_usage
 from finopsd.providers.cache_points import min_cacheable_tokens, place_converse, place_messages
 from finopsd.providers.vertex import VertexAdapter
 from tests.fake_claude import seen_by_model
@@ -144,6 +145,14 @@ def test_bedrock_claude_gets_cache_points_after_the_prefix_and_the_latest_turns(
     assert points[0] == ("system", 1)  # after the system text block
     assert [p[:2] for p in points[1:]] == [("messages", 2), ("messages", 4)]
     assert body["system"][1] == {"cachePoint": {"type": "default", "ttl": "1h"}}
+
+
+def test_bedrock_usage_keeps_the_1h_share_of_cache_writes_for_pricing() -> None:
+    usage = bedrock_usage({"inputTokens": 10, "outputTokens": 5, "cacheReadInputTokens": 0, "cacheWriteInputTokens": 300,
+                           "cacheDetails": [{"ttl": "1h", "inputTokens": 200}, {"ttl": "5m", "inputTokens": 100}]})
+    assert usage["prompt_tokens"] == 310
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 0, "cache_creation_tokens": 300,
+                                              "ephemeral_1h_input_tokens": 200}
 
 
 def test_bedrock_1h_only_on_claude_4_5_and_later_and_no_points_for_other_models() -> None:
