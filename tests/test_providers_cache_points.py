@@ -177,3 +177,11 @@ def test_bedrock_1h_only_on_claude_4_5_and_later_and_no_points_for_other_models(
 def test_auto_cache_ttl_merges_provider_key_and_team(provider: CachingConfig, scopes: tuple[CachingConfig, ...],
                                                      ttl: str | None) -> None:
     assert auto_cache_ttl(provider, scopes) == ttl
+
+
+def test_a_deeply_nested_body_is_sized_without_recursing_into_it() -> None:
+    deep: Any = "x"
+    for _ in range(5000):
+        deep = {"content": [deep]}
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "extra": deep}]}]}
+    assert place_messages(body, "claude-sonnet-4-5", "5m") == 1  # counted as big enough; no RecursionError

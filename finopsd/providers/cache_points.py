@@ -32,6 +32,7 @@ from typing import Any, Final
 __all__ = ["converse_ttl", "messages_have_markers", "min_cacheable_tokens", "place_converse", "place_messages"]
 
 CHARS_PER_TOKEN: Final = 4
+MAX_DEPTH: Final = 64  # JSON nesting the size estimate follows
 UNMARKABLE: Final = frozenset({"thinking", "redacted_thinking"})
 # claude-sonnet-4-5…, claude-opus-4-20250514, claude-3-5-haiku…, claude-3-haiku…, us.anthropic.claude-…
 _NEW: Final = re.compile(r"claude-(haiku|sonnet|opus|mythos|fable)-(\d+)(?:-(\d{1,2}))?(?!\d)")
@@ -64,7 +65,7 @@ def min_cacheable_tokens(model: str) -> int:
     return 1024
 
 
-def _chars(value: Any, budget: int) -> int:
+def _chars(value: Any, budget: int, depth: int = 0) -> int:
     """About the JSON length of ``value``, counted only until ``budget`` (a 30 MB body costs no more)."""
     if isinstance(value, str):
         return len(value) + 2
@@ -74,9 +75,11 @@ def _chars(value: Any, budget: int) -> int:
         items = enumerate(value)
     else:
         return 6  # a number, true, null
+    if depth > MAX_DEPTH:
+        return budget  # a hostile nesting: big enough, and no deeper recursion
     total = 2
     for key, item in items:
-        total += (len(key) + 4 if isinstance(key, str) else 1) + _chars(item, budget - total)
+        total += (len(key) + 4 if isinstance(key, str) else 1) + _chars(item, budget - total, depth + 1)
         if total >= budget:
             break
     return total
@@ -90,11 +93,13 @@ def _size(value: Any, minimum: int) -> int:
 # --- Messages API (Anthropic, Vertex) -------------------------------------------------------
 
 
-def _has_cache_control(blocks: Any) -> bool:
+def _has_cache_control(blocks: Any, nested: bool = False) -> bool:
+    """A marker on a block, or on a block inside one (a tool_result's text and images)."""
     if not isinstance(blocks, list):
         return False
     for block in blocks:
-        if isinstance(block, dict) and ("cache_control" in block or _has_cache_control(block.get("content"))):
+        if isinstance(block, dict) and ("cache_control" in block
+                                        or (not nested and _has_cache_control(block.get("content"), True))):
             return True
     return False
 
