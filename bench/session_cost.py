@@ -10,6 +10,7 @@ output tokens' cost. Target: at least 70% lower input cost, with the same answer
 
     .venv/bin/python -m bench.session_cost              # 60 turns
     .venv/bin/python -m bench.session_cost --turns 20 --json out.json
+    .venv/bin/python -m bench.session_cost --ttl 1h     # the gateway's breakpoints with a 1-hour TTL
 
 Exit status 0 when the target is met, 1 when it is missed.
 """
@@ -47,12 +48,13 @@ async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
     return runner, f"http://{host}:{port}"
 
 
-async def run_session(fake_url: str, turns: int, auto: bool, data: Path) -> dict[str, Any]:
-    """One session through a fresh finopsd; its answers and the cost of each turn from the log."""
+async def run_session(fake_url: str, turns: int, ttl: str | None, data: Path) -> dict[str, Any]:
+    """One session through a fresh finopsd (``ttl`` None: auto caching off); answers and each turn's cost."""
+    caching = f"{{ttl: {ttl}}}" if ttl else "{auto: false}"
     config = cfg.parse(
-        f"storage: {{path: {data / ('on.db' if auto else 'off.db')}}}\n"
+        f"storage: {{path: {data / ('on.db' if ttl else 'off.db')}}}\n"
         f"providers:\n  anthropic: {{base_url: '{fake_url}', keys: [{{value: sk-bench}}], models: [{MODEL}],"
-        f" caching: {{auto: {'true' if auto else 'false'}}}}}\n", "bench-config.yaml")
+        f" caching: {caching}}}\n", "bench-config.yaml")
     app = build_app(config)
     runner, url = await _serve(app)
     try:
@@ -74,21 +76,21 @@ async def run_session(fake_url: str, turns: int, auto: bool, data: Path) -> dict
     return {"answers": [(text, calls) for text, calls, _ in answers], "turns": turn_costs}
 
 
-async def measure(turns: int) -> dict[str, Any]:
+async def measure(turns: int, ttl: str) -> dict[str, Any]:
     fake = FakeClaude()
     fake_runner, fake_url = await _serve(fake.app)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            on = await run_session(fake_url, turns, True, Path(tmp))
+            on = await run_session(fake_url, turns, ttl, Path(tmp))
             fake.cache.entries.clear()  # the second run starts cold too (it writes nothing anyway)
-            off = await run_session(fake_url, turns, False, Path(tmp))
+            off = await run_session(fake_url, turns, None, Path(tmp))
     finally:
         await fake_runner.cleanup()
     with_cache = sum(t["input_usd"] for t in on["turns"])
     without = sum(t["input_usd"] for t in off["turns"])
     reduction = 1 - with_cache / without if without else 0.0
     return {
-        "model": MODEL, "turns": turns, "refusals": fake.refusals,
+        "model": MODEL, "turns": turns, "ttl": ttl, "refusals": fake.refusals,
         "prompt_tokens": sum(t["prompt_tokens"] for t in on["turns"]),
         "cached_tokens": sum(t["cached_tokens"] or 0 for t in on["turns"]),
         "input_usd_with_auto_caching": with_cache, "input_usd_without": without, "reduction": reduction,
@@ -103,7 +105,7 @@ async def measure(turns: int) -> dict[str, Any]:
 
 def report(result: dict[str, Any]) -> str:
     lines = [f"session cost: {result['turns']} Roo-Code-shaped turns to anthropic/{result['model']} (fake Anthropic"
-             " with documented prompt caching), priced with genai-prices' bundled data", "",
+             f" with documented prompt caching, TTL {result['ttl']}), priced with genai-prices' bundled data", "",
              f"{'turn':>5} {'prompt tok':>11} {'cached tok':>11} {'input $ with':>13} {'input $ without':>16}"]
     shown = [t for t in result["per_turn"] if t["turn"] in (1, 2, 3) or t["turn"] % 10 == 0]
     lines += [f"{t['turn']:>5} {t['prompt_tokens']:>11,} {t['cached_tokens'] or 0:>11,} {t['input_usd_with']:>13.4f}"
@@ -123,9 +125,10 @@ def report(result: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--turns", type=int, default=60)
+    parser.add_argument("--ttl", choices=("5m", "1h"), default="5m", help="caching.ttl for the run with caching")
     parser.add_argument("--json", dest="json_path", help="write every number here as JSON")
     args = parser.parse_args()
-    result = asyncio.run(measure(args.turns))
+    result = asyncio.run(measure(args.turns, args.ttl))
     print(report(result))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(result, indent=2))
