@@ -11,7 +11,9 @@ refusal is still logged. ``pre`` admits or refuses, in this order:
 
 ``post`` prices what the exchange used (the upstream's usage, else an estimate from
 the transcript flagged ``estimated``), writes ``cost_usd``/``cost_flags`` on the
-exchange for its log row, and charges the key and its team.
+exchange for its log row (and ``cost_without_cache_usd``, the same tokens priced as if
+nothing were cached), and charges the key and its team. ``pre`` also hands the key's
+and team's ``caching`` settings to the exchange (automatic prompt caching).
 
 Keys are compared as SHA-256 digests with ``hmac.compare_digest`` over every
 configured key, so the time taken does not depend on which key matched or how much
@@ -46,7 +48,7 @@ from aiohttp import web
 from finopsd.appkeys import GOVERNANCE, LOGSTORE
 from finopsd.errors import GatewayError
 from finopsd.exchange import Exchange
-from finopsd.pricing import Pricer
+from finopsd.pricing import Pricer, cache_reads, cache_writes
 from finopsd.router import resolve_model, split_model
 from finopsd.spend import (
     Counter, Ledger, SlidingWindow, estimate_usage, iso, usd_text, window_end, window_start,
@@ -289,6 +291,7 @@ class Governance:
             return
         self._check_models(key, ex)
         team = self.config.teams.get(key.team) if key.team else None
+        ex.caching = (key.caching,) if team is None else (key.caching, team.caching)
         scopes = [("key", key.name, key.rate_limit, key.budgets)]
         if team is not None:
             scopes.append(("team", team.name, team.rate_limit, team.budgets))
@@ -315,6 +318,9 @@ class Governance:
             flags.add("estimated")
         cost, price_flags = self.pricer.price(ex.provider, ex.upstream_model or "", usage, at=ex.started)
         ex.cost_usd = cost
+        ex.cost_without_cache_usd = (
+            self.pricer.cost_without_cache(ex.provider, ex.upstream_model or "", usage, at=ex.started)
+            if cache_reads(usage) or cache_writes(usage) else cost)
         ex.cost_flags = ",".join(sorted(flags | price_flags)) or None
         if ex.key_name is None and ex.team is None:
             return

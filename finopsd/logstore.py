@@ -106,7 +106,8 @@ SUMMARY_SQL: Final = "r.id, r.request_id, " + ", ".join(f"r.{c}" for c in SCALAR
     ", (select preview from request_previews p where p.request_id = r.request_id) as preview")
 INSERT_PREVIEW_SQL: Final = "insert or replace into request_previews (request_id, preview) values (?, ?)"
 TOTALS_SQL: Final = (
-    "count(*), total(r.prompt_tokens), total(r.completion_tokens), total(r.cost_usd), total(r.status = 'error')"
+    "count(*), total(r.prompt_tokens), total(r.completion_tokens), total(r.cost_usd), total(r.status = 'error'),"
+    " total(coalesce(r.cost_without_cache_usd, r.cost_usd))"
 )
 # bm25 weights (prompt_text, response_text). A prompt carries the whole conversation so
 # far, so a term in it also matches every later request of the session; the response is
@@ -409,15 +410,20 @@ class LogStore:
     async def usage_by(self, by: str, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
         """Requests, tokens and cost per key, team, model or provider, costliest first."""
         column = USAGE_GROUPS[by]  # a fixed column name, never user text
+        span = (since if since is not None else 0.0, until if until is not None else math.inf)
         rows = await self._reader.execute_fetchall(
             f"select {column}, count(*), total(prompt_tokens), total(completion_tokens), total(cached_tokens),"
             " total(reasoning_tokens), total(cost_usd), total(instr(coalesce(cost_flags, ''), 'unpriced') > 0),"
             " total(instr(coalesce(cost_flags, ''), 'estimated') > 0)"
-            f" from requests where ts >= ? and ts < ? group by {column} order by 7 desc, 2 desc",
-            (since if since is not None else 0.0, until if until is not None else math.inf),
-        )
+            f" from requests where ts >= ? and ts < ? group by {column} order by 7 desc, 2 desc", span)
+        # apart, from the covering index: cost_without_cache_usd sits after the text columns (m007)
+        uncached = dict(await self._reader.execute_fetchall(
+            f"select {column}, total(coalesce(cost_without_cache_usd, cost_usd)) from requests"
+            f" where ts >= ? and ts < ? group by {column}", span))
         return [{by: r[0], "requests": r[1], "prompt_tokens": int(r[2]), "completion_tokens": int(r[3]),
                  "cached_tokens": int(r[4]), "reasoning_tokens": int(r[5]), "cost_usd": float(r[6]),
+                 "cost_without_cache_usd": float(uncached[r[0]]),
+                 "cache_savings_usd": float(uncached[r[0]]) - float(r[6]),
                  "unpriced": int(r[7]), "estimated": int(r[8])} for r in rows]
 
     async def save_response(self, response_id: str, body: dict[str, Any]) -> None:
@@ -484,7 +490,7 @@ class LogStore:
         if text is not None:
             parsed = await self._parse(text)
             if parsed is None:
-                return {"items": [], "next_cursor": None, "totals": _totals_dict((0, 0, 0, 0, 0))}
+                return {"items": [], "next_cursor": None, "totals": _totals_dict((0, 0, 0, 0, 0, 0))}
             match, selective = parsed
             # Few matches: fetch those rows by id and sort them. Many: walk a covering
             # index in page order and test each id against the set of matches (the `+`
@@ -598,12 +604,14 @@ def _where_sql(where: list[str]) -> str:
 
 
 def _totals_dict(row: Iterable[Any]) -> dict[str, Any]:
-    count, prompt, completion, cost, errors = row
+    count, prompt, completion, cost, errors, uncached = row
     return {
         "requests": int(count),
         "prompt_tokens": int(prompt),
         "completion_tokens": int(completion),
         "cost_usd": float(cost),
+        "cost_without_cache_usd": float(uncached),
+        "cache_savings_usd": float(uncached) - float(cost),
         "error_rate": (errors / count) if count else 0.0,
     }
 

@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from finopsd.appkeys import RUNTIME
+from finopsd.caching import with_auto_cache
 from finopsd.chunks import StreamNormaliser, UsageTap
 from finopsd.errors import BadRequest, GatewayError, UpstreamError
 from finopsd.exchange import Exchange
@@ -218,7 +219,7 @@ async def relay(request: web.Request, ex: Exchange, leg: Leg) -> web.StreamRespo
     targets = plan(rt.config, leg.model or str(req["model"]), fallbacks if leg.fallbacks else [])
 
     def chat_build(adapter: Adapter, target: Target) -> UpstreamRequest:
-        return adapter.build_request(target, req, stream=ex.stream)
+        return adapter.build_request(with_auto_cache(target, ex), req, stream=ex.stream)
 
     for i, (provider, model) in enumerate(targets):
         ex.provider, ex.upstream_model = provider.name, model

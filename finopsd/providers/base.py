@@ -39,6 +39,9 @@ class Target:
     model: str
     api_key: str | None = None
     key_name: str | None = None
+    # TTL of the prompt-cache breakpoints the adapter places when the request has none
+    # (Claude: finopsd.caching); None places none
+    cache_ttl: str | None = None
 
     def __repr__(self) -> str:
         return f"Target({self.provider.name}/{self.model}, key={self.key_name})"

@@ -16,10 +16,12 @@ from typing import Any
 from aiohttp import web
 
 from finopsd.appkeys import RUNTIME
+from finopsd.caching import auto_cache_ttl
 from finopsd.dialects.anthropic_messages import ChatToMessagesStream, chat_to_message, error_body, messages_to_chat
 from finopsd.errors import GatewayError
 from finopsd.middleware import ERROR_SHAPE
 from finopsd.providers.base import Adapter, Target, UpstreamRequest
+from finopsd.providers.cache_points import place_messages
 from finopsd.relay import Leg, RawEmitter, relay, run_exchange
 from finopsd.router import adapter_for, resolve_model, split_model
 from finopsd.routes.inbound import new_exchange, optional, read_json, require
@@ -91,8 +93,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
     target_model = resolve_model(config, model)
 
     def leg() -> Leg:
-        provider, _ = split_model(config, target_model)  # 400 for an unknown provider comes from here
+        provider, upstream_model = split_model(config, target_model)  # 400 for an unknown provider comes from here
         if provider.type == "anthropic":
+            # after governance's pre-hook, which put the key's and team's caching settings on ex
+            place_messages(body, upstream_model, auto_cache_ttl(provider.caching, ex.caching))
             build = native_build(request, body, "/v1/messages")
             return Leg(body, RawEmitter(anthropic_error_frame), build=build, fallbacks=False, model=target_model)
         chat["model"] = target_model
