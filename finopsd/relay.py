@@ -215,7 +215,7 @@ async def relay(request: web.Request, ex: Exchange, leg: Leg) -> web.StreamRespo
     rt = request.app[RUNTIME]
     req = leg.req
     fallbacks = req.pop("fallbacks", None)  # ours, not the upstream's; its shape was checked by the route
-    targets = plan(rt.config, leg.model or str(req["model"]), fallbacks if leg.fallbacks else [])
+    targets = plan(rt.config, leg.model or str(req["model"]), fallbacks if leg.fallbacks else [], ex.allowed_models)
 
     def chat_build(adapter: Adapter, target: Target) -> UpstreamRequest:
         return adapter.build_request(target, req, stream=ex.stream)
@@ -224,7 +224,7 @@ async def relay(request: web.Request, ex: Exchange, leg: Leg) -> web.StreamRespo
         ex.provider, ex.upstream_model = provider.name, model
         try:
             upstream, adapter, target = await open_upstream(
-                rt.session, rt.keys, ex, provider, model, leg.build or chat_build, leg.adapter
+                rt.session, rt.keys, ex, provider, model, leg.build or chat_build, leg.adapter, rt.scrubber
             )
         except GatewayError as e:
             if i + 1 < len(targets) and can_fall_back(e):
@@ -353,6 +353,6 @@ async def _send(request: web.Request, ex: Exchange, response: web.StreamResponse
             ex.status_code = 200
             await response.prepare(request)
         ex.mark_first_token()
-        await response.write(data)
+        await response.write(request.app[RUNTIME].scrubber.bytes(data))  # an upstream may echo our key in-band
     except ConnectionResetError:
         raise ClientGone() from None

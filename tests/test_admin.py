@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from finopsd import admin
+from finopsd import access, admin
 from finopsd.app import build_app
 from finopsd import config as cfg
 
@@ -17,6 +17,7 @@ async def probe(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+@access.admin_page  # unmarked, it would be closed as an admin API (a 401, not the login redirect)
 async def page(request: web.Request) -> web.Response:
     admin.require_admin_page(request)
     return web.Response(text="secret page")

@@ -14,7 +14,7 @@ import string
 from typing import Any, ClassVar
 
 from finopsd.errors import UpstreamError
-from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, upstream_error
+from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, path_segment, upstream_error
 from finopsd.jsonwire import dumps, loads
 from finopsd.providers.canonical import load_object
 
@@ -115,7 +115,8 @@ class AzureAdapter(OpenAIAdapter):
     def url(self, target: Target, endpoint: str) -> str:
         base, version = target.provider.base_url, target.provider.api_version
         if version:
-            return f"{base}/deployments/{target.model}/{endpoint}?api-version={version}"
+            deployment = path_segment(target.model, target.provider.name, "deployment")
+            return f"{base}/deployments/{deployment}/{endpoint}?api-version={version}"
         return f"{base}/{endpoint}"
 
     def auth_headers(self, target: Target) -> dict[str, str]:
