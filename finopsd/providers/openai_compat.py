@@ -114,6 +114,8 @@ class AzureAdapter(OpenAIAdapter):
 
     def url(self, target: Target, endpoint: str) -> str:
         base, version = target.provider.base_url, target.provider.api_version
+        if version and endpoint == "models":  # the resource's model list, not a deployment's
+            return f"{base}/models?api-version={version}"
         if version:
             deployment = path_segment(target.model, target.provider.name, "deployment")
             return f"{base}/deployments/{deployment}/{endpoint}?api-version={version}"
