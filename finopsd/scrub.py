@@ -59,9 +59,12 @@ class Scrubber:
             forms.add(s)
             forms.add(json.dumps(s)[1:-1])  # as it appears inside a JSON string (escaped / " \)
         # longest first, so a secret that contains another is replaced whole
-        alternatives = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+        ordered = sorted(forms, key=len, reverse=True)
+        alternatives = "|".join(re.escape(f) for f in ordered)
         self._text = re.compile(alternatives) if alternatives else None
         self._bytes = re.compile(alternatives.encode()) if alternatives else None
+        # `in` is a fast substring search; the regex alternation runs only when one is there
+        self._forms, self._byte_forms = tuple(ordered), tuple(f.encode() for f in ordered)
 
     def learn(self, secret: str | None) -> None:
         """A credential fetched at run time (an OAuth access token): scrubbed from now on."""
@@ -73,10 +76,14 @@ class Scrubber:
         self._compile()
 
     def text(self, value: str) -> str:
-        return self._text.sub(MARK, value) if self._text is not None else value
+        if self._text is None or not any(f in value for f in self._forms):
+            return value
+        return self._text.sub(MARK, value)
 
     def bytes(self, value: bytes) -> bytes:
-        return self._bytes.sub(MARK.encode(), value) if self._bytes is not None else value
+        if self._bytes is None or not any(f in value for f in self._byte_forms):
+            return value
+        return self._bytes.sub(MARK.encode(), value)
 
     def value(self, value: Any) -> Any:
         """A JSON-shaped value (a log row) with every string scrubbed; the rest as it was."""
