@@ -197,6 +197,9 @@ class Leg:
     fallbacks: bool = True  # False when ``req`` only makes sense to one provider (native passthrough)
     model: str | None = None  # what picks the targets when ``req["model"]`` is the client's own name
     adapter: Adapter | None = None  # another protocol than the provider's own (native passthrough)
+    # awaited once the answer is whole, before its last bytes go out: a Responses `store: true`
+    # answer is stored before the client can send the next turn's previous_response_id
+    before_end: Callable[[], Awaitable[None]] | None = None
 
 
 def openai_endpoint(endpoint: str, req: dict[str, Any]) -> Build:
@@ -245,7 +248,10 @@ async def _answer(
     try:
         async with upstream:
             if not ex.stream:
-                return _whole(ex, adapter, target, await _read_body(target, upstream), leg.emitter)
+                whole = _whole(ex, adapter, target, await _read_body(target, upstream), leg.emitter)
+                if leg.before_end is not None:
+                    await leg.before_end()
+                return whole
             response = web.StreamResponse(headers=SSE_HEADERS)
             try:
                 await _stream(request, ex, leg, adapter, target, upstream, response)
@@ -330,7 +336,10 @@ async def _stream(
         kind = upstream.headers.get("Content-Type", "no content type")
         raise UpstreamError(f"{target.provider.name}: the stream ended without any event ({kind})",
                             code="upstream_empty_stream")
-    await _send(request, ex, response, emitter.end())
+    tail = emitter.end()
+    if leg.before_end is not None:
+        await leg.before_end()
+    await _send(request, ex, response, tail)
     try:
         await response.write_eof()
     except ConnectionResetError:

@@ -15,6 +15,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from finopsd import access
+from finopsd import config as cfg
+from finopsd.app import build_app
 from finopsd.appkeys import LOGSTORE
 from tests.fakes import FakeUpstream, Reply
 from tests.test_governance import key_line
@@ -104,11 +106,8 @@ async def test_every_route_is_marked_and_refuses_a_caller_without_credentials(
     assert fake_openai.requests == [] and fake_anthropic.requests == []
 
 
-async def test_an_unmarked_route_is_closed(make_gateway: Any, fake_openai: FakeUpstream,
-                                           fake_anthropic: FakeUpstream, aiohttp_client: Any) -> None:
-    from finopsd import config as cfg
-    from finopsd.app import build_app
-
+async def test_an_unmarked_route_is_closed(fake_openai: FakeUpstream, fake_anthropic: FakeUpstream,
+                                           aiohttp_client: Any) -> None:
     app = build_app(cfg.parse(governed_yaml(fake_openai.url, fake_anthropic.url, KEYS), env={
         "TEST_OPENAI_KEY": "sk-upstream-openai-secret"}))
 

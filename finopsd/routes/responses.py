@@ -141,8 +141,10 @@ async def _translated(request: web.Request, ex: Exchange, body: dict[str, Any], 
     ex.request, ex.notes = chat, notes
     kept: list[dict[str, Any]] = []
     emitter = ResponsesEmitter(body, model, kept.append)
-    response = await relay(request, ex, Leg(chat, emitter))
-    if kept and body.get("store", True) is not False:
+
+    async def store() -> None:
+        if not kept or body.get("store", True) is False:
+            return
         conversation = full["input"] if isinstance(full["input"], list) else [
             {"role": "user", "content": full["input"]}]
         try:
@@ -153,7 +155,8 @@ async def _translated(request: web.Request, ex: Exchange, body: dict[str, Any], 
         except Exception as e:  # the answer is the client's: a full disk must not turn it into a 500
             log.warning("request %s: response %s not stored: %s", ex.id, emitter.id, e)
             ex.notes.append(f"store: the response was not stored ({type(e).__name__}: {e})")
-    return response
+
+    return await relay(request, ex, Leg(chat, emitter, before_end=store))
 
 
 @access.key()
