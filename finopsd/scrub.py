@@ -86,13 +86,38 @@ class Scrubber:
         return self._bytes.sub(MARK.encode(), value)
 
     def value(self, value: Any) -> Any:
-        """A JSON-shaped value (a log row) with every string scrubbed; the rest as it was."""
-        if self._text is None:
-            return value
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, dict):
-            return {k: self.value(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self.value(v) for v in value]
-        return value
+        """A JSON-shaped value (a log row) with every string scrubbed, keys included; a copy.
+
+        Iterative, so a client's deeply nested JSON cannot make it raise RecursionError."""
+        if self._text is None or not self._holds_secret(value):
+            return value  # the common case: nothing to copy
+        root = [value]
+        stack: list[tuple[Any, Any]] = [(root, 0)]
+        while stack:
+            container, at = stack.pop()
+            item = container[at]
+            if isinstance(item, str):
+                container[at] = self.text(item)
+            elif isinstance(item, dict):
+                copy = {self.text(k) if isinstance(k, str) else k: v for k, v in item.items()}
+                container[at] = copy
+                stack.extend((copy, k) for k in copy)
+            elif isinstance(item, (list, tuple)):
+                listed = list(item)
+                container[at] = listed
+                stack.extend((listed, i) for i in range(len(listed)))
+        return root[0]
+
+    def _holds_secret(self, value: Any) -> bool:
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                if any(f in item for f in self._forms):
+                    return True
+            elif isinstance(item, dict):
+                stack.extend(item.values())
+                stack.extend(item.keys())
+            elif isinstance(item, (list, tuple)):
+                stack.extend(item)
+        return False
