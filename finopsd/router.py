@@ -90,7 +90,7 @@ def resolve_model(config: Config, model: str) -> str:
 
 def permits(globs: tuple[str, ...] | None, config: Config, name: str) -> bool:
     """Whether a key's ``models`` globs pass a model name: as written, its alias target, or the
-    provider/model it resolves to (so ``mock/../x`` or an alias cannot slip past a glob)."""
+    provider/model it resolves to (so an alias cannot slip past a glob)."""
     if globs is None:
         return True
     provider, model = split_model(config, name)
