@@ -82,6 +82,7 @@ class Exchange:
     upstream_key_name: str | None = None
     key_name: str | None = None
     team: str | None = None
+    allowed_models: tuple[str, ...] | None = None  # the key's ``models`` globs: what fallbacks may reach
     status_code: int | None = None
     status: str = "ok"
     error_type: str | None = None

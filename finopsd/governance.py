@@ -49,7 +49,7 @@ from finopsd.appkeys import GOVERNANCE, LOGSTORE
 from finopsd.errors import GatewayError
 from finopsd.exchange import Exchange
 from finopsd.pricing import Pricer, cache_reads, cache_writes
-from finopsd.router import resolve_model, split_model
+from finopsd.router import permits, resolve_model
 from finopsd.spend import (
     Counter, Ledger, SlidingWindow, estimate_usage, iso, usd_text, window_end, window_start,
 )
@@ -231,6 +231,9 @@ class Governance:
         return key
 
     def _check_models(self, key: VirtualKey, ex: Exchange) -> None:
+        """403 unless the model and every request fallback pass the key's globs; the router
+        leaves out config fallbacks they do not pass (``ex.allowed_models``)."""
+        ex.allowed_models = key.models
         if key.models is None or ex.model is None:
             return
         names = [ex.model]
@@ -238,13 +241,20 @@ class Governance:
         if isinstance(fallbacks, list):
             names += [f for f in fallbacks if isinstance(f, str)]
         for name in names:
-            target = name
             if ex.route == "messages" and name == ex.model:
-                target = resolve_model(self.config, name)  # Claude Code's names, mapped as that route maps them
-            provider, model = split_model(self.config, target)  # an unknown provider is the router's 400
-            if not may_use(key, (name, target, f"{provider.name}/{model}")):
-                raise _refuse(403, "permission_error", "model_not_allowed",
-                              f"key {key.name!r} may not use model {name!r}; it may use: {', '.join(key.models)}")
+                # Claude Code's names, mapped as that route maps them
+                self.check_model(key, name, resolve_model(self.config, name))
+            else:
+                self.check_model(key, name)
+
+    def check_model(self, key: VirtualKey | None, name: str, resolved: str | None = None) -> None:
+        """403 unless ``name`` as written, or the provider/model it resolves to, passes the key's globs
+        (``resolved``: where the route sends a name the router cannot split, Claude Code's)."""
+        if key is None or key.models is None:
+            return
+        if not may_use(key, (name,)) and not permits(key.models, self.config, resolved or name):
+            raise _refuse(403, "permission_error", "model_not_allowed",
+                          f"key {key.name!r} may not use model {name!r}; it may use: {', '.join(key.models)}")
 
     def _check_rate(self, scope: str, name: str, limit: RateLimit, now: float) -> None:
         rpm, tpm = limit.requests_per_minute, limit.tokens_per_minute
@@ -338,10 +348,14 @@ class Governance:
 
     # ---------------------------------------------------------------- views
 
-    async def visible_models(self, headers: Mapping[str, str], pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The (provider, model) pairs the caller's key may use (all of them for an anonymous caller)."""
+    async def caller(self, headers: Mapping[str, str]) -> VirtualKey | None:
+        """The admitted caller's key (None: anonymous, only when auth is optional); else 401."""
         await self.sync()
-        key = self.admit_key(*self.identify(headers), self.clock())
+        return self.admit_key(*self.identify(headers), self.clock())
+
+    @staticmethod
+    def visible_models(key: VirtualKey | None, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The (provider, model) pairs the key may use (all of them for an anonymous caller)."""
         return pairs if key is None else [(p, m) for p, m in pairs if may_use(key, (f"{p}/{m}",))]
 
     def _budget_views(self, scope: str, name: str, budgets: Iterable[Budget], now: float) -> list[dict[str, Any]]:

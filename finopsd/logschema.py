@@ -194,6 +194,14 @@ async def m007_cost_without_cache(db: aiosqlite.Connection) -> None:
                                  "key_name", "team", "stream", "duration_ms", "cost_without_cache_usd"))
 
 
+@migration
+async def m008_stored_response_owner(db: aiosqlite.Connection) -> None:
+    # a stored response belongs to the key and team that made it; rows from before have no
+    # owner, so only an anonymous caller (auth off) still reaches them
+    await db.execute("alter table stored_responses add column key_name text")
+    await db.execute("alter table stored_responses add column team text")
+
+
 async def migrate(db: aiosqlite.Connection) -> list[str]:
     """Apply every migration not yet recorded, each in its own transaction; return their names."""
     await db.execute("create table if not exists _migrations (name text primary key, applied_at real not null)")

@@ -426,23 +426,26 @@ class LogStore:
                  "cache_savings_usd": float(uncached[r[0]]) - float(r[6]),
                  "unpriced": int(r[7]), "estimated": int(r[8])} for r in rows]
 
-    async def save_response(self, response_id: str, body: dict[str, Any]) -> None:
-        """Keep a Responses-API answer with its conversation (``store: true``)."""
+    async def save_response(self, response_id: str, owner: tuple[str | None, str | None],
+                            body: dict[str, Any]) -> None:
+        """Keep a Responses-API answer with its conversation (``store: true``), for its owner
+        (key name, team) alone."""
         payload = _dumps(body)
         async with self._write_lock:
             await self._db.execute(
-                "insert or replace into stored_responses (id, created, body) values (?, ?, ?)",
-                (response_id, time.time(), payload),
+                "insert or replace into stored_responses (id, created, body, key_name, team) values (?, ?, ?, ?, ?)",
+                (response_id, time.time(), payload, *owner),
             )
 
-    async def load_response(self, response_id: str) -> dict[str, Any] | None:
+    async def load_response(self, response_id: str, owner: tuple[str | None, str | None]) -> dict[str, Any] | None:
         rows = list(await self._reader.execute_fetchall(
-            "select body from stored_responses where id = ?", (response_id,)))
+            "select body from stored_responses where id = ? and key_name is ? and team is ?", (response_id, *owner)))
         return json.loads(rows[0][0]) if rows else None
 
-    async def delete_response(self, response_id: str) -> bool:
+    async def delete_response(self, response_id: str, owner: tuple[str | None, str | None]) -> bool:
         async with self._write_lock:
-            cursor = await self._db.execute("delete from stored_responses where id = ?", (response_id,))
+            cursor = await self._db.execute(
+                "delete from stored_responses where id = ? and key_name is ? and team is ?", (response_id, *owner))
         return cursor.rowcount > 0
 
     async def get(self, request_id: str) -> dict[str, Any] | None:

@@ -92,7 +92,7 @@ class RecordHook:
         await self.store.wait_for_room()
 
     async def post(self, ex: Exchange) -> None:
-        self.store.submit(row_of(ex, self.runtime.config.logs.content))
+        self.store.submit(self.runtime.scrubber.value(row_of(ex, self.runtime.config.logs.content)))
 
 
 async def open_logstore(app: web.Application) -> AsyncIterator[None]:

@@ -198,6 +198,9 @@ class Leg:
     fallbacks: bool = True  # False when ``req`` only makes sense to one provider (native passthrough)
     model: str | None = None  # what picks the targets when ``req["model"]`` is the client's own name
     adapter: Adapter | None = None  # another protocol than the provider's own (native passthrough)
+    # awaited once the answer is whole, before its last bytes go out: a Responses `store: true`
+    # answer is stored before the client can send the next turn's previous_response_id
+    before_end: Callable[[], Awaitable[None]] | None = None
 
 
 def openai_endpoint(endpoint: str, req: dict[str, Any]) -> Build:
@@ -216,7 +219,7 @@ async def relay(request: web.Request, ex: Exchange, leg: Leg) -> web.StreamRespo
     rt = request.app[RUNTIME]
     req = leg.req
     fallbacks = req.pop("fallbacks", None)  # ours, not the upstream's; its shape was checked by the route
-    targets = plan(rt.config, leg.model or str(req["model"]), fallbacks if leg.fallbacks else [])
+    targets = plan(rt.config, leg.model or str(req["model"]), fallbacks if leg.fallbacks else [], ex.allowed_models)
 
     def chat_build(adapter: Adapter, target: Target) -> UpstreamRequest:
         return adapter.build_request(with_auto_cache(target, ex), req, stream=ex.stream)
@@ -225,7 +228,7 @@ async def relay(request: web.Request, ex: Exchange, leg: Leg) -> web.StreamRespo
         ex.provider, ex.upstream_model = provider.name, model
         try:
             upstream, adapter, target = await open_upstream(
-                rt.session, rt.keys, ex, provider, model, leg.build or chat_build, leg.adapter
+                rt.session, rt.keys, ex, provider, model, leg.build or chat_build, leg.adapter, rt.scrubber
             )
         except GatewayError as e:
             if i + 1 < len(targets) and can_fall_back(e):
@@ -246,7 +249,10 @@ async def _answer(
     try:
         async with upstream:
             if not ex.stream:
-                return _whole(ex, adapter, target, await _read_body(target, upstream), leg.emitter)
+                whole = _whole(ex, adapter, target, await _read_body(target, upstream), leg.emitter)
+                if leg.before_end is not None:
+                    await leg.before_end()
+                return whole
             response = web.StreamResponse(headers=SSE_HEADERS)
             try:
                 await _stream(request, ex, leg, adapter, target, upstream, response)
@@ -331,7 +337,10 @@ async def _stream(
         kind = upstream.headers.get("Content-Type", "no content type")
         raise UpstreamError(f"{target.provider.name}: the stream ended without any event ({kind})",
                             code="upstream_empty_stream")
-    await _send(request, ex, response, emitter.end())
+    tail = emitter.end()
+    if leg.before_end is not None:
+        await leg.before_end()
+    await _send(request, ex, response, tail)
     try:
         await response.write_eof()
     except ConnectionResetError:
@@ -354,6 +363,6 @@ async def _send(request: web.Request, ex: Exchange, response: web.StreamResponse
             ex.status_code = 200
             await response.prepare(request)
         ex.mark_first_token()
-        await response.write(data)
+        await response.write(request.app[RUNTIME].scrubber.bytes(data))  # an upstream may echo our key in-band
     except ConnectionResetError:
         raise ClientGone() from None

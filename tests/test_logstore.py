@@ -94,7 +94,8 @@ async def test_blank_database_gets_tables_columns_and_fts_triggers(store: LogSto
     assert "content='requests'" in fts_sql and "content_rowid='id'" in fts_sql
     assert applied == [fn.__name__ for fn in MIGRATIONS] == [
         "m001_requests", "m002_requests_fts", "m003_covering_indexes", "m004_stored_responses",
-        "m005_spend_by_day", "m006_request_previews", "m007_cost_without_cache"]
+        "m005_spend_by_day", "m006_request_previews", "m007_cost_without_cache",
+        "m008_stored_response_owner"]
     assert "stored_responses" in names
     assert {"key_name", "ts", "id", "cost_usd", "cost_without_cache_usd"} <= team_index  # a second filter and the totals stay in the index
     assert pragmas == ["wal", 2]  # 2 = incremental
