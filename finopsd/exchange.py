@@ -8,6 +8,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from finopsd.usage import clean_usage
+
 
 def new_request_id() -> str:
     """A UUIDv7: time-ordered, so ids sort by arrival and make a keyset for paging."""
@@ -36,19 +38,29 @@ class Transcript:
     reasoning: list[str] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
-    usage: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None  # set through set_usage: bounded numbers only
+
+    def set_usage(self, usage: Any) -> None:
+        """Keep the upstream's usage, each number bounded (``finopsd.usage``), for the log and pricing."""
+        cleaned = clean_usage(usage)
+        if cleaned:
+            self.usage = cleaned
 
     def add_message(self, message: dict[str, Any]) -> None:
         """Fold a non-stream ``choices[0].message`` into the transcript."""
+        if not isinstance(message, dict):
+            return
         if isinstance(message.get("content"), str):
             self.content.append(message["content"])
         if isinstance(message.get("reasoning_content"), str):
             self.reasoning.append(message["reasoning_content"])
-        for call in message.get("tool_calls") or ():
-            fn = call.get("function") or {}
-            self.tool_calls.append(
-                ToolCall(str(call.get("id", "")), str(fn.get("name", "")), [str(fn.get("arguments", ""))])
-            )
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            fn = call.get("function") if isinstance(call, dict) else None
+            if isinstance(fn, dict):
+                args = fn.get("arguments")
+                self.tool_calls.append(ToolCall(str(call.get("id") or ""), str(fn.get("name") or ""),
+                                                [args if isinstance(args, str) else ""]))
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -149,7 +149,7 @@ def _decode_cursor(cursor: str, kind: str) -> tuple[float, int]:
         value, number = float(key), int(rowid)
     except ValueError:
         raise BadRequest("invalid cursor", param="cursor") from None
-    if cursor[:1] != kind or not math.isfinite(value):
+    if cursor[:1] != kind or not math.isfinite(value) or not -(2**63) <= number < 2**63:  # SQLite's integers
         raise BadRequest("invalid cursor for this order", param="cursor")
     return value, number
 

@@ -24,6 +24,7 @@ from finopsd.errors import BadRequest, GatewayError
 from finopsd.exchange import Exchange
 from finopsd.providers.base import Adapter, BaseAdapter, Target, UpstreamRequest
 from finopsd.providers.registry import ADAPTER_CLASSES
+from finopsd.providers.shape import parsed
 from finopsd.upstream import error_headers, send
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ async def open_upstream(
             if upstream.status < 400 and has_followup(adapter):
                 async with upstream:
                     first = await upstream.read()
-                follow = adapter.followup(target, first, stream=ex.stream)
+                follow = parsed(provider.name, lambda: adapter.followup(target, first, stream=ex.stream))
                 if follow is not None:
                     upstream = await send(session, provider, follow)
                 else:
@@ -189,7 +190,7 @@ async def open_upstream(
             if upstream.status < 400:
                 return upstream, adapter, target
             async with upstream:
-                err = adapter.parse_error(upstream.status, await upstream.read())
+                err = parsed(provider.name, adapter.parse_error, upstream.status, await upstream.read())
                 err.headers.update(error_headers(upstream))
                 if target.api_key and target.api_key in err.message:  # some upstreams echo the key back
                     err.message = err.message.replace(target.api_key, "[provider key]")

@@ -27,6 +27,7 @@ from finopsd.providers.canonical import (
     parse_arguments,
     tool_call,
 )
+from finopsd.usage import token_count
 
 Event = tuple[str, dict[str, Any]]
 
@@ -275,12 +276,12 @@ def usage_to_anthropic(usage: Any) -> dict[str, int]:
     """OpenAI usage → Anthropic usage, where input_tokens excludes cache reads and writes."""
     u = usage if isinstance(usage, dict) else {}
     details = as_object(u.get("prompt_tokens_details"))
-    read = int(details.get("cached_tokens") or u.get("cache_read_input_tokens") or 0)
-    written = int(details.get("cache_creation_tokens") or u.get("cache_creation_input_tokens") or 0)
-    prompt = int(u.get("prompt_tokens") or 0)
+    read = token_count(details.get("cached_tokens") or u.get("cache_read_input_tokens"))
+    written = token_count(details.get("cache_creation_tokens") or u.get("cache_creation_input_tokens"))
+    prompt = token_count(u.get("prompt_tokens"))
     return {
         "input_tokens": max(prompt - read - written, 0),
-        "output_tokens": int(u.get("completion_tokens") or 0),
+        "output_tokens": token_count(u.get("completion_tokens")),
         "cache_read_input_tokens": read,
         "cache_creation_input_tokens": written,
     }

@@ -28,6 +28,7 @@ import time
 from typing import Any, Final
 
 from finopsd.errors import BadRequest
+from finopsd.usage import token_count
 
 Event = tuple[str, dict[str, Any]]
 
@@ -345,20 +346,20 @@ def usage_to_responses(usage: Any) -> dict[str, Any] | None:
     """Chat usage → Responses usage (input_tokens include cached ones, as prompt_tokens do)."""
     if not isinstance(usage, dict):
         return None
-    prompt, completion = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+    prompt, completion = token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens"))
     details = _obj(usage.get("prompt_tokens_details"))
     return {
         "input_tokens": prompt,
         "input_tokens_details": {
-            "cached_tokens": _int(details.get("cached_tokens") or usage.get("cache_read_input_tokens")),
-            "cache_write_tokens": _int(details.get("cache_creation_tokens")
+            "cached_tokens": token_count(details.get("cached_tokens") or usage.get("cache_read_input_tokens")),
+            "cache_write_tokens": token_count(details.get("cache_creation_tokens")
                                        or usage.get("cache_creation_input_tokens")),
         },
         "output_tokens": completion,
         "output_tokens_details": {
-            "reasoning_tokens": _int(_obj(usage.get("completion_tokens_details")).get("reasoning_tokens")),
+            "reasoning_tokens": token_count(_obj(usage.get("completion_tokens_details")).get("reasoning_tokens")),
         },
-        "total_tokens": _int(usage.get("total_tokens")) or prompt + completion,
+        "total_tokens": token_count(usage.get("total_tokens")) or prompt + completion,
     }
 
 

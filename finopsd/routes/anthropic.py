@@ -19,6 +19,7 @@ from finopsd.appkeys import RUNTIME
 from finopsd.dialects.anthropic_messages import ChatToMessagesStream, chat_to_message, error_body, messages_to_chat
 from finopsd.errors import GatewayError
 from finopsd.middleware import ERROR_SHAPE
+from finopsd.providers.anthropic_request import default_max_tokens
 from finopsd.providers.base import Adapter, Target, UpstreamRequest
 from finopsd.relay import Leg, RawEmitter, relay, run_exchange
 from finopsd.router import adapter_for, resolve_model, split_model
@@ -91,8 +92,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
     target_model = resolve_model(config, model)
 
     def leg() -> Leg:
-        provider, _ = split_model(config, target_model)  # 400 for an unknown provider comes from here
+        provider, upstream_model = split_model(config, target_model)  # 400 for an unknown provider
         if provider.type == "anthropic":
+            # a limit dropped as non-positive (read_json) is one Anthropic still requires
+            body.setdefault("max_tokens", default_max_tokens(upstream_model))
             build = native_build(request, body, "/v1/messages")
             return Leg(body, RawEmitter(anthropic_error_frame), build=build, fallbacks=False, model=target_model)
         chat["model"] = target_model
