@@ -105,8 +105,26 @@ def _encode_batch(rows: list[dict[str, Any]]) -> tuple[list[tuple[Any, ...]], li
 SUMMARY_SQL: Final = "r.id, r.request_id, " + ", ".join(f"r.{c}" for c in SCALARS) + (
     ", (select preview from request_previews p where p.request_id = r.request_id) as preview")
 INSERT_PREVIEW_SQL: Final = "insert or replace into request_previews (request_id, preview) values (?, ?)"
+# numbers the views add up or show; a value out of this range (inf, or text in a number column,
+# as older versions could store from an upstream's usage) is shown as null and left out of sums
+NUMBERS: Final = frozenset({"ts", "duration_ms", "ttft_ms", "status_code", "prompt_tokens", "completion_tokens",
+                            "cached_tokens", "reasoning_tokens", "cost_usd"})
+_BOUND: Final = 1e18
+
+
+def _total(column: str) -> str:
+    return f"total(iif(abs({column}) < {_BOUND:g}, {column}, null))"
+
+
+def _shown(value: Any) -> Any:
+    if isinstance(value, int) or isinstance(value, float) and math.isfinite(value) and abs(value) < _BOUND:
+        return value
+    return None
+
+
 TOTALS_SQL: Final = (
-    "count(*), total(r.prompt_tokens), total(r.completion_tokens), total(r.cost_usd), total(r.status = 'error')"
+    f"count(*), {_total('r.prompt_tokens')}, {_total('r.completion_tokens')}, {_total('r.cost_usd')},"
+    " total(r.status = 'error')"
 )
 # bm25 weights (prompt_text, response_text). A prompt carries the whole conversation so
 # far, so a term in it also matches every later request of the session; the response is
@@ -121,7 +139,7 @@ SELECTIVE: Final = 5_000  # fewer matches than this: look rows up by id (see sea
 
 
 def _summary(row: sqlite3.Row) -> dict[str, Any]:
-    item = {k: row[k] for k in SCALARS}
+    item = {k: _shown(row[k]) if k in NUMBERS else row[k] for k in SCALARS}
     item["id"] = row["request_id"]
     item["preview"] = row["preview"]
     item["stream"] = None if row["stream"] is None else bool(row["stream"])
@@ -399,8 +417,9 @@ class LogStore:
         """Requests, tokens and cost per key, team, model or provider, costliest first."""
         column = USAGE_GROUPS[by]  # a fixed column name, never user text
         rows = await self._reader.execute_fetchall(
-            f"select {column}, count(*), total(prompt_tokens), total(completion_tokens), total(cached_tokens),"
-            " total(reasoning_tokens), total(cost_usd), total(instr(coalesce(cost_flags, ''), 'unpriced') > 0),"
+            f"select {column}, count(*), {_total('prompt_tokens')}, {_total('completion_tokens')},"
+            f" {_total('cached_tokens')}, {_total('reasoning_tokens')}, {_total('cost_usd')},"
+            " total(instr(coalesce(cost_flags, ''), 'unpriced') > 0),"
             " total(instr(coalesce(cost_flags, ''), 'estimated') > 0)"
             f" from requests where ts >= ? and ts < ? group by {column} order by 7 desc, 2 desc",
             (since if since is not None else 0.0, until if until is not None else math.inf),

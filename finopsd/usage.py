@@ -40,7 +40,7 @@ def clean_usage(usage: Any) -> dict[str, Any] | None:
         return None
     out: dict[str, Any] = {}
     for name, value in usage.items():
-        if isinstance(value, dict):  # prompt_tokens_details, completion_tokens_details
+        if isinstance(value, dict) and name.endswith("_details"):  # prompt_tokens_details, completion_…
             out[name] = {k: _scalar(k, v) for k, v in value.items() if _number(v)}
         elif _number(value):
             out[name] = _scalar(name, value)
