@@ -47,20 +47,16 @@ class Transcript:
             self.usage = cleaned
 
     def add_message(self, message: dict[str, Any]) -> None:
-        """Fold a non-stream ``choices[0].message`` into the transcript."""
-        if not isinstance(message, dict):
-            return
+        """Fold a non-stream ``choices[0].message`` (its shape checked by ``providers.shape``) into the transcript."""
         if isinstance(message.get("content"), str):
             self.content.append(message["content"])
         if isinstance(message.get("reasoning_content"), str):
             self.reasoning.append(message["reasoning_content"])
-        calls = message.get("tool_calls")
-        for call in calls if isinstance(calls, list) else ():
-            fn = call.get("function") if isinstance(call, dict) else None
-            if isinstance(fn, dict):
-                args = fn.get("arguments")
-                self.tool_calls.append(ToolCall(str(call.get("id") or ""), str(fn.get("name") or ""),
-                                                [args if isinstance(args, str) else ""]))
+        for call in message.get("tool_calls") or ():
+            fn = call.get("function") or {}
+            self.tool_calls.append(
+                ToolCall(str(call.get("id", "")), str(fn.get("name", "")), [str(fn.get("arguments", ""))])
+            )
 
     def as_dict(self) -> dict[str, Any]:
         return {
