@@ -68,11 +68,15 @@ except ImportError:  # the pure-Python path stays complete
 def loads(data: str | bytes) -> Any:
     """Parse client or upstream JSON; ``ValueError`` for anything the gateway could not write back."""
     value = _parse(data)
-    # a document with fewer brackets than the limit cannot nest deeper: most chunks skip the walk
-    opens = data.count("[") + data.count("{") if isinstance(data, str) else data.count(b"[") + data.count(b"{")
-    if opens > MAX_DEPTH and not _depth_within(value, MAX_DEPTH):
+    # a document shorter than two characters a level, or with fewer brackets than the limit,
+    # cannot nest deeper: stream chunks skip the walk, and most of them the count
+    if len(data) > 2 * MAX_DEPTH and _brackets(data) > MAX_DEPTH and not _depth_within(value, MAX_DEPTH):
         raise ValueError(TOO_DEEP)
     return value
+
+
+def _brackets(data: str | bytes) -> int:
+    return data.count("[") + data.count("{") if isinstance(data, str) else data.count(b"[") + data.count(b"{")
 
 
 def _depth_within(value: Any, limit: int) -> bool:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from finopsd.errors import GatewayError, UpstreamError
+from finopsd.errors import UpstreamError
 
 __all__ = ["check_chunk", "check_completion", "parsed"]
 
@@ -34,48 +34,53 @@ def parsed(provider: str, parse: Callable[..., T], *args: Any) -> T:
     """``parse(*args)``, with a translation that fails on the upstream's data made a 502."""
     try:
         return parse(*args)
-    except GatewayError:
-        raise
-    except SHAPE_ERRORS as e:
-        log.warning("%s: could not read the upstream answer (%s: %s)", provider, type(e).__name__, e)
-        raise BadShape(provider, f"{type(e).__name__} while reading it") from None
+    except SHAPE_ERRORS as e:  # a GatewayError (the adapter's own verdict) passes through
+        # the exception's text may quote the upstream's body: only its type is logged
+        log.warning("%s: could not read the upstream answer (%s)", provider, type(e).__name__)
+        raise BadShape(provider, f"a field of the wrong type or value ({type(e).__name__})") from None
 
 
 def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _object_or_null(value: Any, provider: str, where: str) -> dict[str, Any] | None:
-    if value is not None and not isinstance(value, dict):
-        raise BadShape(provider, f"{where} is {_kind(value)}, not an object")
-    return value
-
-
-def _list_or_null(value: Any, provider: str, where: str) -> list[Any]:
-    if value is not None and not isinstance(value, list):
-        raise BadShape(provider, f"{where} is {_kind(value)}, not a list")
-    return value or []
-
-
-def _tool_calls(calls: Any, provider: str, where: str) -> None:
-    for i, call in enumerate(_list_or_null(calls, provider, f"{where}.tool_calls")):
-        at = f"{where}.tool_calls[{i}]"
-        if not isinstance(call, dict):
-            raise BadShape(provider, f"{at} is {_kind(call)}, not an object")
-        _object_or_null(call.get("function"), provider, f"{at}.function")
-        index = call.get("index")
-        if index is not None and (not isinstance(index, int) or isinstance(index, bool)):
-            raise BadShape(provider, f"{at}.index is {_kind(index)}, not an integer")
+def _wrong(provider: str, where: str, value: Any, wanted: str) -> BadShape:
+    return BadShape(provider, f"{where} is {_kind(value)}, not {wanted}")
 
 
 def _choices(body: dict[str, Any], provider: str, field: str) -> None:
-    for i, choice in enumerate(_list_or_null(body.get("choices"), provider, "choices")):
-        if not isinstance(choice, dict):
-            raise BadShape(provider, f"choices[{i}] is {_kind(choice)}, not an object")
-        part = _object_or_null(choice.get(field), provider, f"choices[{i}].{field}")
-        if part is not None:
-            _tool_calls(part.get("tool_calls"), provider, f"choices[{i}].{field}")
-    _object_or_null(body.get("usage"), provider, "usage")
+    """Checks in the common case are isinstance tests only; the message is built on failure."""
+    choices = body.get("choices")
+    if choices is not None:
+        if type(choices) is not list:
+            raise _wrong(provider, "choices", choices, "a list")
+        for i, choice in enumerate(choices):
+            if type(choice) is not dict:
+                raise _wrong(provider, f"choices[{i}]", choice, "an object")
+            part = choice.get(field)
+            if part is None:
+                continue
+            if type(part) is not dict:
+                raise _wrong(provider, f"choices[{i}].{field}", part, "an object")
+            calls = part.get("tool_calls")
+            if calls is not None:
+                _tool_calls(calls, provider, f"choices[{i}].{field}.tool_calls")
+    usage = body.get("usage")
+    if usage is not None and type(usage) is not dict:
+        raise _wrong(provider, "usage", usage, "an object")
+
+
+def _tool_calls(calls: Any, provider: str, where: str) -> None:
+    if type(calls) is not list:
+        raise _wrong(provider, where, calls, "a list")
+    for i, call in enumerate(calls):
+        if type(call) is not dict:
+            raise _wrong(provider, f"{where}[{i}]", call, "an object")
+        fn, index = call.get("function"), call.get("index")
+        if fn is not None and type(fn) is not dict:
+            raise _wrong(provider, f"{where}[{i}].function", fn, "an object")
+        if index is not None and type(index) is not int:
+            raise _wrong(provider, f"{where}[{i}].index", index, "an integer")
 
 
 def check_completion(body: dict[str, Any], provider: str) -> dict[str, Any]:
