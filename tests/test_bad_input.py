@@ -9,6 +9,7 @@ classes with generated input.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -69,6 +70,31 @@ async def test_odd_host_headers_on_admin_pages_are_refused_not_crashed(gateway: 
     for path in ("/logs", "/api/logs", "/keys", "/api/keys", "/logs/x", "/api/logs/x", "/api/mcp/servers"):
         resp = await gateway.get(path, headers={"Host": host}, allow_redirects=False)
         assert resp.status < 500, (path, host, await resp.text())
+
+
+async def raw_request(gw: TestClient, head: bytes, body: bytes = b"") -> bytes:
+    """Bytes on the wire as a client may send them (the SDKs would have encoded the headers)."""
+    reader, writer = await asyncio.open_connection(gw.server.host, gw.server.port)
+    writer.write(head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    return answer
+
+
+@pytest.mark.parametrize(("head", "body"), [
+    (b"GET /openai/models HTTP/1.1\r\nHost: x\r\nx-api-key: \x80\xff\r\n", b""),
+    (b"POST /openai/chat/completions HTTP/1.1\r\nHost: x\r\nUser-Agent: Roo\xffCode\r\n"
+     b"Content-Type: application/json\r\n", b'{"model": "openai/gpt-5", "messages": []}'),
+    (b"POST /anthropic/v1/messages HTTP/1.1\r\nHost: x\r\nanthropic-beta: a\xc3\r\n",
+     b'{"model": "openai/gpt-5", "max_tokens": 5, "messages": []}'),
+    (b"GET /api/logs HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: finopsd_admin=\xfe\r\n", b""),
+])
+async def test_header_values_that_are_not_utf8_are_a_400(gateway: TestClient, head: bytes, body: bytes) -> None:
+    answer = await raw_request(gateway, head, body)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"UTF-8" in answer
+    assert await logged_rows(gateway) == []
 
 
 @pytest.mark.parametrize("query", [
