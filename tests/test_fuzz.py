@@ -54,11 +54,11 @@ def bounded(examples: int) -> settings:
 ROUTES = [
     ("POST", "/openai/chat/completions"), ("POST", "/v1/embeddings"), ("POST", "/openai/completions"),
     ("GET", "/openai/models"), ("GET", "/openai//models"), ("POST", "/openai/v1/responses"),
-    ("GET", "/openai/v1/responses/resp_x"), ("DELETE", "/v1/responses/resp_x"),
+    ("GET", "/openai/v1/responses/{id}"), ("DELETE", "/v1/responses/{id}"),
     ("POST", "/anthropic/v1/messages"), ("POST", "/anthropic/v1/messages/count_tokens"),
     ("GET", "/anthropic/v1/models"), ("POST", "/mcp"), ("GET", "/mcp"), ("DELETE", "/mcp"),
     ("GET", "/api/mcp/servers"), ("GET", "/healthz"), ("GET", "/openapi.json"),
-    ("GET", "/logs"), ("GET", "/logs/x"), ("GET", "/api/logs"), ("GET", "/api/logs/x"),
+    ("GET", "/logs"), ("GET", "/logs/{id}"), ("GET", "/api/logs"), ("GET", "/api/logs/{id}"),
     ("GET", "/keys"), ("GET", "/api/keys"), ("GET", "/login"), ("POST", "/login"),
     ("GET", "/static/logs.css"), ("OPTIONS", "/openai/chat/completions"), ("GET", "/nope"),
 ]
@@ -135,11 +135,13 @@ def test_raw_bytes_never_crash_any_endpoint(live: LiveGateway, raw: bytes) -> No
 
 @bounded(250)
 @given(route=st.sampled_from(ROUTES), query=st.dictionaries(st.sampled_from(PARAMS), PARAM_VALUES, max_size=4),
-       headers=st.dictionaries(st.sampled_from(HEADERS), HEADER_VALUE, max_size=3), body=BODIES)
+       headers=st.dictionaries(st.sampled_from(HEADERS), HEADER_VALUE, max_size=3), body=BODIES,
+       segment=PARAM_VALUES.filter(bool))
 def test_every_route_parameter_and_header_gets_a_4xx_not_a_5xx(
-    live: LiveGateway, route: tuple[str, str], query: dict[str, str], headers: dict[str, str], body: bytes
+    live: LiveGateway, route: tuple[str, str], query: dict[str, str], headers: dict[str, str], body: bytes,
+    segment: str,
 ) -> None:
-    method, path = route
+    method, path = route[0], route[1].replace("{id}", quote(segment, safe=""))
     if "Content-Length" in headers:  # a length that disagrees with the body is the connection's problem
         headers["Content-Length"] = str(len(body))
     qs = "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in query.items())
