@@ -406,12 +406,13 @@ class LogStore:
             (math.floor(since_ts / 86400) * 86400, today),
         )
         minutes = await self._reader.execute_fetchall(
-            "select key_name, team, cast(ts / 60 as integer) * 60.0 as minute, total(cost_usd) from requests"
+            f"select key_name, team, cast(ts / 60 as integer) * 60.0 as minute, {_total('cost_usd')} from requests"
             " where ts >= ? and cost_usd > 0 and (key_name is not null or team is not null)"
             " group by key_name, team, minute",
             (max(since_ts, today),),
         )
-        return [(r[0], r[1], float(r[2]), float(r[3])) for r in [*days, *minutes]]
+        # a day whose roll-up an odd stored cost made infinite is left out, as that cost is
+        return [(r[0], r[1], float(r[2]), float(r[3])) for r in [*days, *minutes] if _shown(r[3]) is not None]
 
     async def usage_by(self, by: str, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
         """Requests, tokens and cost per key, team, model or provider, costliest first."""

@@ -68,13 +68,13 @@ PARAMS = ["q", "provider", "model", "key", "team", "status", "stream", "since", 
 PARAM_VALUES = (st.text(max_size=30) | st.sampled_from(["²", "١٢", "1e400", "-1", "99999999999999999999999",
                                                         "t1.0~99999999999999999999999", "r1e400~1", "nan", "inf",
                                                         "2026-01-31T09:00Z", "0001-01-01T00:00+01:00", "true"]))
-# request headers clients send (CLIENTS.md) and the ones the gateway reads; Content-Encoding is
-# left to the body-size work (gzip bodies), and values stay printable latin-1 as HTTP needs
+# request headers clients send (CLIENTS.md) and the ones the gateway reads, with any latin-1
+# value (bytes that are not UTF-8 included); Content-Encoding is left to the body-size work
+# (gzip bodies) and Content-Length to the HTTP parser
 HEADERS = ["Host", "Authorization", "x-api-key", "Content-Type", "Accept", "Origin", "Sec-Fetch-Site", "Cookie",
            "Mcp-Session-Id", "MCP-Protocol-Version", "Mcp-Method", "Mcp-Name", "anthropic-version",
            "anthropic-beta", "X-Claude-Code-Session-Id", "session-id", "x-session-id", "User-Agent",
-           "Access-Control-Request-Method", "Access-Control-Request-Headers", "X-Stainless-Retry-Count",
-           "Content-Length"]
+           "Access-Control-Request-Method", "Access-Control-Request-Headers", "X-Stainless-Retry-Count"]
 HEADER_VALUE = st.text(st.characters(min_codepoint=32, max_codepoint=255, blacklist_characters="\x7f"),
                        max_size=40) | st.sampled_from(["::1", "a, b", "[::1", "Bearer ", "application/json",
                                                         "text/event-stream", "2025-06-18", "-1", "null"])
@@ -142,8 +142,6 @@ def test_every_route_parameter_and_header_gets_a_4xx_not_a_5xx(
     segment: str,
 ) -> None:
     method, path = route[0], route[1].replace("{id}", quote(segment, safe=""))
-    if "Content-Length" in headers:  # a length that disagrees with the body is the connection's problem
-        headers["Content-Length"] = str(len(body))
     qs = "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in query.items())
     status, raw = live.request(method, f"{path}?{qs}" if qs else path,
                                body if method in ("POST", "DELETE") else None, headers)

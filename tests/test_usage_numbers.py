@@ -214,3 +214,24 @@ async def test_every_logged_count_is_a_bounded_int(gateway: TestClient, fake_ope
     row = (await logged_rows(gateway))[0]
     assert (row["prompt_tokens"], row["completion_tokens"], row["cached_tokens"], row["reasoning_tokens"]) == (
         None, None, None, 2)
+
+
+async def test_budgets_rebuilt_from_odd_stored_costs_stay_finite(
+    make_gateway: Any, fake_openai: FakeUpstream
+) -> None:
+    digest = "a" * 64
+    yaml = gateway_yaml(fake_openai.url, f"auth: {{required: false}}\nvirtual_keys:\n  - name: k\n"
+                                         f"    key_sha256: '{digest}'\n    budgets: [{{usd: 10, period: total}}]\n")
+    first = await make_gateway(yaml)
+    store = first.server.app[LOGSTORE]
+    # an older version's inf, today (read per minute) and two days ago (read from the daily roll-up),
+    # beside real charges
+    for i, (cost, age) in enumerate(((float("inf"), 0), (0.5, 0), (float("inf"), 2 * 86400), (0.25, 3 * 86400))):
+        store.submit({"id": f"old-{i}", "ts": time.time() - age, "route": "chat", "provider": "openai",
+                      "model": "gpt-5", "status": "ok", "status_code": 200, "cost_usd": cost, "key_name": "k"})
+    await store.flush()
+    second = await make_gateway(yaml)  # rebuilds spend from the same log at startup
+    report = strict_json(await (await second.get("/api/keys")).text())
+    budget = next(k for k in report["keys"] if k["name"] == "k")["budgets"][0]
+    assert budget["spent_usd"] == 0.75
+    assert (await second.get("/keys")).status == 200
