@@ -46,7 +46,7 @@ import aiosqlite
 
 from finopsd.errors import BadRequest
 from finopsd.exchange import new_request_id
-from finopsd.logschema import MIGRATIONS, SCALARS, migrate
+from finopsd.logschema import MIGRATIONS, NUMBERS, SCALARS, migrate, shown, total_of
 from finopsd.logtext import _MARK_CLOSE, _MARK_OPEN, _dumps, preview_of, prompt_text, response_text
 
 __all__ = ["LogStore", "MIGRATIONS", "migrate", "new_request_id", "prompt_text", "response_text"]
@@ -105,25 +105,8 @@ def _encode_batch(rows: list[dict[str, Any]]) -> tuple[list[tuple[Any, ...]], li
 SUMMARY_SQL: Final = "r.id, r.request_id, " + ", ".join(f"r.{c}" for c in SCALARS) + (
     ", (select preview from request_previews p where p.request_id = r.request_id) as preview")
 INSERT_PREVIEW_SQL: Final = "insert or replace into request_previews (request_id, preview) values (?, ?)"
-# numbers the views add up or show; a value out of this range (inf, or text in a number column,
-# as older versions could store from an upstream's usage) is shown as null and left out of sums
-NUMBERS: Final = frozenset({"ts", "duration_ms", "ttft_ms", "status_code", "prompt_tokens", "completion_tokens",
-                            "cached_tokens", "reasoning_tokens", "cost_usd"})
-_BOUND: Final = 1e18
-
-
-def _total(column: str) -> str:
-    return f"total(iif(abs({column}) < {_BOUND:g}, {column}, null))"
-
-
-def _shown(value: Any) -> Any:
-    if isinstance(value, int) or isinstance(value, float) and math.isfinite(value) and abs(value) < _BOUND:
-        return value
-    return None
-
-
 TOTALS_SQL: Final = (
-    f"count(*), {_total('r.prompt_tokens')}, {_total('r.completion_tokens')}, {_total('r.cost_usd')},"
+    f"count(*), {total_of('r.prompt_tokens')}, {total_of('r.completion_tokens')}, {total_of('r.cost_usd')},"
     " total(r.status = 'error')"
 )
 # bm25 weights (prompt_text, response_text). A prompt carries the whole conversation so
@@ -139,7 +122,7 @@ SELECTIVE: Final = 5_000  # fewer matches than this: look rows up by id (see sea
 
 
 def _summary(row: sqlite3.Row) -> dict[str, Any]:
-    item = {k: _shown(row[k]) if k in NUMBERS else row[k] for k in SCALARS}
+    item = {k: shown(row[k]) if k in NUMBERS else row[k] for k in SCALARS}
     item["id"] = row["request_id"]
     item["preview"] = row["preview"]
     item["stream"] = None if row["stream"] is None else bool(row["stream"])
@@ -406,20 +389,20 @@ class LogStore:
             (math.floor(since_ts / 86400) * 86400, today),
         )
         minutes = await self._reader.execute_fetchall(
-            f"select key_name, team, cast(ts / 60 as integer) * 60.0 as minute, {_total('cost_usd')} from requests"
+            f"select key_name, team, cast(ts / 60 as integer) * 60.0 as minute, {total_of('cost_usd')} from requests"
             " where ts >= ? and cost_usd > 0 and (key_name is not null or team is not null)"
             " group by key_name, team, minute",
             (max(since_ts, today),),
         )
         # a day whose roll-up an odd stored cost made infinite is left out, as that cost is
-        return [(r[0], r[1], float(r[2]), float(r[3])) for r in [*days, *minutes] if _shown(r[3]) is not None]
+        return [(r[0], r[1], float(r[2]), float(r[3])) for r in [*days, *minutes] if shown(r[3]) is not None]
 
     async def usage_by(self, by: str, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
         """Requests, tokens and cost per key, team, model or provider, costliest first."""
         column = USAGE_GROUPS[by]  # a fixed column name, never user text
         rows = await self._reader.execute_fetchall(
-            f"select {column}, count(*), {_total('prompt_tokens')}, {_total('completion_tokens')},"
-            f" {_total('cached_tokens')}, {_total('reasoning_tokens')}, {_total('cost_usd')},"
+            f"select {column}, count(*), {total_of('prompt_tokens')}, {total_of('completion_tokens')},"
+            f" {total_of('cached_tokens')}, {total_of('reasoning_tokens')}, {total_of('cost_usd')},"
             " total(instr(coalesce(cost_flags, ''), 'unpriced') > 0),"
             " total(instr(coalesce(cost_flags, ''), 'estimated') > 0)"
             f" from requests where ts >= ? and ts < ? group by {column} order by 7 desc, 2 desc",
