@@ -113,7 +113,7 @@ TOTALS_SQL: Final = (
 # version stored made a plain sum infinite
 BOUNDED_TOTALS_SQL: Final = (
     f"count(*), {total_of('r.prompt_tokens')}, {total_of('r.completion_tokens')}, {total_of('r.cost_usd')},"
-    " total(r.status = 'error')"
+    f" total(r.status = 'error'), {total_of('coalesce(r.cost_without_cache_usd, r.cost_usd)')}"
 )
 # bm25 weights (prompt_text, response_text). A prompt carries the whole conversation so
 # far, so a term in it also matches every later request of the session; the response is
@@ -428,7 +428,7 @@ class LogStore:
             f" from requests where ts >= ? and ts < ? group by {column} order by 7 desc, 2 desc", span)
         # apart, from the covering index: cost_without_cache_usd sits after the text columns (m007)
         uncached = dict(await self._reader.execute_fetchall(
-            f"select {column}, total(coalesce(cost_without_cache_usd, cost_usd)) from requests"
+            f"select {column}, {total_of('coalesce(cost_without_cache_usd, cost_usd)')} from requests"
             f" where ts >= ? and ts < ? group by {column}", span))
         return [{by: r[0], "requests": r[1], "prompt_tokens": int(r[2]), "completion_tokens": int(r[3]),
                  "cached_tokens": int(r[4]), "reasoning_tokens": int(r[5]), "cost_usd": float(r[6]),
