@@ -27,7 +27,8 @@ from finopsd.providers.base import Adapter, Target, UpstreamRequest
 from finopsd.providers.openai_compat import OpenAIAdapter
 from finopsd.router import can_fall_back, open_upstream, plan
 from finopsd.sse import DONE, frame
-from finopsd.upstream import read_error
+from finopsd.sse import EventTooLarge
+from finopsd.upstream import answer_cap, answer_too_large, event_cap, event_too_large, read_body, read_error
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +246,7 @@ async def _answer(
     try:
         async with upstream:
             if not ex.stream:
-                return _whole(ex, adapter, target, await _read_body(target, upstream), leg.emitter)
+                return _whole(ex, adapter, target, await read_body(target.provider, upstream), leg.emitter)
             response = web.StreamResponse(headers=SSE_HEADERS)
             try:
                 await _stream(request, ex, leg, adapter, target, upstream, response)
@@ -268,14 +269,6 @@ async def _answer(
         return response
 
 
-async def _read_body(target: Target, upstream: aiohttp.ClientResponse) -> bytes:
-    try:
-        async with asyncio.timeout(target.provider.timeouts.total):
-            return await upstream.read()
-    except (TimeoutError, aiohttp.ClientError) as e:
-        raise read_error(target.provider, e) from None
-
-
 def _whole(ex: Exchange, adapter: Adapter, target: Target, body: bytes, emitter: Emitter) -> web.Response:
     completion = adapter.parse_response(target, body)
     ex.mark_first_token()
@@ -295,18 +288,23 @@ async def _stream(
     include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
     fixer = (StreamNormaliser if leg.chat else UsageTap)(ex.transcript, include_usage=include_usage)
     emitter = leg.emitter
-    decoder = adapter.new_decoder()
+    provider = target.provider
+    decoder = adapter.new_decoder(event_cap(provider))
     state = adapter.new_stream(target)
     passthrough = getattr(adapter, "passthrough", False)
-    timeouts = target.provider.timeouts
+    timeouts = provider.timeouts
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeouts.total
     content = upstream.content
+    left = answer_cap(provider)  # decoded bytes the stream may still bring
     try:
         async with asyncio.timeout(None) as idle:
             while True:
                 idle.reschedule(min(loop.time() + timeouts.idle, deadline))
                 data = await content.readany()
+                left -= len(data)
+                if left < 0:
+                    raise answer_too_large(provider)
                 out: list[bytes] = []
                 try:
                     for event, payload in decoder.feed(data) if data else decoder.close():
@@ -323,9 +321,11 @@ async def _stream(
                         await _send(request, ex, response, b"".join(out))
                 if not data:
                     break
+    except EventTooLarge:
+        raise event_too_large(provider) from None
     except (TimeoutError, aiohttp.ClientError) as e:
         _repair(fixer, adapter.finish_stream(state))  # the transcript keeps what usage arrived
-        raise read_error(target.provider, e) from None
+        raise read_error(provider, e) from None
     if not response.prepared:  # a 200 with no event at all (an HTML proxy page, an empty body)
         kind = upstream.headers.get("Content-Type", "no content type")
         raise UpstreamError(f"{target.provider.name}: the stream ended without any event ({kind})",

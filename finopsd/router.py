@@ -24,7 +24,7 @@ from finopsd.errors import BadRequest, GatewayError
 from finopsd.exchange import Exchange
 from finopsd.providers.base import Adapter, BaseAdapter, Target, UpstreamRequest
 from finopsd.providers.registry import ADAPTER_CLASSES
-from finopsd.upstream import error_headers, send
+from finopsd.upstream import error_headers, read_body, send
 
 if TYPE_CHECKING:
     from finopsd.config import Config, ProviderConfig
@@ -179,7 +179,7 @@ async def open_upstream(
             upstream = await send(session, provider, build(adapter, target))
             if upstream.status < 400 and has_followup(adapter):
                 async with upstream:
-                    first = await upstream.read()
+                    first = await read_body(provider, upstream)
                 follow = adapter.followup(target, first, stream=ex.stream)
                 if follow is not None:
                     upstream = await send(session, provider, follow)
@@ -189,7 +189,7 @@ async def open_upstream(
             if upstream.status < 400:
                 return upstream, adapter, target
             async with upstream:
-                err = adapter.parse_error(upstream.status, await upstream.read())
+                err = adapter.parse_error(upstream.status, await read_body(provider, upstream, error=True))
                 err.headers.update(error_headers(upstream))
                 if target.api_key and target.api_key in err.message:  # some upstreams echo the key back
                     err.message = err.message.replace(target.api_key, "[provider key]")
@@ -229,10 +229,7 @@ class _Replay:
     status = 200
 
     def __init__(self, body: bytes) -> None:
-        self.body = body
-
-    async def read(self) -> bytes:
-        return self.body
+        self.content = _Once(body)
 
     async def __aenter__(self) -> _Replay:
         return self
@@ -242,6 +239,17 @@ class _Replay:
 
     def close(self) -> None:
         return None
+
+
+class _Once:
+    """A body already read, handed out by ``readany`` as a stream would."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body: bytes | None = body
+
+    async def readany(self) -> bytes:
+        body, self._body = self._body or b"", None
+        return body
 
 
 def can_fall_back(err: GatewayError) -> bool:
