@@ -100,7 +100,9 @@ class ProviderConfig:
     headers: Mapping[str, str] = field(default_factory=dict)
     max_retries: int = 0
     retry_backoff_ms: int = 250
-    max_answer_mb: float = 32  # a whole answer or stream, decoded; beyond it the exchange fails (502)
+    # decoded sizes; past one the exchange fails (502, or an error event once streaming)
+    max_answer_mb: float = 32  # a whole (non-stream) answer, held in memory to be parsed
+    max_stream_mb: float = 256  # a whole stream, passed on as it comes
     max_event_mb: float = 8  # one stream line or event
     # protocol-specific settings; each adapter reads the ones it needs
     api_version: str | None = None
@@ -169,7 +171,7 @@ def _server(doc: Doc, data: Any, env: Mapping[str, str]) -> ServerConfig:
 
 _PROVIDER_KEYS: Final = {
     "type", "base_url", "keys", "models", "timeouts", "headers", "max_retries", "retry_backoff_ms",
-    "max_answer_mb", "max_event_mb",
+    "max_answer_mb", "max_stream_mb", "max_event_mb",
     "api_version", "region", "project", "location", "credentials_file",
     "access_key_id", "secret_access_key", "session_token",
 }
@@ -215,6 +217,7 @@ def _provider(doc: Doc, name: str, data: Any, env: Mapping[str, str]) -> Provide
         max_retries=r.get("max_retries", int, 0),
         retry_backoff_ms=r.get("retry_backoff_ms", int, 250),
         max_answer_mb=r.number("max_answer_mb", 32, minimum=0.001),
+        max_stream_mb=r.number("max_stream_mb", 256, minimum=0.001),
         max_event_mb=r.number("max_event_mb", 8, minimum=0.001),
         api_version=r.get("api_version", str),
         region=r.get("region", str),

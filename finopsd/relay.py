@@ -71,6 +71,8 @@ async def run_exchange(
         ex.fail(e.status, e.type, e.message)
         raise
     except asyncio.CancelledError:
+        if request.app[RUNTIME].stopping:  # the SIGTERM drain cut it: a 503, not a disconnect
+            raise _cut_by_shutdown(ex) from None
         # aiohttp cancels the handler when its client disconnects (handler_cancellation=True),
         # which aborts the upstream call at once; the post-hooks below still log and charge
         ex.fail(499, "client_closed", "the client disconnected", status="client_closed")
@@ -267,6 +269,26 @@ async def _answer(
         ex.fail(499, "client_closed", "the client disconnected", status="client_closed")
         assert response is not None
         return response
+    except asyncio.CancelledError:
+        if response is None or not response.prepared or not request.app[RUNTIME].stopping:
+            raise
+        err = _cut_by_shutdown(ex)  # the stream began: its end is one error event
+        try:
+            await _send(request, ex, response, leg.emitter.error_frame(err))
+        except ClientGone:
+            pass
+        return response
+
+
+def _cut_by_shutdown(ex: Exchange) -> GatewayError:
+    """The error of an exchange the SIGTERM drain cut; the cancellation is handled here."""
+    err = GatewayError("the gateway is shutting down: the request was cut before it finished",
+                       status=503, type="server_error", code="server_shutdown")
+    ex.fail(err.status, "server_shutdown", err.message)
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    return err
 
 
 def _whole(ex: Exchange, adapter: Adapter, target: Target, body: bytes, emitter: Emitter) -> web.Response:
@@ -296,7 +318,7 @@ async def _stream(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeouts.total
     content = upstream.content
-    left = answer_cap(provider)  # decoded bytes the stream may still bring
+    left = answer_cap(provider, stream=True)  # decoded bytes the stream may still bring
     try:
         async with asyncio.timeout(None) as idle:
             while True:
@@ -304,7 +326,7 @@ async def _stream(
                 data = await content.readany()
                 left -= len(data)
                 if left < 0:
-                    raise answer_too_large(provider)
+                    raise answer_too_large(provider, stream=True)
                 out: list[bytes] = []
                 try:
                     for event, payload in decoder.feed(data) if data else decoder.close():

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -23,6 +24,11 @@ class Runtime:
     session: aiohttp.ClientSession = field(init=False)
     # provider → models found at its upstream /models, for providers whose config lists none
     discovered: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # handlers under way and their connections (the in_flight middleware); SIGTERM's drain
+    # sets ``stopping`` before it cuts what is still running
+    inflight: set[asyncio.Task[Any]] = field(default_factory=set)
+    busy: set[object] = field(default_factory=set)
+    stopping: bool = False
 
     def models(self) -> list[tuple[str, str]]:
         """(provider, model) pairs that /models lists."""

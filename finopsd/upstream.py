@@ -67,9 +67,9 @@ def error_headers(resp: aiohttp.ClientResponse) -> dict[str, str]:
     return {h: resp.headers[h] for h in RETRY_AFTER if h in resp.headers}
 
 
-def answer_cap(provider: ProviderConfig) -> int:
+def answer_cap(provider: ProviderConfig, stream: bool = False) -> int:
     """Decoded bytes a whole answer (body or stream) of ``provider`` may hold."""
-    return int(provider.max_answer_mb * MB)
+    return int((provider.max_stream_mb if stream else provider.max_answer_mb) * MB)
 
 
 def event_cap(provider: ProviderConfig) -> int:
@@ -77,9 +77,10 @@ def event_cap(provider: ProviderConfig) -> int:
     return int(provider.max_event_mb * MB)
 
 
-def answer_too_large(provider: ProviderConfig) -> UpstreamError:
-    return UpstreamError(f"{provider.name}: the answer is larger than its limit of {provider.max_answer_mb:g} MB"
-                         " (max_answer_mb)", code="upstream_answer_too_large")
+def answer_too_large(provider: ProviderConfig, stream: bool = False) -> UpstreamError:
+    mb, name = (provider.max_stream_mb, "max_stream_mb") if stream else (provider.max_answer_mb, "max_answer_mb")
+    return UpstreamError(f"{provider.name}: the answer is larger than its limit of {mb:g} MB ({name})",
+                         code="upstream_answer_too_large")
 
 
 def event_too_large(provider: ProviderConfig) -> UpstreamError:

@@ -20,7 +20,7 @@ from tests.fakes import fixture_frames
 from tests.logrows import last_row
 from tests.test_routes_openai import MSGS
 
-LIMITS = "max_answer_mb: 1, max_event_mb: 0.25"
+LIMITS = "max_answer_mb: 1, max_stream_mb: 2, max_event_mb: 0.25"
 FIRST = {  # a valid first event per protocol, so the client has its 200 before the trouble starts
     "openai": fixture_frames("openai/text_stream.sse")[0],
     "anthropic": fixture_frames("anthropic/thinking_then_text.sse")[0],
