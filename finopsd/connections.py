@@ -15,7 +15,7 @@ import asyncio
 import logging
 import resource
 from collections.abc import Collection
-from typing import Final
+from typing import Final, cast
 
 from aiohttp import web
 from yarl import URL
@@ -58,7 +58,7 @@ class Refusal(asyncio.Protocol):
     """Answers 503 to a connection over the cap, lets the client read it, then closes."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
         transport.write(REFUSAL)
         if transport.can_write_eof():
             transport.write_eof()
