@@ -119,10 +119,17 @@ def reload(app: web.Application, loader: Callable[[], Config] | None) -> None:
         return
     rt = app[RUNTIME]
     old = rt.config
-    if (new.server.host, new.server.port, new.storage.path) != (old.server.host, old.server.port, old.storage.path):
-        log.warning("SIGHUP: server address and storage path changes need a restart")
+    if _restart_only(new) != _restart_only(old):
+        log.warning("SIGHUP: changes to the server address, connection and body limits and the storage path"
+                    " need a restart")
     rt.config = new
     log.info("SIGHUP: config reloaded from %s (%d providers)", new.source, len(new.providers))
+
+
+def _restart_only(c: Config) -> tuple[object, ...]:
+    """Settings read once, when the app is built and the socket bound."""
+    s = c.server
+    return s.host, s.port, s.max_body_mb, s.keepalive_timeout_s, s.max_connections, c.storage.path
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
