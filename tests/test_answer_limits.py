@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from finopsd.sse import EventTooLarge, SSEDecoder
 from tests.fakes import fixture_frames
 from tests.logrows import last_row
 from tests.test_routes_openai import MSGS
@@ -128,3 +129,15 @@ async def test_sse_line_without_end_is_cut_at_max_event_mb(hostile_gateway: Any,
         resp = await gw.post("/openai/chat/completions", json=_body(protocol, "line_first", True))
         assert resp.status == 502
         assert (await resp.json())["error"]["code"] == "upstream_event_too_large"
+
+
+def test_a_long_line_in_small_reads_decodes_whole() -> None:
+    payload = "y" * (3 * 1024 * 1024)
+    raw = f"event: big\r\ndata: {payload}\r\rdata: next\n\n".encode()
+    decoder = SSEDecoder(max_event=4 * 1024 * 1024)
+    cr = raw.index(b"\r\r") + 1  # a read ends on the first \r of two: it might have been half of \r\n
+    cuts = sorted({*range(0, len(raw), 1000), cr, len(raw)})
+    frames = [f for a, b in zip(cuts, cuts[1:]) for f in decoder.feed(raw[a:b])]
+    assert frames == [("big", payload), (None, "next")]  # a lone \r ends a line, also at a read's edge
+    with pytest.raises(EventTooLarge):
+        SSEDecoder(max_event=1024).feed(b"data: " + b"z" * 2000)
