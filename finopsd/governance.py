@@ -286,14 +286,14 @@ class Governance:
                       f"rate limit reached for {scope} {name!r}: {what}; retry in {retry} s", headers)
 
     def _check_budgets(self, scope: str, name: str, budgets: Iterable[Budget], now: float) -> None:
-        usd, count = self.reserved.get((scope, name), (0.0, 0))
+        usd = self.reserved.get((scope, name), (0.0, 0))[0]
         for budget in budgets:
             spent = self.ledger.spent((scope, name, budget.period), now)
             if spent + usd < budget.usd:
                 continue
             end = window_end(budget.period, window_start(budget.period, now))
             resets = f"it resets at {iso(end)}" if end is not None else "a total budget does not reset"
-            held = f" and {count} requests in flight hold {usd_text(usd)} of it" if count else ""
+            held = f" and requests in flight hold {usd_text(usd)}" if usd else ""
             raise _refuse(402, "insufficient_quota", "budget_exceeded",
                           f"budget exceeded: {scope} {name!r} has spent {usd_text(spent)}{held} of its"
                           f" {usd_text(budget.usd)} {budget.period} budget; {resets}")

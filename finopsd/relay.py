@@ -26,8 +26,7 @@ from finopsd.exchange import Exchange
 from finopsd.providers.base import Adapter, Target, UpstreamRequest
 from finopsd.providers.openai_compat import OpenAIAdapter
 from finopsd.router import can_fall_back, open_upstream, plan
-from finopsd.sse import DONE, frame
-from finopsd.sse import EventTooLarge
+from finopsd.sse import DONE, EventTooLarge, frame
 from finopsd.upstream import answer_cap, answer_too_large, event_cap, event_too_large, read_body, read_error
 
 log = logging.getLogger(__name__)

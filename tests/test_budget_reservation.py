@@ -57,12 +57,15 @@ async def _fifty_parallel(gw: TestClient, fake_openai: FakeUpstream, route: str,
     frames = RESPONSES_FRAMES if route.endswith("/responses") else FRAMES
     fake_openai.add(Reply(frames=[f + b"\n\n" for f in frames], hold_before=1, until=gate))
     statuses: list[int] = []
+    refusals: list[str] = []
 
     async def one(i: int) -> None:
         async with gw.post(route, json={**body, "stream": True},
                            headers={"Authorization": f"Bearer {KEYS[i % 2]}"}) as resp:
             statuses.append(resp.status)
-            await resp.read()
+            answer = await resp.read()
+            if resp.status == 402:
+                refusals.append(json.loads(answer)["error"]["message"])
 
     tasks = [asyncio.create_task(one(i)) for i in range(50)]
     async with asyncio.timeout(30):  # a hang guard
@@ -70,6 +73,9 @@ async def _fifty_parallel(gw: TestClient, fake_openai: FakeUpstream, route: str,
             await asyncio.sleep(0.01)
         gate.set()
         await asyncio.gather(*tasks)
+    # while one ran, the others were told what held the budget
+    told = [m for m in refusals if "team 'squad' has spent $0.00 and requests in flight hold $" in m]
+    assert len(told) == len(refusals), refusals[:1]
     return statuses
 
 
