@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -10,7 +11,10 @@ from aiohttp import web
 from finopsd import access, admin, catalog, governance, mcp_upstream, openapi, recorder
 from finopsd.appkeys import CONFIG, GOVERNANCE, RUNTIME
 from finopsd.config import Config
-from finopsd.middleware import cors_preflight, errors_as_json, on_prepare, request_id, scrub_secrets, utf8_headers
+from finopsd.middleware import (
+    INFLATE_SLOTS, cors_preflight, errors_as_json, in_flight, on_prepare, request_body, request_id, scrub_secrets,
+    utf8_headers,
+)
 from finopsd.routes import anthropic, health, openai, responses
 from finopsd.routes import logs
 from finopsd.routes import keys
@@ -22,12 +26,20 @@ MB = 1024 * 1024
 
 def build_app(config: Config) -> web.Application:
     app = web.Application(
-        # authenticate last: CORS preflights carry no key, and its refusals become JSON errors
-        middlewares=[request_id, scrub_secrets, errors_as_json, utf8_headers, cors_preflight, access.authenticate],
+        # bodies are bounded and inflated before any key check; authenticate last: CORS preflights
+        # carry no key, and its refusals become JSON errors
+        middlewares=[request_id, in_flight, scrub_secrets, errors_as_json, utf8_headers, cors_preflight, request_body,
+                     access.authenticate],
         client_max_size=int(config.server.max_body_mb * MB),
-        handler_args={"max_line_size": 64 * 1024},  # a /logs?q= search may hold 10 kB of pasted text
+        handler_args={
+            "max_line_size": 64 * 1024,  # a /logs?q= search may hold 10 kB of pasted text
+            # also closes a connection whose request headers have not all come by then
+            "keepalive_timeout": config.server.keepalive_timeout_s,
+            "auto_decompress": False,  # request_body inflates, bounded and off the event loop
+        },
     )
     app[CONFIG] = config
+    app[INFLATE_SLOTS] = asyncio.Semaphore(2)
     app[RUNTIME] = Runtime(config)
     app[GOVERNANCE] = governance.Governance(config, app[RUNTIME])
     app[admin.THROTTLE] = admin.Throttle()
@@ -56,8 +68,10 @@ def build_app(config: Config) -> web.Application:
 async def upstream_session(app: web.Application) -> AsyncIterator[None]:
     # no total timeout here: each call sets its own from the provider's timeouts
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
+    # no cookie jar: cookies an upstream sets would pile up and reach other clients' calls
     async with aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=None), auto_decompress=True
+        connector=connector, timeout=aiohttp.ClientTimeout(total=None), auto_decompress=True,
+        cookie_jar=aiohttp.DummyCookieJar(),
     ) as session:
         app[RUNTIME].session = session
         yield

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -11,13 +12,17 @@ import aiohttp
 from aiohttp import web
 
 from finopsd.appkeys import RUNTIME
+from finopsd.errors import GatewayError
 from finopsd.router import adapter_for, pick_key
 from finopsd.providers.openai_compat import OpenAIAdapter
 from finopsd.runtime import Runtime
+from finopsd.upstream import read_body
 
 log = logging.getLogger(__name__)
 
 DISCOVERY_TIMEOUT_S = 5
+MAX_DISCOVERED = 10_000  # an upstream's list is bounded like any answer: so many ids, so long each
+MAX_MODEL_ID = 256
 
 
 async def discover_models(app: web.Application) -> AsyncIterator[None]:
@@ -45,11 +50,12 @@ async def _discover(rt: Runtime, name: str) -> None:
             headers={**provider.headers, **adapter.auth_headers(target)},
             timeout=aiohttp.ClientTimeout(total=DISCOVERY_TIMEOUT_S),
         ) as resp:
-            body = await resp.json(content_type=None) if resp.status == 200 else None
-    except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            body = json.loads(await read_body(provider, resp)) if resp.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError, ValueError, GatewayError) as e:
         log.info("model discovery for %s failed: %s", name, type(e).__name__)
         return
     data = body.get("data") if isinstance(body, dict) else None
     if isinstance(data, list):
-        rt.discovered[name] = tuple(str(m["id"]) for m in data if isinstance(m, dict) and "id" in m)
+        ids = (m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str))
+        rt.discovered[name] = tuple(i for i in ids if len(i) <= MAX_MODEL_ID)[:MAX_DISCOVERED]
         log.info("discovered %d models at %s", len(rt.discovered[name]), name)

@@ -46,8 +46,14 @@ class CorsConfig:
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    max_body_mb: float = 32
+    max_body_mb: float = 32  # after decompression too
+    # SIGTERM: in-flight requests, the cut of those still running and the log flush, all told
     drain_timeout_s: float = 30
+    # an idle connection, or one still sending its request headers, is closed after this long
+    keepalive_timeout_s: float = 15
+    body_timeout_s: float = 60  # the whole request body must arrive within this
+    # open client connections; at the cap idle ones are closed to make room, else new ones get 503
+    max_connections: int = 1000
     cors: CorsConfig = field(default_factory=CorsConfig)
     # guards /logs and /api/*; when None they answer loopback clients only
     admin_token: str | None = field(default=None, repr=False)
@@ -95,6 +101,10 @@ class ProviderConfig:
     headers: Mapping[str, str] = field(default_factory=dict)
     max_retries: int = 0
     retry_backoff_ms: int = 250
+    # decoded sizes; past one the exchange fails (502, or an error event once streaming)
+    max_answer_mb: float = 32  # a whole (non-stream) answer, held in memory to be parsed
+    max_stream_mb: float = 256  # a whole stream, passed on as it comes
+    max_event_mb: float = 8  # one stream line or event
     # protocol-specific settings; each adapter reads the ones it needs
     api_version: str | None = None
     region: str | None = None
@@ -136,7 +146,8 @@ class Config:
 
 
 def _server(doc: Doc, data: Any, env: Mapping[str, str]) -> ServerConfig:
-    r = Reader(doc, data, "server", {"host", "port", "max_body_mb", "drain_timeout_s", "cors", "admin_token"})
+    r = Reader(doc, data, "server", {"host", "port", "max_body_mb", "drain_timeout_s", "keepalive_timeout_s",
+                                     "body_timeout_s", "max_connections", "cors", "admin_token"})
     port = r.get("port", int, 8080)
     if not 0 <= port <= 65535:
         raise doc.error("server.port", "must be between 0 and 65535")
@@ -152,7 +163,10 @@ def _server(doc: Doc, data: Any, env: Mapping[str, str]) -> ServerConfig:
         host=r.get("host", str, "127.0.0.1"),
         port=port,
         max_body_mb=r.number("max_body_mb", 32, minimum=0.001),
-        drain_timeout_s=r.number("drain_timeout_s", 30),
+        drain_timeout_s=r.number("drain_timeout_s", 30, minimum=0.1),
+        keepalive_timeout_s=r.number("keepalive_timeout_s", 15, minimum=0.1),
+        body_timeout_s=r.number("body_timeout_s", 60, minimum=0.1),
+        max_connections=int(r.number("max_connections", 1000, minimum=1)),
         cors=cors,
         admin_token=r.secret("admin_token", env),
     )
@@ -160,6 +174,7 @@ def _server(doc: Doc, data: Any, env: Mapping[str, str]) -> ServerConfig:
 
 _PROVIDER_KEYS: Final = {
     "type", "base_url", "keys", "models", "timeouts", "headers", "max_retries", "retry_backoff_ms",
+    "max_answer_mb", "max_stream_mb", "max_event_mb",
     "api_version", "region", "project", "location", "credentials_file",
     "access_key_id", "secret_access_key", "session_token", "caching",
 }
@@ -204,6 +219,9 @@ def _provider(doc: Doc, name: str, data: Any, env: Mapping[str, str]) -> Provide
         headers=headers,
         max_retries=r.get("max_retries", int, 0),
         retry_backoff_ms=r.get("retry_backoff_ms", int, 250),
+        max_answer_mb=r.number("max_answer_mb", 32, minimum=0.001),
+        max_stream_mb=r.number("max_stream_mb", 256, minimum=0.001),
+        max_event_mb=r.number("max_event_mb", 8, minimum=0.001),
         api_version=r.get("api_version", str),
         region=r.get("region", str),
         project=r.get("project", str),

@@ -104,6 +104,8 @@ class Exchange:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     transcript: Transcript = field(default_factory=Transcript)
+    # governance: USD reserved against budgets while in flight, and the (scope, name) it holds
+    reservation: tuple[float, tuple[tuple[str, str], ...]] | None = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.t0) * 1000

@@ -20,9 +20,15 @@ configured key, so the time taken does not depend on which key matched or how mu
 of it; the plaintext presented is never stored or logged.
 
 Budgets are checked before a request and charged after it, when its usage is
-known. Requests admitted while a budget still had room are all charged, so a
-budget can overshoot by the cost of the requests in flight when it ran out; no
-request is admitted once the spend reaches the budget.
+known. An admitted request reserves what it may cost: its prompt (about 4
+characters a token) plus its output limit (``max_completion_tokens``,
+``max_tokens`` or ``max_output_tokens``; ``DEFAULT_OUTPUT_TOKENS`` when it names
+none), times ``n``, at the price of the dearest model it may reach (fallbacks
+included). A request is admitted only while spend plus reservations is below the
+budget, and its reservation is released when it ends, whatever happened, as its
+real cost is charged. So the overshoot is at most the estimate of the last request
+admitted, plus what requests cost beyond their estimates (a prompt that tokenizes
+denser than 4 characters a token, or an upstream that ignores the output limit).
 
 Spend is rebuilt from the request log at startup. A new config (SIGHUP) is applied
 on the next request: counters that still exist keep their spend, counters for new
@@ -49,7 +55,7 @@ from finopsd.appkeys import GOVERNANCE, LOGSTORE
 from finopsd.errors import GatewayError
 from finopsd.exchange import Exchange
 from finopsd.pricing import Pricer, cache_reads, cache_writes
-from finopsd.router import permits, resolve_model
+from finopsd.router import permits, plan, resolve_model
 from finopsd.spend import (
     Counter, Ledger, SlidingWindow, estimate_usage, iso, usd_text, window_end, window_start,
 )
@@ -64,6 +70,9 @@ __all__ = ["Governance", "find_key", "new_virtual_key", "offline_report", "open_
 log = logging.getLogger(__name__)
 
 KEY_HEADERS: Final = ("x-api-key", "api-key")  # besides Authorization: Bearer
+DEFAULT_OUTPUT_TOKENS: Final = 4096  # reserved for a request that names no output limit
+OUTPUT_LIMITS: Final = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+MAX_CHOICES: Final = 128
 WWW_AUTHENTICATE: Final = {"WWW-Authenticate": 'Bearer realm="finopsd"'}
 
 
@@ -128,6 +137,8 @@ class Governance:
         self.pricer = Pricer(config.pricing, config.providers)
         self.ledger = Ledger()
         self.meters: dict[tuple[str, str], Meter] = {}
+        # (scope, name) → [USD reserved by its requests in flight, how many]
+        self.reserved: dict[tuple[str, str], list[float]] = {}
         self.store: SpendSource | None = None
         self._lock = asyncio.Lock()  # held while counters are rebuilt; charges wait for it
 
@@ -280,15 +291,60 @@ class Governance:
                       f"rate limit reached for {scope} {name!r}: {what}; retry in {retry} s", headers)
 
     def _check_budgets(self, scope: str, name: str, budgets: Iterable[Budget], now: float) -> None:
+        usd = self.reserved.get((scope, name), (0.0, 0))[0]
         for budget in budgets:
             spent = self.ledger.spent((scope, name, budget.period), now)
-            if spent < budget.usd:
+            if spent + usd < budget.usd:
                 continue
             end = window_end(budget.period, window_start(budget.period, now))
             resets = f"it resets at {iso(end)}" if end is not None else "a total budget does not reset"
+            held = f" and requests in flight hold {usd_text(usd)}" if usd else ""
             raise _refuse(402, "insufficient_quota", "budget_exceeded",
-                          f"budget exceeded: {scope} {name!r} has spent {usd_text(spent)} of its {usd_text(budget.usd)}"
-                          f" {budget.period} budget; {resets}")
+                          f"budget exceeded: {scope} {name!r} has spent {usd_text(spent)}{held} of its"
+                          f" {usd_text(budget.usd)} {budget.period} budget; {resets}")
+
+    def estimate_cost(self, ex: Exchange) -> float:
+        """The most ``ex`` may cost (see the module doc); 0 when no model it may reach is priced."""
+        req = ex.request or {}
+        limits = (req.get(f) for f in OUTPUT_LIMITS)
+        output = next((v for v in limits if isinstance(v, int) and not isinstance(v, bool) and v > 0),
+                      DEFAULT_OUTPUT_TOKENS)
+        n = req.get("n")
+        choices = min(n, MAX_CHOICES) if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+        prompt = estimate_usage(req, (), (), ())["prompt_tokens"]
+        usage = {"prompt_tokens": prompt, "completion_tokens": output * choices}
+        model = ex.model or ""
+        fallbacks = req.get("fallbacks") if ex.route != "messages" else None
+        try:
+            targets = plan(self.config, resolve_model(self.config, model) if ex.route == "messages" else model,
+                           [f for f in fallbacks if isinstance(f, str)] if isinstance(fallbacks, list) else None)
+        except GatewayError:
+            return 0.0  # a model no provider serves: the router refuses it
+        return max(self.pricer.price(p.name, m, usage)[0] for p, m in targets)
+
+    def _reserve(self, ex: Exchange, owners: list[tuple[str, str]]) -> None:
+        usd = self.estimate_cost(ex) if owners else 0.0
+        if usd <= 0:
+            return
+        ex.reservation = (usd, tuple(owners))
+        for owner in owners:
+            held = self.reserved.setdefault(owner, [0.0, 0])
+            held[0] += usd
+            held[1] += 1
+
+    def _release(self, ex: Exchange) -> None:
+        if ex.reservation is None:
+            return
+        usd, owners = ex.reservation
+        ex.reservation = None
+        for owner in owners:
+            held = self.reserved.get(owner)
+            if held is None:
+                continue
+            held[0] -= usd
+            held[1] -= 1
+            if held[1] <= 0:
+                del self.reserved[owner]  # and with it any float drift
 
     async def pre(self, ex: Exchange, request: web.Request) -> None:
         await self.sync()
@@ -311,10 +367,13 @@ class Governance:
             self._check_budgets(scope, name, budgets, now)
         for scope, name, _, _ in scopes:  # admitted: the request counts from now
             self.meter(scope, name).requests.add(now, 1)
+        if ex.route != "mcp":
+            self._reserve(ex, [(scope, name) for scope, name, _, budgets in scopes if budgets])
 
     # ---------------------------------------------------------------- post
 
     async def post(self, ex: Exchange) -> None:
+        self._release(ex)  # the real cost, if any, is charged below
         if ex.provider is None or ex.route == "mcp":
             return  # refused before routing, or an MCP tool call: no tokens to price
         usage = ex.transcript.usage if isinstance(ex.transcript.usage, dict) else None

@@ -1,15 +1,18 @@
-"""Middlewares, one job each: request id, secrets scrubbed, errors as JSON, UTF-8 headers, CORS preflight; headers on prepare."""
+"""Middlewares, one job each: request id, in-flight tracking, secrets scrubbed, errors as JSON,
+UTF-8 headers, CORS preflight, the request body; headers on prepare."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import zlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
 from finopsd.appkeys import RUNTIME
-from finopsd.errors import GatewayError, error_type_for_status
+from finopsd.errors import BadRequest, GatewayError, error_type_for_status
 from finopsd.exchange import new_request_id
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,21 @@ async def scrub_secrets(request: web.Request, handler: Handler) -> web.StreamRes
     if isinstance(response, web.Response) and isinstance(response.body, bytes) and response.body:
         response.body = request.app[RUNTIME].scrubber.bytes(response.body)
     return response
+
+
+@web.middleware
+async def in_flight(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Track the handler and its connection: SIGTERM waits for (then cuts) these handlers,
+    and the connection cap never closes a connection with a request under way."""
+    rt = request.app[RUNTIME]
+    task, conn = request.task, request.protocol
+    rt.inflight.add(task)
+    rt.busy.add(conn)
+    try:
+        return await handler(request)
+    finally:
+        rt.inflight.discard(task)
+        rt.busy.discard(conn)
 
 
 @web.middleware
@@ -126,3 +144,66 @@ async def on_prepare(request: web.Request, response: web.StreamResponse) -> None
             response.headers["Access-Control-Allow-Origin"] = "*" if "*" in cors.allowed_origins else origin
             response.headers["Access-Control-Expose-Headers"] = EXPOSED
             response.headers.add("Vary", "Origin")
+
+
+# the app's threads for inflating request bodies: a flood of gzip bombs takes these, not the
+# whole executor that the log writer shares
+INFLATE_SLOTS: Final = web.AppKey("inflate_slots", asyncio.Semaphore)
+MB: Final = 1024 * 1024
+# Content-Encoding → zlib wbits ("deflate" is zlib-wrapped; raw deflate is told apart by its first byte)
+WBITS: Final = {"gzip": 31, "x-gzip": 31, "deflate": 15}
+
+
+@web.middleware
+async def request_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Read the body within ``server.body_timeout_s``; inflate gzip or deflate in a thread,
+    capped at ``server.max_body_mb`` of output, before any handler (and so any key check).
+
+    The server parser runs with ``auto_decompress`` off, so aiohttp never inflates on the
+    event loop (nor drains an unread bomb after the answer); ``client_max_size`` bounds
+    the raw bytes, this middleware the inflated ones.
+    """
+    if not request.body_exists:
+        return await handler(request)
+    server = request.app[RUNTIME].config.server
+    try:
+        async with asyncio.timeout(server.body_timeout_s):
+            raw = await request.read()
+    except TimeoutError:
+        raise GatewayError(f"the request body did not arrive within {server.body_timeout_s:g} s"
+                           " (server.body_timeout_s)", status=408, type="invalid_request_error",
+                           code="body_timeout") from None
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding != "identity":
+        if encoding not in WBITS:
+            raise GatewayError(f"Content-Encoding {encoding[:40]!r} is not supported; send gzip, deflate or"
+                               " none", status=415, type="invalid_request_error", code="unsupported_encoding")
+        cap = int(server.max_body_mb * MB)
+        async with request.app[INFLATE_SLOTS]:
+            body = await asyncio.to_thread(inflate, raw, encoding, cap)
+        if body is None:
+            raise web.HTTPRequestEntityTooLarge(max_size=cap, actual_size=cap + 1)
+        # aiohttp keeps a body it read here; every later read() (json, post) sees the inflated one
+        request._read_bytes = body
+    return await handler(request)
+
+
+def inflate(raw: bytes, encoding: str, cap: int) -> bytes | None:
+    """``raw`` decoded, or None past ``cap`` bytes; BadRequest when it is not valid (or is cut short)."""
+    wbits = WBITS[encoding]
+    if wbits == 15 and raw and raw[0] & 0x0F != 8:
+        wbits = -15  # raw deflate, as some clients send it
+    out = bytearray()
+    rest = raw
+    try:
+        while rest:  # gzip allows several members one after the other
+            d = zlib.decompressobj(wbits)
+            out += d.decompress(rest, cap + 1 - len(out))
+            if len(out) > cap:
+                return None
+            if not d.eof:
+                raise BadRequest(f"the {encoding} request body is cut short", code="invalid_body_encoding")
+            rest = d.unused_data
+    except zlib.error:
+        raise BadRequest(f"the request body is not valid {encoding}", code="invalid_body_encoding") from None
+    return bytes(out)

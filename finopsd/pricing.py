@@ -24,6 +24,12 @@ genai-prices is used offline: ``calc_price`` reads the snapshot bundled with the
 package, and its updater (``UpdatePrices``) is never started, so pricing never
 touches the network. A model that neither source prices costs 0 and is flagged
 ``unpriced``, so a report can tell "free" from "unknown".
+
+Model names come from clients, so what is remembered about them is bounded: the last
+``MAX_CACHED`` names of at most ``MAX_CACHED_NAME`` characters (longer ones are priced
+afresh each time), and genai-prices' own lookup caches, which keep every name they
+were asked about, start over from a fresh snapshot of the bundled data once
+``GENAI_ROTATE_CHARS`` characters of names were looked up.
 """
 
 from __future__ import annotations
@@ -35,10 +41,12 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from finopsd.lru import LRU
 from finopsd.usage import token_count
 
 if TYPE_CHECKING:
     from genai_prices import Usage
+    from genai_prices.data_snapshot import DataSnapshot
 
     from finopsd.config import Price, ProviderConfig
 
@@ -62,6 +70,9 @@ SELF_HOSTED: Final = frozenset({"ollama", "vllm", "sgl"})
 # protocols whose models live at one known vendor, for custom provider names
 PROTOCOL_VENDORS: Final = frozenset({"anthropic", "gemini", "vertex", "bedrock", "cohere"})
 _ANY_PROVIDER: Final = ""  # look the model up by name across every provider genai-prices knows
+MAX_CACHED: Final = 4096
+MAX_CACHED_NAME: Final = 256
+GENAI_ROTATE_CHARS: Final = 4 * 1024 * 1024
 
 
 def genai_provider_id(name: str, protocol: str | None) -> str | None:
@@ -139,9 +150,22 @@ class Pricer:
         self._globs = [(pattern, p) for pattern, p in overrides.items() if any(c in pattern for c in "*?[")]
         self._protocols = {name: p.type for name, p in providers.items()}
         # (provider, model) → an override Price, a genai provider id ("" = any), or None (unpriced)
-        self._resolved: dict[tuple[str, str], Price | str | None] = {}
+        self._resolved: LRU[tuple[str, str], Price | str | None] = LRU(MAX_CACHED)
         # (genai provider id, model, UTC day) → linear per-token rates, or None: use the exact path
-        self._linear: dict[tuple[str, str, int], tuple[float, ...] | None] = {}
+        self._linear: LRU[tuple[str, str, int], tuple[float, ...] | None] = LRU(MAX_CACHED)
+        self._snapshot: DataSnapshot | None = None  # genai-prices' data, with lookup caches of its own
+        self._looked_up = 0  # characters of model names looked up in that snapshot
+
+    def _genai(self, model: str) -> DataSnapshot:
+        """The genai-prices snapshot to look ``model`` up in; a fresh one when the old one remembers too much."""
+        self._looked_up += len(model)
+        if self._snapshot is None or self._looked_up > GENAI_ROTATE_CHARS:
+            from genai_prices.data import providers
+            from genai_prices.data_snapshot import DataSnapshot
+
+            self._snapshot = DataSnapshot(providers=providers, from_auto_update=False)
+            self._looked_up = len(model)
+        return self._snapshot
 
     def _resolve(self, provider: str, model: str) -> Price | str | None:
         key = (provider, model)
@@ -155,15 +179,15 @@ class Pricer:
             genai_id = genai_provider_id(provider, self._protocols.get(provider))
             if genai_id is not None and self._genai_knows(genai_id, model):
                 found = genai_id
-        self._resolved[key] = found
+        if len(model) <= MAX_CACHED_NAME:
+            self._resolved[key] = found
         return found
 
-    @staticmethod
-    def _genai_knows(genai_id: str, model: str) -> bool:
-        from genai_prices import Usage, calc_price
+    def _genai_knows(self, genai_id: str, model: str) -> bool:
+        from genai_prices import Usage
 
         try:
-            calc_price(Usage(input_tokens=1), model, provider_id=genai_id or None)
+            self._genai(model).calc(Usage(input_tokens=1), model, genai_id or None, None, None)
         except (LookupError, ValueError):
             return False
         return True
@@ -200,7 +224,7 @@ class Pricer:
         if rates is not None:
             return linear_cost(rates, counts), set()
         try:
-            return _genai_cost(source, model, counts, day), set()
+            return _genai_cost(source, model, counts, day, self._genai(model)), set()
         except (LookupError, ValueError) as e:  # usage shapes this model's price cannot take
             log.warning("no price for %s/%s with this usage: %s", provider, model, e)
             return 0.0, {UNPRICED}
@@ -212,12 +236,15 @@ class Pricer:
         the common flat-priced model the same sum from rates measured once is ~1 µs.
         """
         key = (source, model, day)
-        if key not in self._linear:
-            try:
-                self._linear[key] = _measure_rates(source, model, day)
-            except (LookupError, ValueError):
-                self._linear[key] = None
-        return self._linear[key]
+        if key in self._linear:
+            return self._linear[key]
+        try:
+            rates = _measure_rates(source, model, day, self._genai(model))
+        except (LookupError, ValueError):
+            rates = None
+        if len(model) <= MAX_CACHED_NAME:
+            self._linear[key] = rates
+        return rates
 
 
 # one probe per count category, at two scales: a tiered price (say, 2x above 200k prompt
@@ -242,19 +269,20 @@ def _probe_counts(category: str, n: int) -> dict[str, int]:
     return counts
 
 
-def _genai_cost(source: str, model: str, counts: Mapping[str, int], day: int) -> float:
-    from genai_prices import calc_price
+def _genai_cost(source: str, model: str, counts: Mapping[str, int], day: int,
+                snapshot: DataSnapshot | None = None) -> float:
+    from genai_prices.data_snapshot import get_snapshot
 
     when = datetime.fromtimestamp(day * 86400 + 43200, UTC)  # midday: the price in force that day
-    result = calc_price(genai_usage(counts), model, provider_id=source or None, genai_request_timestamp=when)
+    result = (snapshot or get_snapshot()).calc(genai_usage(counts), model, source or None, None, when)
     return float(result.total_price)
 
 
-def _measure_rates(source: str, model: str, day: int) -> tuple[float, ...] | None:
+def _measure_rates(source: str, model: str, day: int, snapshot: DataSnapshot) -> tuple[float, ...] | None:
     rates = []
     for category in RATE_FIELDS:
-        small = _genai_cost(source, model, _probe_counts(category, _PROBE_SMALL), day) / _PROBE_SMALL
-        large = _genai_cost(source, model, _probe_counts(category, _PROBE_LARGE), day) / _PROBE_LARGE
+        small = _genai_cost(source, model, _probe_counts(category, _PROBE_SMALL), day, snapshot) / _PROBE_SMALL
+        large = _genai_cost(source, model, _probe_counts(category, _PROBE_LARGE), day, snapshot) / _PROBE_LARGE
         if abs(small - large) > 1e-12 * max(1.0, abs(large)) + 1e-15:
             return None  # tiered: not linear in the token count
         rates.append(large)

@@ -28,8 +28,8 @@ from finopsd.providers.base import Adapter, Target, UpstreamRequest
 from finopsd.providers.openai_compat import OpenAIAdapter
 from finopsd.providers.shape import check_chunk, check_completion, parsed
 from finopsd.router import can_fall_back, open_upstream, plan
-from finopsd.sse import DONE, frame
-from finopsd.upstream import read_error
+from finopsd.sse import DONE, EventTooLarge, frame
+from finopsd.upstream import answer_cap, answer_too_large, event_cap, event_too_large, read_body, read_error
 from finopsd.usage import with_cache_fields
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ async def run_exchange(
         ex.fail(e.status, e.type, e.message)
         raise
     except asyncio.CancelledError:
+        if request.app[RUNTIME].stopping:  # the SIGTERM drain cut it: a 503, not a disconnect
+            raise _cut_by_shutdown(ex) from None
         # aiohttp cancels the handler when its client disconnects (handler_cancellation=True),
         # which aborts the upstream call at once; the post-hooks below still log and charge
         ex.fail(499, "client_closed", "the client disconnected", status="client_closed")
@@ -259,7 +261,7 @@ async def _answer(
     try:
         async with upstream:
             if not ex.stream:
-                whole = _whole(ex, adapter, target, await _read_body(target, upstream), leg.emitter)
+                whole = _whole(ex, adapter, target, await read_body(target.provider, upstream), leg.emitter)
                 if leg.before_end is not None:
                     await leg.before_end()
                 return whole
@@ -283,14 +285,26 @@ async def _answer(
         ex.fail(499, "client_closed", "the client disconnected", status="client_closed")
         assert response is not None
         return response
+    except asyncio.CancelledError:
+        if response is None or not response.prepared or not request.app[RUNTIME].stopping:
+            raise
+        err = _cut_by_shutdown(ex)  # the stream began: its end is one error event
+        try:
+            await _send(request, ex, response, leg.emitter.error_frame(err))
+        except ClientGone:
+            pass
+        return response
 
 
-async def _read_body(target: Target, upstream: aiohttp.ClientResponse) -> bytes:
-    try:
-        async with asyncio.timeout(target.provider.timeouts.total):
-            return await upstream.read()
-    except (TimeoutError, aiohttp.ClientError) as e:
-        raise read_error(target.provider, e) from None
+def _cut_by_shutdown(ex: Exchange) -> GatewayError:
+    """The error of an exchange the SIGTERM drain cut; the cancellation is handled here."""
+    err = GatewayError("the gateway is shutting down: the request was cut before it finished",
+                       status=503, type="server_error", code="server_shutdown")
+    ex.fail(err.status, "server_shutdown", err.message)
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    return err
 
 
 def _whole(ex: Exchange, adapter: Adapter, target: Target, body: bytes, emitter: Emitter) -> web.Response:
@@ -314,18 +328,23 @@ async def _stream(
     fixer = (StreamNormaliser if leg.chat else UsageTap)(ex.transcript, include_usage=include_usage)
     name = target.provider.name
     emitter = leg.emitter
-    decoder = adapter.new_decoder()
+    provider = target.provider
+    decoder = adapter.new_decoder(event_cap(provider))
     state = adapter.new_stream(target)
     passthrough = getattr(adapter, "passthrough", False)
-    timeouts = target.provider.timeouts
+    timeouts = provider.timeouts
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeouts.total
     content = upstream.content
+    left = answer_cap(provider, stream=True)  # decoded bytes the stream may still bring
     try:
         async with asyncio.timeout(None) as idle:
             while True:
                 idle.reschedule(min(loop.time() + timeouts.idle, deadline))
                 data = await content.readany()
+                left -= len(data)
+                if left < 0:
+                    raise answer_too_large(provider, stream=True)
                 out: list[bytes] = []
                 try:
                     for event, payload in decoder.feed(data) if data else decoder.close():
@@ -342,9 +361,11 @@ async def _stream(
                         await _send(request, ex, response, b"".join(out))
                 if not data:
                     break
+    except EventTooLarge:
+        raise event_too_large(provider) from None
     except (TimeoutError, aiohttp.ClientError) as e:
         _repair(fixer, name, parsed(name, adapter.finish_stream, state))  # keep what usage arrived
-        raise read_error(target.provider, e) from None
+        raise read_error(provider, e) from None
     if not response.prepared:  # a 200 with no event at all (an HTML proxy page, an empty body)
         kind = upstream.headers.get("Content-Type", "no content type")
         raise UpstreamError(f"{target.provider.name}: the stream ended without any event ({kind})",

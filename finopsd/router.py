@@ -26,7 +26,7 @@ from finopsd.exchange import Exchange
 from finopsd.providers.base import Adapter, BaseAdapter, Target, UpstreamRequest
 from finopsd.providers.shape import parsed
 from finopsd.scrub import Scrubber
-from finopsd.upstream import error_headers, send
+from finopsd.upstream import error_headers, read_body, send
 
 if TYPE_CHECKING:
     from finopsd.config import Config, ProviderConfig
@@ -196,7 +196,7 @@ async def open_upstream(
             upstream = await send(session, provider, build(adapter, target))
             if upstream.status < 400 and has_followup(adapter):
                 async with upstream:
-                    first = await upstream.read()
+                    first = await read_body(provider, upstream)
                 follow = parsed(provider.name, lambda: adapter.followup(target, first, stream=ex.stream))
                 if follow is not None:
                     upstream = await send(session, provider, follow)
@@ -206,7 +206,8 @@ async def open_upstream(
             if upstream.status < 400:
                 return upstream, adapter, target
             async with upstream:
-                err = parsed(provider.name, adapter.parse_error, upstream.status, await upstream.read())
+                err = parsed(provider.name, adapter.parse_error, upstream.status,
+                             await read_body(provider, upstream, error=True))
                 err.headers.update(error_headers(upstream))  # an echoed key is scrubbed on the way out (scrub.py)
         except GatewayError as e:
             err = e
@@ -244,10 +245,7 @@ class _Replay:
     status = 200
 
     def __init__(self, body: bytes) -> None:
-        self.body = body
-
-    async def read(self) -> bytes:
-        return self.body
+        self.content = _Once(body)
 
     async def __aenter__(self) -> _Replay:
         return self
@@ -257,6 +255,17 @@ class _Replay:
 
     def close(self) -> None:
         return None
+
+
+class _Once:
+    """A body already read, handed out by ``readany`` as a stream would."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body: bytes | None = body
+
+    async def readany(self) -> bytes:
+        body, self._body = self._body or b"", None
+        return body
 
 
 def can_fall_back(err: GatewayError) -> bool:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -34,6 +35,11 @@ class Runtime:
             self._scrubber.use(config_secrets(self.config))
             self._scrubbed = self.config
         return self._scrubber
+    # handlers under way and their connections (the in_flight middleware); SIGTERM's drain
+    # sets ``stopping`` before it cuts what is still running
+    inflight: set[asyncio.Task[Any]] = field(default_factory=set)
+    busy: set[object] = field(default_factory=set)
+    stopping: bool = False
 
     def models(self) -> list[tuple[str, str]]:
         """(provider, model) pairs that /models lists."""

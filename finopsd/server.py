@@ -1,4 +1,12 @@
-"""Running the app: bind, banner, SIGTERM drain, SIGHUP reload."""
+"""Running the app: bind, banner, SIGTERM drain, SIGHUP reload.
+
+The drain fits in ``server.drain_timeout_s`` all told. On SIGTERM the gateway stops
+listening and closes idle connections; requests under way get the drain time less a
+reserve (a fifth of it, at least 1 s, at most half) to finish. Those still running then
+are cut: a stream ends with one error event (code ``server_shutdown``), a request not
+yet answered gets a 503, and each one's log row says so. The reserve's rest goes to
+flushing the log and closing the app; what still runs at the deadline is abandoned.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +19,9 @@ from typing import Any
 from aiohttp import web
 
 from finopsd.app import build_app
-from finopsd.appkeys import RUNTIME
+from finopsd.appkeys import LOGSTORE, RUNTIME
 from finopsd.config import Config, ConfigError
+from finopsd.connections import CappedSite, connection_cap, raise_open_files_limit
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +40,18 @@ def banner(config: Config, host: str, port: int) -> str:
 
 async def serve(config: Config, loader: Callable[[], Config] | None, say: Callable[[str], None]) -> None:
     """Serve until SIGTERM/SIGINT; ``loader`` re-reads the config on SIGHUP (None: no file to reload)."""
+    cap = connection_cap(config.server.max_connections, raise_open_files_limit())
     app = build_app(config)
     # handler_cancellation: a client that hangs up cancels its upstream call at once
     runner = web.AppRunner(
         app,
         handle_signals=False,
         handler_cancellation=True,
-        shutdown_timeout=config.server.drain_timeout_s,
+        shutdown_timeout=CLEANUP_GRACE_S,  # drain() has ended every request it knows of by then
         access_log=None,  # every exchange is logged to SQLite; per-request log lines cost throughput
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port)
+    site = CappedSite(runner, config.server.host, config.server.port, cap, app[RUNTIME].busy)
     await site.start()
     host, port = runner.addresses[0][:2]
     say(banner(config, host, port))
@@ -52,11 +62,49 @@ async def serve(config: Config, loader: Callable[[], Config] | None, say: Callab
     loop.add_signal_handler(signal.SIGHUP, lambda: reload(app, loader))
     try:
         await stop.wait()
-        log.info("stopping: draining in-flight requests (up to %g s)", config.server.drain_timeout_s)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
-        await runner.cleanup()
+        await drain(runner, app, app[RUNTIME].config.server.drain_timeout_s)
+
+
+CLEANUP_GRACE_S = 0.2
+
+
+def cut_reserve(budget: float) -> float:
+    """The part of the drain kept for cutting what still runs and flushing the log."""
+    return min(budget / 2, max(1.0, budget / 5))
+
+
+async def drain(runner: web.AppRunner, app: web.Application, budget: float) -> None:
+    """Stop taking requests, let those under way finish, cut the rest, flush the log: within ``budget`` s."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + budget
+    cut_at = deadline - cut_reserve(budget)
+    rt = app[RUNTIME]
+    log.info("stopping: draining %d in-flight requests (up to %g s)", len(rt.inflight), budget)
+    for site in list(runner.sites):
+        await site.stop()  # no new connections
+    if runner.server is not None:
+        runner.server.pre_shutdown()  # idle keep-alive connections close now, busy ones after their answer
+    if rt.inflight:
+        await asyncio.wait(set(rt.inflight), timeout=max(0.0, cut_at - loop.time()))
+    if rt.inflight:
+        log.warning("stopping: cutting %d requests still running after %.1f s", len(rt.inflight),
+                    loop.time() - started)
+        rt.stopping = True
+        for task in rt.inflight:
+            task.cancel()
+        await asyncio.wait(set(rt.inflight), timeout=max(0.0, (cut_at + deadline) / 2 - loop.time()))
+    try:
+        async with asyncio.timeout_at(deadline):
+            if LOGSTORE in app:
+                await app[LOGSTORE].flush()  # first, so a slow close below cannot cost rows
+            await runner.cleanup()
+    except TimeoutError:
+        log.error("stopping: drain_timeout_s (%g s) ran out before the app closed", budget)
+    log.info("stopped after %.1f s", loop.time() - started)
 
 
 def reload(app: web.Application, loader: Callable[[], Config] | None) -> None:
@@ -71,10 +119,17 @@ def reload(app: web.Application, loader: Callable[[], Config] | None) -> None:
         return
     rt = app[RUNTIME]
     old = rt.config
-    if (new.server.host, new.server.port, new.storage.path) != (old.server.host, old.server.port, old.storage.path):
-        log.warning("SIGHUP: server address and storage path changes need a restart")
+    if _restart_only(new) != _restart_only(old):
+        log.warning("SIGHUP: changes to the server address, connection and body limits and the storage path"
+                    " need a restart")
     rt.config = new
     log.info("SIGHUP: config reloaded from %s (%d providers)", new.source, len(new.providers))
+
+
+def _restart_only(c: Config) -> tuple[object, ...]:
+    """Settings read once, when the app is built and the socket bound."""
+    s = c.server
+    return s.host, s.port, s.max_body_mb, s.keepalive_timeout_s, s.max_connections, c.storage.path
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:

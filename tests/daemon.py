@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,13 +34,17 @@ class Daemon:
 async def daemon_for(tmp_path: Path) -> AsyncIterator[Any]:
     procs: list[asyncio.subprocess.Process] = []
 
-    async def start(config_path: Path | None, env: dict[str, str] | None = None) -> Daemon:
+    async def start(config_path: Path | None, env: dict[str, str] | None = None,
+                    open_files: int | None = None) -> Daemon:
+        """``open_files``: the child's RLIMIT_NOFILE, soft and hard (as a unit's LimitNOFILE sets it)."""
         args = [sys.executable, "-m", "finopsd", "serve", "--port", "0"]
         if config_path:
             args += ["--config", str(config_path)]
         proc = await asyncio.create_subprocess_exec(
             *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             env={**os.environ, **(env or {})},
+            preexec_fn=None if open_files is None else lambda: resource.setrlimit(
+                resource.RLIMIT_NOFILE, (open_files, open_files)),
         )
         procs.append(proc)
         assert proc.stdout is not None

@@ -328,7 +328,7 @@ async def test_month_and_total_budgets_keep_spend_that_retention_pruned(
 
 async def test_fifty_concurrent_requests_at_the_budget_edge(make_gateway: GatewayFactory, fake_openai: FakeUpstream) -> None:
     """Every admitted request is charged exactly once; none is admitted once the spend reached the budget;
-    the overshoot is at most the requests in flight when it ran out."""
+    one admitted near the edge reserves its worst case, which keeps the others out while it runs."""
     frames = fixture_frames("openai/text_stream.sse")
     from tests.fakes import Reply
 
@@ -354,6 +354,8 @@ async def test_fifty_concurrent_requests_at_the_budget_edge(make_gateway: Gatewa
     charged = spent(gw, "key", "a", "day")
     assert charged == pytest.approx(sum(r["cost_usd"] for r in logged))  # no lost or double charge
     assert charged == pytest.approx((4 + ok) * COST)
+    assert ok == 1
+    await ask(gw, ALPHA)  # $0.09 spent, nothing in flight: room for one more
     assert (await refused(gw, ALPHA)).status_code == 402
 
 

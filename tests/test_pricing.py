@@ -146,11 +146,11 @@ def test_each_model_is_looked_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, str]] = []
     real = Pricer._genai_knows
 
-    def counting(genai_id: str, model: str) -> bool:
+    def counting(self: Pricer, genai_id: str, model: str) -> bool:
         calls.append((genai_id, model))
-        return real(genai_id, model)
+        return real(self, genai_id, model)
 
-    monkeypatch.setattr(Pricer, "_genai_knows", staticmethod(counting))
+    monkeypatch.setattr(Pricer, "_genai_knows", counting)
     for _ in range(5):
         p.price("openai", "gpt-5", openai_usage(10, 10))
         p.price("mylab", "my-model", openai_usage(10, 10))

@@ -27,6 +27,7 @@ from finopsd.errors import BadRequest, GatewayError, UpstreamError
 from finopsd.exchange import Transcript
 from finopsd.providers.base import Target
 from finopsd.providers.bedrock import BedrockAdapter
+from finopsd.sse import EventTooLarge
 from finopsd.upstream import send
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bedrock"
@@ -390,6 +391,13 @@ def test_corrupt_event_stream_is_an_upstream_error() -> None:
     raw[20] ^= 0xFF  # inside the first message's headers: its CRC no longer matches
     with pytest.raises(UpstreamError, match="corrupt event stream"):
         ADAPTER.new_decoder().feed(bytes(raw))
+
+
+def test_an_event_past_max_event_is_refused() -> None:
+    raw = encode_message({":event-type": "contentBlockDelta", ":message-type": "event"}, b"x" * 2048)
+    assert ADAPTER.new_decoder(4096).feed(raw)
+    with pytest.raises(EventTooLarge):  # the relay makes it upstream_event_too_large
+        ADAPTER.new_decoder(1024).feed(raw)
 
 
 # --- errors ------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 from finopsd.errors import BadRequest, GatewayError, UpstreamError, error_type_for_status
 from finopsd.jsonwire import loads
-from finopsd.sse import SSEDecoder
+from finopsd.sse import DEFAULT_MAX_EVENT, SSEDecoder
 
 if TYPE_CHECKING:
     from finopsd.config import ProviderConfig
@@ -97,8 +97,9 @@ class Adapter(Protocol):
         """After a 2xx first answer ``body``: a second call whose answer is the result (Replicate)."""
         ...
 
-    def new_decoder(self) -> FrameDecoder:
-        """Splits the upstream byte stream into ``(event, data)`` frames."""
+    def new_decoder(self, max_event: int = DEFAULT_MAX_EVENT) -> FrameDecoder:
+        """Splits the upstream byte stream into ``(event, data)`` frames; a frame past
+        ``max_event`` bytes raises ``EventTooLarge``."""
         ...
 
     def new_stream(self, target: Target) -> Any:
@@ -136,8 +137,8 @@ class BaseAdapter:
     def followup(self, target: Target, body: bytes, *, stream: bool) -> UpstreamRequest | None:
         return None
 
-    def new_decoder(self) -> FrameDecoder:
-        return SSEDecoder()
+    def new_decoder(self, max_event: int = DEFAULT_MAX_EVENT) -> FrameDecoder:
+        return SSEDecoder(max_event)
 
     def finish_stream(self, state: Any) -> list[dict[str, Any]]:
         return []

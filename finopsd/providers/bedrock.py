@@ -45,6 +45,7 @@ from finopsd.jsonwire import loads
 from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, upstream_error
 from finopsd.providers.bedrock_request import converse_body
 from finopsd.providers.cache_points import place_converse
+from finopsd.sse import DEFAULT_MAX_EVENT, EventTooLarge
 from finopsd.providers.canonical import (
     StreamState,
     arguments_json,
@@ -166,14 +167,17 @@ class EventStreamDecoder:
     ``("error:<code>", message)`` so that ``parse_event`` can raise them with a status.
     """
 
-    def __init__(self) -> None:
-        self._buffer = EventStreamBuffer()
+    def __init__(self, max_event: int = DEFAULT_MAX_EVENT) -> None:
+        self._buffer = EventStreamBuffer()  # botocore refuses frames past 16 MB on its own
+        self._max_event = max_event
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, str]]:
         self._buffer.add_data(chunk)
         frames: list[tuple[str | None, str]] = []
         try:
             for message in self._buffer:
+                if len(message.payload) > self._max_event:
+                    raise EventTooLarge(f"an event is longer than {self._max_event} bytes")
                 headers = message.headers
                 payload = bytes(message.payload).decode("utf-8", "replace")
                 kind = headers.get(":message-type", "event")
@@ -281,8 +285,8 @@ class BedrockAdapter(BaseAdapter):
     def parse_response(self, target: Target, body: bytes) -> dict[str, Any]:
         return completion_from_converse(load_object(body, target.provider.name), target.model)
 
-    def new_decoder(self) -> EventStreamDecoder:
-        return EventStreamDecoder()
+    def new_decoder(self, max_event: int = DEFAULT_MAX_EVENT) -> EventStreamDecoder:
+        return EventStreamDecoder(max_event)
 
     def new_stream(self, target: Target) -> BedrockStream:
         return BedrockStream(target.provider.name, target.model)

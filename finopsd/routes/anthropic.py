@@ -28,7 +28,7 @@ from finopsd.relay import Leg, RawEmitter, relay, run_exchange
 from finopsd.router import adapter_for, resolve_model, split_model
 from finopsd.routes.inbound import new_exchange, optional, read_json, require
 from finopsd.sse import frame
-from finopsd.upstream import send
+from finopsd.upstream import read_body, send
 
 API_VERSION = "2023-06-01"
 # what a request may carry on to an Anthropic upstream besides the body
@@ -127,7 +127,8 @@ async def count_tokens(request: web.Request) -> web.Response:
     target = rt.keys.pick(provider, upstream_model) or Target(provider, upstream_model)
     call = native_build(request, body, "/v1/messages/count_tokens")(adapter_for(provider), target)
     async with await send(rt.session, provider, call) as upstream:
-        return web.Response(body=await upstream.read(), status=upstream.status, content_type="application/json")
+        answer = await read_body(provider, upstream, error=upstream.status >= 400)
+        return web.Response(body=answer, status=upstream.status, content_type="application/json")
 
 
 @access.key(shape=anthropic_error)
