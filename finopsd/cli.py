@@ -20,7 +20,7 @@ from finopsd import __version__, config as cfg
 from finopsd.deps import missing
 from finopsd.errors import BadRequest
 from finopsd.governance import new_virtual_key, offline_report
-from finopsd.logstore import LogStore
+from finopsd.log.store import LogStore
 from finopsd.routes.logs import parse_time, search_items
 from finopsd.server import run, serve
 from finopsd.spend import iso, window_start

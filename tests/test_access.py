@@ -186,8 +186,8 @@ async def test_store_failing_after_the_answer_still_answers_and_notes_it(
     fake_openai.play("openai/text_stream.sse")
     store = gw.server.app[LOGSTORE]
     # what a full disk does to the insert, and only to it
-    await store._db.execute("create trigger full_disk before insert on stored_responses"
-                            " begin select raise(abort, 'database or disk is full'); end")
+    await store._on_writer(store._db.execute, "create trigger full_disk before insert on stored_responses"
+                           " begin select raise(abort, 'database or disk is full'); end")
     async with openai.AsyncOpenAI(base_url=str(gw.make_url("/openai/v1")), api_key=ALPHA, max_retries=0) as alpha:
         for stream in (False, True):
             if stream:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
-import aiosqlite
 import pytest
 
-from finopsd import logstore
+from finopsd.log import search as logsearch
 from finopsd.errors import BadRequest
-from finopsd.logstore import MIGRATIONS, LogStore, migrate, new_request_id, prompt_text, response_text
+from finopsd.log.schema import SCALARS
+from finopsd.log.store import MIGRATIONS, LogStore, migrate, new_request_id, prompt_text, response_text
 
 NOW = time.time()
 
@@ -60,7 +62,7 @@ async def store(db_path: str) -> Any:
 def match_strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a text search both ways: few matches (looked up by id) and many (index walk)."""
     if request.param == "index-walk":
-        monkeypatch.setattr(logstore, "SELECTIVE", 1)
+        monkeypatch.setattr(logsearch, "SELECTIVE", 1)
     return str(request.param)
 
 
@@ -78,26 +80,29 @@ async def ids_for(store: LogStore, **kwargs: Any) -> set[str]:
 # ---------------------------------------------------------------- migrations
 
 
-async def test_blank_database_gets_tables_columns_and_fts_triggers(store: LogStore, db_path: str) -> None:
+async def test_blank_database_gets_tables_columns_and_fts_index(store: LogStore, db_path: str) -> None:
     with sqlite3.connect(db_path) as db:
         names = {r[0] for r in db.execute("select name from sqlite_master where type in ('table', 'trigger')")}
         columns = {r[1] for r in db.execute("pragma table_info(requests)")}
         pk = [r[1] for r in db.execute("pragma table_info(requests)") if r[5]]
-        fts_sql = db.execute("select sql from sqlite_master where name = 'requests_fts'").fetchone()[0]
+        fts_sql = db.execute("select sql from sqlite_master where name = 'content_fts'").fetchone()[0]
         applied = [r[0] for r in db.execute("select name from _migrations order by rowid")]
         team_index = {r[2] for r in db.execute("pragma index_info(requests_team)")}
         pragmas = [db.execute(f"pragma {p}").fetchone()[0] for p in ("journal_mode", "auto_vacuum")]
-    assert {"requests", "requests_fts", "_migrations", "requests_ai", "requests_ad", "requests_au"} <= names
-    assert pk == ["id"]  # explicit integer key: the FTS rowid must survive VACUUM
-    assert {"request_id", "prompt_text", "response_text", "request_json", "response_json", "attempts"} <= columns
-    assert {f for f in make_row("x") if f not in ("id", "request", "response")} <= columns
-    assert "content='requests'" in fts_sql and "content_rowid='id'" in fts_sql
+    assert {"requests", "content", "content_fts", "request_content", "sessions", "_migrations",
+            "requests_spend", "requests_preview_ad"} <= names
+    assert not {"requests_fts", "requests_m001", "requests_ai"} & names  # the whole-text index is gone
+    assert pk == ["id"]  # explicit integer key: the references must survive VACUUM
+    assert {"request_id", "attempts", "session", "turn", "parent", "prefix_len", "new_from"} <= columns
+    assert not {"prompt_text", "request_json", "response_json"} & columns
+    assert {f for f in make_row("x") if f not in ("id", "request", "response", "attempts")} <= columns
+    assert "content=''" in fts_sql
     assert applied == [fn.__name__ for fn in MIGRATIONS] == [
         "m001_requests", "m002_requests_fts", "m003_covering_indexes", "m004_stored_responses",
-        "m005_spend_by_day", "m006_request_previews", "m007_cost_without_cache",
+        "m005_spend_by_day", "m006_request_previews", "m007_content_and_sessions",
         "m008_stored_response_owner"]
     assert "stored_responses" in names
-    assert {"key_name", "ts", "id", "cost_usd", "cost_without_cache_usd"} <= team_index  # a second filter and the totals stay in the index
+    assert {"key_name", "ts", "id", "cost_usd", "session", "cost_without_cache_usd"} <= team_index  # a second filter and the totals stay in it
     assert pragmas == ["wal", 2]  # 2 = incremental
 
 
@@ -108,37 +113,74 @@ async def test_reopen_does_not_rerun_migrations(db_path: str) -> None:
         before = db.execute("select name, applied_at from _migrations").fetchall()
     second = await LogStore.open(db_path)
     await second.close()
-    async with aiosqlite.connect(db_path, isolation_level=None) as db:
-        assert await migrate(db) == []
-        after = list(await db.execute_fetchall("select name, applied_at from _migrations"))
-    assert [tuple(r) for r in after] == before
+    with sqlite3.connect(db_path, isolation_level=None) as db:
+        assert migrate(db) == []
+        after = db.execute("select name, applied_at from _migrations").fetchall()
+    assert after == before
 
 
-async def test_upgrade_from_m001_indexes_rows_logged_before_fts(db_path: str) -> None:
-    Path(db_path).parent.mkdir(parents=True)
-    async with aiosqlite.connect(db_path, isolation_level=None) as db:
-        await db.execute("create table _migrations (name text primary key, applied_at real not null)")
-        await MIGRATIONS[0](db)
-        await db.execute("insert into _migrations values ('m001_requests', 0)")
-        await db.execute(
-            "insert into requests (request_id, ts, prompt_text, status) values ('old', ?, 'legacy walrus', 'ok')",
-            (NOW,),
-        )
+def m006_database(path: str, rows: list[dict[str, Any]]) -> None:
+    """A log as m001-m006 wrote it: each request whole, in request_json and again as prompt_text."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path, isolation_level=None) as db:
+        db.execute("pragma auto_vacuum = incremental")
+        db.execute("create table _migrations (name text primary key, applied_at real not null)")
+        for fn in MIGRATIONS[:6]:
+            fn(db)
+            db.execute("insert into _migrations values (?, 0)", (fn.__name__,))
+        for row in rows:
+            scalars = [c for c in SCALARS if c != "cost_without_cache_usd"]  # added with m007
+            db.execute(
+                f"insert into requests (request_id, {', '.join(scalars)}, attempts, prompt_text, response_text,"
+                f" request_json, response_json) values ({', '.join('?' * (len(scalars) + 6))})",
+                (row["id"], *[int(v) if isinstance(v, bool) else v for v in (row[c] for c in scalars)],
+                 json.dumps(row["attempts"]), prompt_text(row["request"]), response_text(row["response"]),
+                 json.dumps(row["request"]), json.dumps(row["response"])),
+            )  # fmt: skip
+    with sqlite3.connect(path) as db:
+        db.execute("pragma wal_checkpoint")
+
+
+async def test_upgrade_from_m006_keeps_every_row_searchable_and_threaded(
+    db_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    history: list[Any] = [{"role": "system", "content": "You are Roo. " * 300}]
+    rows = []
+    for turn in range(8):  # one agent task, its history resent each turn
+        history = [*history, {"role": "user", "content": f"step {turn} walrus{turn}"}]
+        request = {"model": "gpt-5", "messages": list(history), "stream": True}
+        rows.append(make_row(f"t{turn}", ts=NOW - 100 + turn, request=request, cost_without_cache_usd=None,
+                             response={"content": f"done {turn}", "reasoning": "", "tool_calls": []}))
+        history.append({"role": "assistant", "content": f"done {turn}"})
+    rows.append(make_row("other", key_name="someone-else", ts=NOW, cost_without_cache_usd=None,
+                         **chat("unrelated narwhal")))
+    rows.append(make_row("quiet", ts=NOW, request=None, response=None, cost_without_cache_usd=None))
+    m006_database(db_path, rows)  # m006 had no cost_without_cache_usd: it comes back unknown
+    with sqlite3.connect(db_path) as db:
+        spend_before = db.execute("select * from spend_by_day order by 1, 2, 3").fetchall()
     store = await LogStore.open(db_path)
     try:
-        assert await ids_for(store, q="walrus") == {"old"}
+        assert "m007_content_and_sessions" in caplog.text and "requests rewritten" in caplog.text
+        for row in rows:
+            got = await store.get(row["id"])
+            assert got is not None
+            assert {k: got[k] for k in row} == row  # every field back, the conversation exactly
+        assert await ids_for(store, q="walrus5") == {"t5"}
+        assert (await store.get("t5"))["preview"] == "step 5 walrus5"  # type: ignore[index]
+        assert await ids_for(store, q="narwhal") == {"other"}
+        page = await store.sessions(with_totals=True)
+        assert sorted(i["turns"] for i in page["items"]) == [1, 1, 8]  # "quiet" has no text: its own session
+        assert page["totals"]["requests"] == len(rows)
     finally:
         await store.close()
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("select * from spend_by_day order by 1, 2, 3").fetchall() == spend_before
+        assert db.execute("select count(*) from content where kind = 'message' and size > 3000").fetchone()[0] == 1
 
 
 async def test_upgrade_from_m006_adds_cost_without_cache_and_old_rows_count_at_their_cost(db_path: str) -> None:
-    Path(db_path).parent.mkdir(parents=True)
-    async with aiosqlite.connect(db_path, isolation_level=None) as db:
-        await db.execute("create table _migrations (name text primary key, applied_at real not null)")
-        for fn in MIGRATIONS[:6]:
-            await fn(db)
-            await db.execute("insert into _migrations values (?, 0)", (fn.__name__,))
-        await db.execute("insert into requests (request_id, ts, status, cost_usd) values ('old', ?, 'ok', 0.5)", (NOW,))
+    m006_database(db_path, [make_row("old", ts=NOW, cost_usd=0.5)])
     store = await LogStore.open(db_path)
     try:
         store.submit(make_row("new", ts=NOW, cost_usd=0.1, cost_without_cache_usd=0.4))
@@ -174,11 +216,11 @@ async def test_submit_flush_get_roundtrip(store: LogStore) -> None:
     await store.flush()
     got = await store.get(row["id"])
     # every field back, JSON columns decoded, stream a bool again, plus the newest user turn's first words
-    assert got == {**row, "preview": "read main.py"}
+    assert got == {**row, "preview": "read main.py", "session_id": got["session_id"], "turn": 1}
     assert await store.get("no-such-id") is None
     quiet = make_row("no-content", request=None, response=None)  # content logging off
     await fill(store, [quiet])
-    assert await store.get("no-content") == {**quiet, "preview": None}
+    assert await store.get("no-content") == {**quiet, "preview": None, "session_id": ANY, "turn": 1}
     assert (await store.search(q="hello"))["totals"]["requests"] == 0
 
 
@@ -239,10 +281,26 @@ async def test_wait_for_room_blocks_when_full_and_releases_after_writer_catches_
         await store.close()
 
 
+async def test_the_queue_is_bounded_in_bytes_of_request_body(db_path: str) -> None:
+    store = await LogStore.open(db_path, flush_ms=1, max_queue=10_000, max_queue_bytes=1_000_000)
+    try:
+        async with store._write_lock:  # stall the writer
+            for i in range(3):
+                store.submit(make_row(f"big{i}", body_bytes=400_000))
+            waiter = asyncio.create_task(store.wait_for_room())
+            await asyncio.sleep(0.05)
+            assert not waiter.done()  # 1.2 MB of bodies queued: intake waits, with only 3 rows
+        await asyncio.wait_for(waiter, 10)
+        await store.flush()
+        assert (await store.search())["totals"]["requests"] == 3
+    finally:
+        await store.close()
+
+
 async def test_bad_row_is_logged_by_id_and_the_writer_goes_on(
     store: LogStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="finopsd.logstore")
+    caplog.set_level(logging.ERROR, logger="finopsd.log.store")
     await fill(store, [make_row("dup", **chat("secret-one"))])
     await fill(store, [make_row("a", **chat("fine")), make_row("dup", **chat("secret-two")), make_row("b")])
     await fill(store, [make_row("c", request={"messages": [], "odd": {1, 2}})])  # not JSON: stored as text
@@ -360,13 +418,14 @@ FILTERED = [
 async def test_each_filter(store: LogStore, match_strategy: str, filters: dict[str, Any], expected: set[str]) -> None:
     await fill(store, FILTERED)
     assert await ids_for(store, **filters) == expected
-    assert await ids_for(store, q="hello", **filters) == expected
+    # the answer: every row said it (the prompt is resent unchanged, so only the first row added it)
+    assert await ids_for(store, q="hi", **filters) == expected
 
 
 @pytest.mark.parametrize(("order", "q"), [("newest", None), ("newest", "needle"), ("relevance", "needle")])
 async def test_keyset_pages_cover_every_row_once(store: LogStore, match_strategy: str, order: str, q: str | None) -> None:
     # 130 rows, ten to a timestamp: ties must be broken by id, not skipped or repeated.
-    await fill(store, [make_row(f"r{i:03}", ts=NOW - i // 10, **chat(f"needle {'x ' * (i % 7)}")) for i in range(130)])
+    await fill(store, [make_row(f"r{i:03}", ts=NOW - i // 10, **chat(f"needle {i} {'x ' * (i % 7)}")) for i in range(130)])
     seen: list[str] = []
     cursor = None
     pages = 0
@@ -420,6 +479,15 @@ async def test_totals_follow_the_filter(store: LogStore, match_strategy: str) ->
 
 # ---------------------------------------------------------------- retention
 
+# content no request refers to, and references to content that is gone
+ORPHANS = (
+    "select (select count(*) from content c where not exists"
+    " (select 1 from request_content rc where rc.content = c.id))"
+    " + (select count(*) from request_content rc where not exists (select 1 from content c where c.id = rc.content))"
+    " + (select count(*) from request_content rc where not exists (select 1 from requests r where r.id = rc.request))"
+    " + (select count(*) from requests r where not exists (select 1 from sessions s where s.id = r.session))"
+)
+
 
 async def test_prune_deletes_old_rows_their_index_entries_and_frees_pages(store: LogStore, db_path: str) -> None:
     bulky = "fjord " * 20_000  # spills to overflow pages, so deleting frees some
@@ -432,7 +500,8 @@ async def test_prune_deletes_old_rows_their_index_entries_and_frees_pages(store:
     await store.close()
     with sqlite3.connect(db_path) as db:
         assert db.execute("pragma freelist_count").fetchone()[0] == 0  # incremental_vacuum gave them back
-        db.execute("insert into requests_fts(requests_fts, rank) values ('integrity-check', 1)")  # raises if stale
+        db.execute("insert into content_fts(content_fts, rank) values ('integrity-check', 1)")  # raises if stale
+        assert db.execute(ORPHANS).fetchone()[0] == 0
 
 
 async def test_spend_survives_pruning_through_the_daily_rollup(db_path: str) -> None:
@@ -468,3 +537,44 @@ async def test_previews_are_written_with_rows_and_pruned_with_them(db_path: str)
     with sqlite3.connect(db_path) as db:
         assert [r[0] for r in db.execute("select request_id from request_previews")] == ["p2"]
     await store.close()
+
+
+async def test_retention_prunes_whole_sessions_and_only_content_nothing_else_uses(
+    store: LogStore, db_path: str
+) -> None:
+    shared = {"role": "system", "content": "shared system prompt " * 100}
+    old_day, recent = NOW - 40 * 86_400, NOW - 60
+
+    def turn(rid: str, session: str, ts: float, *words: str) -> dict[str, Any]:
+        messages = [shared, *({"role": "user", "content": w} for w in words)]
+        return make_row(rid, ts=ts, session_hint=session, request={"messages": messages},
+                        response={"content": f"answer {rid}", "reasoning": "", "tool_calls": []})
+
+    await fill(store, [
+        turn("gone1", "a", old_day, "ancient aardvark"), turn("gone2", "a", old_day + 5, "ancient aardvark", "more"),
+        # began long ago, still going: kept whole
+        turn("kept1", "b", old_day, "long badger"), turn("kept2", "b", recent, "long badger", "today"),
+    ])  # fmt: skip
+    assert await store.prune(30) == 2
+    assert await ids_for(store) == {"kept1", "kept2"}
+    assert await ids_for(store, q="aardvark") == set()
+    assert await ids_for(store, q="shared") == {"kept1"}  # the shared prompt stays for the session that uses it
+    kept = await store.get("kept2")
+    assert kept is not None and kept["request"]["messages"][0] == shared
+    await store.close()
+    with sqlite3.connect(db_path) as db:
+        assert db.execute(ORPHANS).fetchone()[0] == 0
+        assert db.execute("select count(*) from sessions").fetchone()[0] == 1
+        db.execute("insert into content_fts(content_fts, rank) values ('integrity-check', 1)")
+
+
+async def test_a_conversation_too_deep_to_thread_is_logged_without_it(store: LogStore) -> None:
+    deep: Any = "bottom"
+    for _ in range(5_000):  # past Python's recursion limit, as a hostile body of nested lists can be
+        deep = [deep]
+    await fill(store, [make_row("deep", request={"messages": [{"role": "user", "content": deep}]}),
+                       make_row("next", **chat("a normal request"))])
+    got = await store.get("deep")
+    assert got is not None and got["request"] is None and got["status"] == "ok"
+    assert await ids_for(store) == {"deep", "next"}
+    assert store.failed_rows == 0 and store.degraded_rows == 1

@@ -141,6 +141,8 @@ async def _translated(request: web.Request, ex: Exchange, body: dict[str, Any], 
     ex.request, ex.notes = chat, notes
     kept: list[dict[str, Any]] = []
     emitter = ResponsesEmitter(body, model, kept.append)
+    # the log threads a previous_response_id chain into one session
+    ex.previous_response_id, ex.response_id = body.get("previous_response_id"), emitter.id
 
     async def store() -> None:
         if not kept or body.get("store", True) is False:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from finopsd.jsonwire import loads
-from finopsd.logtext import WHITESPACE, as_messages
+from finopsd.log.text import WHITESPACE, as_messages
 
 __all__ = [
     "conversation_of", "detail_item", "fmt_cost", "fmt_ms", "fmt_tokens", "iso_time",
