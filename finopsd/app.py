@@ -11,7 +11,7 @@ from finopsd import admin, catalog, governance, mcp_upstream, openapi, recorder
 from finopsd.appkeys import CONFIG, GOVERNANCE, RUNTIME
 from finopsd.config import Config
 from finopsd.middleware import cors_preflight, errors_as_json, on_prepare, request_id
-from finopsd.routes import anthropic, health, openai, responses
+from finopsd.routes import anthropic, genai, health, openai, responses
 from finopsd.routes import logs
 from finopsd.routes import keys
 from finopsd.routes import mcp
@@ -42,6 +42,7 @@ def build_app(config: Config) -> web.Application:
     openai.add_routes(app.router)
     anthropic.add_routes(app.router)
     responses.add_routes(app.router)
+    genai.add_routes(app.router)
     health.add_routes(app.router)
     admin.add_routes(app.router)
     openapi.add_routes(app.router)

@@ -47,7 +47,7 @@ from finopsd.appkeys import GOVERNANCE, LOGSTORE
 from finopsd.errors import GatewayError
 from finopsd.exchange import Exchange
 from finopsd.pricing import Pricer
-from finopsd.router import resolve_model, split_model
+from finopsd.router import NATIVE_NAMES, resolve_model, split_model
 from finopsd.spend import (
     Counter, Ledger, SlidingWindow, estimate_usage, iso, usd_text, window_end, window_start,
 )
@@ -56,12 +56,14 @@ if TYPE_CHECKING:
     from finopsd.config import Budget, Config, RateLimit, VirtualKey
     from finopsd.runtime import Runtime
 
-__all__ = ["Governance", "find_key", "new_virtual_key", "offline_report", "open_governance",
+__all__ = ["PRESENTED_KEY", "Governance", "find_key", "new_virtual_key", "offline_report", "open_governance",
            "presented_key"]
 
 log = logging.getLogger(__name__)
 
-KEY_HEADERS: Final = ("x-api-key", "api-key")  # besides Authorization: Bearer
+KEY_HEADERS: Final = ("x-api-key", "api-key", "x-goog-api-key")  # besides Authorization: Bearer
+# a key a dialect route found outside the headers (the Gemini API's ``?key=``): it wins
+PRESENTED_KEY: web.RequestKey[str] = web.RequestKey("presented_key", str)
 WWW_AUTHENTICATE: Final = {"WWW-Authenticate": 'Bearer realm="finopsd"'}
 
 
@@ -77,7 +79,7 @@ class SpendSource(Protocol):
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key from ``Authorization: Bearer``, ``x-api-key`` or ``api-key``, first found."""
+    """The key from ``Authorization: Bearer``, ``x-api-key``, ``api-key`` or ``x-goog-api-key``, first found."""
     scheme, _, value = headers.get("Authorization", "").strip().partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
@@ -211,9 +213,10 @@ class Governance:
 
     # ---------------------------------------------------------------- pre
 
-    def identify(self, headers: Mapping[str, str]) -> tuple[str | None, VirtualKey | None]:
-        """The key presented, and the configured key it is (None when none matches)."""
-        presented = presented_key(headers)
+    def identify(self, headers: Mapping[str, str],
+                 presented: str | None = None) -> tuple[str | None, VirtualKey | None]:
+        """The key presented (``presented``, else from the headers), and the configured key it is (or None)."""
+        presented = presented or presented_key(headers)
         return presented, find_key(self.config.virtual_keys, presented) if presented else None
 
     def admit_key(self, presented: str | None, key: VirtualKey | None, now: float) -> VirtualKey | None:
@@ -239,13 +242,13 @@ class Governance:
         if key.models is None or ex.model is None:
             return
         names = [ex.model]
-        fallbacks = (ex.request or {}).get("fallbacks") if ex.route != "messages" else None
+        fallbacks = (ex.request or {}).get("fallbacks") if ex.route not in NATIVE_NAMES else None
         if isinstance(fallbacks, list):
             names += [f for f in fallbacks if isinstance(f, str)]
         for name in names:
             target = name
-            if ex.route == "messages" and name == ex.model:
-                target = resolve_model(self.config, name)  # Claude Code's names, mapped as that route maps them
+            if ex.route in NATIVE_NAMES and name == ex.model:
+                target = resolve_model(self.config, name, ex.route)  # mapped as that dialect route maps them
             provider, model = split_model(self.config, target)  # an unknown provider is the router's 400
             if not may_use(key, (name, target, f"{provider.name}/{model}")):
                 raise _refuse(403, "permission_error", "model_not_allowed",
@@ -288,7 +291,7 @@ class Governance:
     async def pre(self, ex: Exchange, request: web.Request) -> None:
         await self.sync()
         now = self.clock()
-        presented, key = self.identify(request.headers)
+        presented, key = self.identify(request.headers, request.get(PRESENTED_KEY))
         if key is not None:  # named on the log row, also when refused below
             ex.key_name, ex.team = key.name, key.team
         key = self.admit_key(presented, key, now)
@@ -339,10 +342,11 @@ class Governance:
 
     # ---------------------------------------------------------------- views
 
-    async def visible_models(self, headers: Mapping[str, str], pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    async def visible_models(self, headers: Mapping[str, str], pairs: list[tuple[str, str]],
+                             presented: str | None = None) -> list[tuple[str, str]]:
         """The (provider, model) pairs the caller's key may use (all of them for an anonymous caller)."""
         await self.sync()
-        key = self.admit_key(*self.identify(headers), self.clock())
+        key = self.admit_key(*self.identify(headers, presented), self.clock())
         return pairs if key is None else [(p, m) for p, m in pairs if may_use(key, (f"{p}/{m}",))]
 
     def _budget_views(self, scope: str, name: str, budgets: Iterable[Budget], now: float) -> list[dict[str, Any]]:

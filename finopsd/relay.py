@@ -104,6 +104,8 @@ class Emitter(Protocol):
 
     def error_frame(self, err: GatewayError) -> bytes: ...
 
+    # an emitter may set ``stream_headers`` for a stream that is not SSE (Gemini's JSON array)
+
 
 class OpenAIEmitter:
     """Answers in OpenAI chat-completions form; unchanged upstream chunks go out as their own bytes."""
@@ -246,7 +248,7 @@ async def _answer(
         async with upstream:
             if not ex.stream:
                 return _whole(ex, adapter, target, await _read_body(target, upstream), leg.emitter)
-            response = web.StreamResponse(headers=SSE_HEADERS)
+            response = web.StreamResponse(headers=getattr(leg.emitter, "stream_headers", SSE_HEADERS))
             try:
                 await _stream(request, ex, leg, adapter, target, upstream, response)
             except BaseException:

@@ -1,0 +1,62 @@
+"""Gemini API bodies forwarded as they came, to the ``gemini`` provider and to Gemini on Vertex AI.
+
+The client's bytes go upstream untouched (every field, thought signatures included), with our key
+instead of theirs. Only the URL is ours: ``{base_url}/models/{model}:{method}`` at the Gemini
+API, ``…/publishers/google/models/{model}:{method}`` at Vertex (``VertexAdapter.model_url`` knows
+the project, location and host). The model id is checked to be a plain Gemini name before it goes
+into the path, and percent-encoded all the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from finopsd.dialects.genai import check_model_id
+from finopsd.providers.base import Adapter, Target, UpstreamRequest
+
+if TYPE_CHECKING:
+    from finopsd.config import ProviderConfig
+
+STREAM_METHOD = "streamGenerateContent?alt=sse"  # the upstream always streams SSE; the client may want JSON
+
+
+def is_native(provider: ProviderConfig, model: str) -> bool:
+    """True when the provider serves the Gemini API for this model itself."""
+    return provider.type == "gemini" or (provider.type == "vertex" and not model.startswith("claude"))
+
+
+def upstream_url(adapter: Adapter, target: Target, method: str) -> str:
+    model = check_model_id(target.model.removeprefix("models/"))
+    if target.provider.type == "vertex":
+        model_url: Callable[[Target, str], str] = getattr(adapter, "model_url")
+        return f"{model_url(replace(target, model=model), 'google')}:{method}"
+    return f"{target.provider.base_url}/models/{quote(model, safe='')}:{method}"
+
+
+def upstream_headers(target: Target) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", **target.provider.headers}
+    if target.api_key:
+        if target.provider.type == "vertex":
+            headers["Authorization"] = f"Bearer {target.api_key}"  # an OAuth access token
+        else:
+            headers["x-goog-api-key"] = target.api_key
+    return headers
+
+
+def native_build(raw_body: bytes, method: str) -> Callable[[Adapter, Target], UpstreamRequest]:
+    """The relay's ``build`` for one Gemini API method, with the client's body as it came."""
+
+    def build(adapter: Adapter, target: Target) -> UpstreamRequest:
+        return UpstreamRequest(upstream_url(adapter, target, method), upstream_headers(target), raw_body)
+
+    return build
+
+
+def model_resource(name: str, provider: str) -> dict[str, Any]:
+    """A ``Model`` as ``models.list`` / ``models.get`` give it (``name`` is ``models/provider/model``)."""
+    return {"name": f"models/{name}", "baseModelId": name, "version": "001", "displayName": f"{name} ({provider})",
+            "description": f"{name} through finopsd",
+            "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"]}
