@@ -7,6 +7,7 @@ against fakes speaking each provider's wire format.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +17,7 @@ from aiohttp.test_utils import TestClient
 from google import genai
 from google.genai import errors, types
 
-from tests.fakes import FIXTURES, FakeUpstream
+from tests.fakes import FIXTURES, FakeUpstream, Reply
 from tests.logrows import last_row, logged_rows
 
 GEMINI_KEY = "AIza-upstream-gemini-secret"
@@ -384,3 +385,63 @@ async def test_models_list_and_get(client: genai.Client) -> None:
     with pytest.raises(errors.ClientError) as info:
         await client.aio.models.get(model="openai/gpt-4")
     assert info.value.code == 404
+
+
+# --- Vertex, streaming contract -----------------------------------------------------------------------
+
+async def test_vertex_gemini_is_native_and_vertex_claude_translated(
+    make_gateway: Any, fake_gemini: FakeUpstream
+) -> None:
+    gw = await make_gateway(
+        f"providers:\n  vertex: {{base_url: '{fake_gemini.url}', project: acme-ml, location: us-east5,"
+        " keys: [{value: ya29.static-token}], models: [gemini-2.5-flash, claude-sonnet-4-6]}\n")
+    fake_gemini.play("gemini/text_stream.sse")
+    client = sdk(gw)
+    try:
+        responses = await stream_turn(client, "gemini-2.5-flash", "what does parse_config do?")
+        assert text_of(responses).startswith("The `parse_config` function")
+        sent = fake_gemini.last
+        assert sent.path == ("/v1/projects/acme-ml/locations/us-east5/publishers/google/models/"
+                             "gemini-2.5-flash:streamGenerateContent") and sent.query == {"alt": "sse"}
+        assert sent.headers["Authorization"] == "Bearer ya29.static-token" and "x-goog-api-key" not in sent.headers
+        fake_gemini.play("anthropic/tool_use_two_calls.sse")
+        calls = calls_of(await stream_turn(client, "vertex/claude-sonnet-4-6", ASK))
+        assert [c.args["path"] for c in calls] == ["config/base.yaml", "config/prod.yaml"]
+        assert fake_gemini.last.path.endswith("/publishers/anthropic/models/claude-sonnet-4-6:streamRawPredict")
+    finally:
+        await client.aio.aclose()
+    rows = await logged_rows(gw)
+    assert [r["provider"] for r in rows] == ["vertex", "vertex"]
+
+
+async def test_native_events_flow_before_the_upstream_finishes(
+    gw: TestClient, client: genai.Client, fake_gemini: FakeUpstream
+) -> None:
+    gate = asyncio.Event()
+    frames = [f"data: {d.decode()}\r\n\r\n".encode()
+              for d in data_lines((FIXTURES / "gemini" / "text_stream.sse").read_bytes())]
+    fake_gemini.add(Reply(frames=frames, hold_before=2, until=gate))
+    seen: list[str] = []
+    async with asyncio.timeout(10):  # a hang guard, not a speed claim
+        async for r in await client.aio.models.generate_content_stream(model="gemini-2.5-flash", contents="x"):
+            seen.append(r.text or "")
+            gate.set()
+    assert seen[0] == "The `parse_config` function" and len(seen) == 3
+
+
+async def test_a_client_that_hangs_up_leaves_one_row_and_closes_the_upstream(
+    gw: TestClient, fake_gemini: FakeUpstream
+) -> None:
+    gate = asyncio.Event()
+    frames = [f"data: {d.decode()}\r\n\r\n".encode()
+              for d in data_lines((FIXTURES / "gemini" / "text_stream.sse").read_bytes())]
+    fake_gemini.add(Reply(frames=frames, hold_before=1, until=gate))
+    resp = await gw.post("/genai/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+                         json={"contents": [{"role": "user", "parts": [{"text": "x"}]}]})
+    assert (await resp.content.readline()).startswith(b"data: ")
+    resp.close()
+    async with asyncio.timeout(10):
+        await fake_gemini.closed_early.wait()
+        while not (rows := await logged_rows(gw)):
+            await asyncio.sleep(0.05)
+    assert len(rows) == 1 and rows[0]["status"] == "client_closed"

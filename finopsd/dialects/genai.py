@@ -57,6 +57,10 @@ def camel(name: str) -> str:
     return head + "".join(w[:1].upper() + w[1:] for w in rest)
 
 
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def pick(obj: Any, name: str) -> Any:
     """A field by its JSON name (``mimeType``) or its proto name (``mime_type``): the API takes both,
     and google-genai sends some fields one way, some the other."""
@@ -203,7 +207,7 @@ def _user_messages(parts: list[Any], calls: _Calls, notes: list[str]) -> list[di
                 content.append({"type": "text", "text": f"[result of {fr.get('name') or 'a tool call'}]\n{text}"})
             else:
                 tools.append({"role": "tool", "tool_call_id": call_id, "content": text})
-            for inner in fr.get("parts") or ():  # multimodal function responses (images a tool returned)
+            for inner in as_list(fr.get("parts")):  # multimodal function responses (images a tool returned)
                 if isinstance(pick(inner, "inlineData"), dict):
                     media = _media(pick(inner, "inlineData"), True, notes)
                     if media:
@@ -229,7 +233,8 @@ def _messages(body: dict[str, Any], notes: list[str]) -> list[dict[str, Any]]:
     if system:
         messages.append({"role": "system", "content": system})
     calls = _Calls()
-    for content in body.get("contents") or ():
+    contents = body.get("contents")
+    for content in [contents] if isinstance(contents, str) else contents if isinstance(contents, list) else ():
         if isinstance(content, str):  # REST accepts a bare string where a Content is expected
             messages.append({"role": "user", "content": content})
             continue
@@ -253,7 +258,7 @@ def _tools(tools: Any, notes: list[str]) -> list[dict[str, Any]]:
         for kind in map(camel, tool):
             if kind != "functionDeclarations":
                 notes.append(f"built-in tool {kind} dropped: only Gemini runs it")
-        for decl in pick(tool, "functionDeclarations") or ():
+        for decl in as_list(pick(tool, "functionDeclarations")):
             if not isinstance(decl, dict) or not isinstance(decl.get("name"), str):
                 continue
             fn: dict[str, Any] = {"name": decl["name"]}
@@ -271,7 +276,7 @@ def _tools(tools: Any, notes: list[str]) -> list[dict[str, Any]]:
 def _tool_choice(config: Any, req: dict[str, Any]) -> None:
     fcc = as_object(pick(config, "functionCallingConfig"))
     mode = str(fcc.get("mode") or "").upper()
-    allowed = [n for n in pick(fcc, "allowedFunctionNames") or () if isinstance(n, str)]
+    allowed = [n for n in as_list(pick(fcc, "allowedFunctionNames")) if isinstance(n, str)]
     if mode == "NONE":
         req["tool_choice"] = "none"
     elif mode == "ANY" and len(allowed) == 1:
@@ -304,7 +309,7 @@ def _generation(gen: dict[str, Any], req: dict[str, Any]) -> None:
     limit = pick(gen, "maxOutputTokens")
     if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
         req["max_tokens"] = limit
-    stops = [s for s in pick(gen, "stopSequences") or () if isinstance(s, str) and s]
+    stops = [s for s in as_list(pick(gen, "stopSequences")) if isinstance(s, str) and s]
     if stops:
         req["stop"] = stops[:OPENAI_MAX_STOPS]
     schema = pick(gen, "responseJsonSchema")

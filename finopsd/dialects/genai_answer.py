@@ -91,10 +91,11 @@ def chat_to_genai(resp: dict[str, Any], model: str, *, thoughts: bool) -> dict[s
         parts.append({"text": reasoning, "thought": True})
     text = message.get("content")
     text = text if isinstance(text, str) else "".join(
-        p.get("text", "") for p in text or () if isinstance(p, dict) and p.get("type") == "text")
+        str(p.get("text", "")) for p in text if isinstance(p, dict) and p.get("type") == "text") \
+        if isinstance(text, list) else ""
     if text:
         parts.append({"text": text})
-    for call in message.get("tool_calls") or ():
+    for call in message.get("tool_calls") if isinstance(message.get("tool_calls"), list) else ():
         if isinstance(call, dict):
             fn = as_object(call.get("function"))
             parts.append(function_call(call.get("id"), fn.get("name"), fn.get("arguments")))
@@ -131,7 +132,8 @@ class ChatToGenaiStream:
             parts.append({"text": reasoning, "thought": True})
         if isinstance(delta.get("content"), str) and delta["content"]:
             parts.append({"text": delta["content"]})
-        for pos, call in enumerate(delta.get("tool_calls") or ()):
+        calls = delta.get("tool_calls")
+        for pos, call in enumerate(calls if isinstance(calls, list) else ()):
             if isinstance(call, dict):
                 self._add_call(call, pos)
         out = [response(parts, self.model, self.id)] if parts else []
