@@ -30,6 +30,8 @@ DEFAULT_ALLOWED_HEADERS: Final = (
     "X-Requested-With",
     "X-Stainless-Timeout",
     "X-Api-Key",
+    "X-Goog-Api-Key",  # the Google GenAI SDKs' key header, and their client header
+    "X-Goog-Api-Client",
 )
 
 

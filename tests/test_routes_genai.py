@@ -445,3 +445,10 @@ async def test_a_client_that_hangs_up_leaves_one_row_and_closes_the_upstream(
         while not (rows := await logged_rows(gw)):
             await asyncio.sleep(0.05)
     assert len(rows) == 1 and rows[0]["status"] == "client_closed"
+
+
+async def test_browser_preflight_allows_the_sdk_headers(gw: TestClient) -> None:
+    resp = await gw.options("/genai/v1beta/models/gemini-2.5-flash:streamGenerateContent", headers={
+        "Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, x-goog-api-key, x-goog-api-client"})
+    assert resp.status == 204 and "x-goog-api-key" in resp.headers["Access-Control-Allow-Headers"]
