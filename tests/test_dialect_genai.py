@@ -287,3 +287,11 @@ def test_any_chunk_stream_gives_responses_ending_with_usage(chunks: list[Any]) -
         for event in s.feed(chunk if isinstance(chunk, dict) else {}):
             json.dumps(event)
     assert "usageMetadata" in s.finish()[-1]
+
+
+def test_error_bodies_keep_an_upstream_canonical_status_and_say_when_to_retry() -> None:
+    assert error_body(400, "m", "failed_precondition")["error"]["status"] == "FAILED_PRECONDITION"
+    assert error_body(400, "m", "invalid_request_error")["error"]["status"] == "INVALID_ARGUMENT"
+    assert error_body(429, "m", "rate_limit_error", "7")["error"]["details"] == [
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}]
+    assert "details" not in error_body(429, "m", None, "soon")["error"]

@@ -248,3 +248,5 @@ async def test_gemini_cli_completes_a_tool_task(
     assert rows and all(r["route"] == "genai" and r["key_name"] == "cli" and r["team"] == "platform" for r in rows)
     assert all(r["cost_usd"] and r["cost_usd"] > 0 for r in rows)
     assert any(c["name"] == "read_file" for r in rows for c in r["response"]["tool_calls"])
+    listed = await (await gw.get("/api/logs", params={"provider": provider})).json()  # what /logs shows
+    assert len(listed["items"]) == len(rows) and listed["totals"]["cost_usd"] > 0

@@ -197,12 +197,12 @@ async def test_native_error_mid_stream_reaches_the_sdk(gw: TestClient, client: g
 
 async def test_native_upstream_error_keeps_status_in_google_shape(client: genai.Client,
                                                                   fake_gemini: FakeUpstream) -> None:
-    fake_gemini.answer_json({"error": {"code": 400, "message": "Invalid JSON payload", "status": "INVALID_ARGUMENT"}},
-                            status=400)
+    fake_gemini.answer_json({"error": {"code": 400, "message": "User location is not supported for the API use.",
+                                       "status": "FAILED_PRECONDITION"}}, status=400)
     with pytest.raises(errors.ClientError) as info:
         await client.aio.models.generate_content(model="gemini-2.5-flash", contents="x")
-    assert info.value.code == 400 and info.value.status == "INVALID_ARGUMENT"
-    assert "Invalid JSON payload" in info.value.message
+    assert info.value.code == 400 and info.value.status == "FAILED_PRECONDITION"
+    assert "User location is not supported" in info.value.message
 
 
 # --- translated: OpenAI-protocol and Anthropic providers ---------------------------------------
@@ -348,6 +348,8 @@ async def test_governance_refusals_in_google_shape(keyed: TestClient, fake_opena
     await slow.aio.aclose()
     assert (limited.value.code, limited.value.status) == (429, "RESOURCE_EXHAUSTED")
     assert "requests per minute" in limited.value.message
+    retry = limited.value.details["error"]["details"][0]  # Gemini CLI reads when to retry from here
+    assert retry["@type"].endswith("google.rpc.RetryInfo") and retry["retryDelay"].endswith("s")
 
 
 async def test_bad_requests_in_google_shape(gw: TestClient, client: genai.Client) -> None:

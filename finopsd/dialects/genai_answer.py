@@ -29,10 +29,26 @@ STATUSES: Final = {
 }
 
 
-def error_body(status: int, message: str) -> dict[str, Any]:
-    """Google's error shape, with the canonical status name clients switch on."""
-    name = STATUSES.get(status) or ("INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
-    return {"error": {"code": status, "message": message, "status": name}}
+# Google's canonical error codes (google.rpc.Code): an upstream Gemini error keeps its own
+CANONICAL: Final = frozenset({
+    "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "UNAUTHENTICATED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+    "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+})
+
+
+def error_body(status: int, message: str, name: str | None = None,
+               retry_after: str | None = None) -> dict[str, Any]:
+    """Google's error shape, with the canonical status name clients switch on (``name`` when it is one).
+
+    ``retry_after`` (seconds) becomes a ``RetryInfo`` detail: Gemini CLI waits that long before it retries.
+    """
+    if name is None or name.upper() not in CANONICAL:
+        name = STATUSES.get(status) or ("INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
+    error: dict[str, Any] = {"code": status, "message": message, "status": name.upper()}
+    if retry_after and retry_after.isdigit():
+        error["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after}s"}]
+    return {"error": error}
 
 
 def usage_metadata(usage: Any) -> dict[str, int]:

@@ -39,7 +39,7 @@ MAX_COUNT_BODY: Final = 64 * 1024  # a countTokens answer is one small object
 
 
 def genai_error(err: GatewayError) -> dict[str, Any]:
-    return error_body(err.status, err.message)
+    return error_body(err.status, err.message, err.type, err.headers.get("Retry-After"))
 
 
 class SseOut:
