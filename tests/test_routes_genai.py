@@ -454,3 +454,17 @@ async def test_browser_preflight_allows_the_sdk_headers(gw: TestClient) -> None:
         "Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "content-type, x-goog-api-key, x-goog-api-client"})
     assert resp.status == 204 and "x-goog-api-key" in resp.headers["Access-Control-Allow-Headers"]
+
+
+async def test_count_tokens_and_models_need_the_key_and_say_nothing_before_it(keyed: TestClient) -> None:
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    for method, path in (("POST", "/genai/v1beta/models/nope/x:countTokens"), ("GET", "/genai/v1beta/models"),
+                         ("GET", "/genai/v1beta/models/nope/x")):
+        resp = await keyed.request(method, path, json=body if method == "POST" else None)
+        err = (await resp.json())["error"]
+        assert (resp.status, err["status"]) == (401, "UNAUTHENTICATED") and "gemini" not in err["message"], path
+    narrow = {"x-goog-api-key": "vk-narrow"}  # may use openai/* only
+    resp = await keyed.post("/genai/v1beta/models/gemini-2.5-flash:countTokens", json=body, headers=narrow)
+    assert resp.status == 403 and (await resp.json())["error"]["status"] == "PERMISSION_DENIED"
+    listed = await (await keyed.get("/genai/v1beta/models", params={"key": "vk-narrow"})).json()
+    assert [m["name"] for m in listed["models"]] == ["models/openai/gpt-5"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import deque
 from functools import lru_cache
 from typing import Any, Final
 
@@ -154,24 +155,44 @@ def _result_text(response: Any) -> str:
 
 
 class _Calls:
-    """Ids for the calls of the last model turn, and their matching to the function responses after it."""
+    """Ids for the calls of the last model turn, and their matching to the function responses after it.
+
+    Matching is by ``id``, else the first unanswered call of that name, else the first unanswered
+    call; indexes keep it linear however many calls a (hostile) turn holds.
+    """
 
     def __init__(self) -> None:
         self.count = 0
-        self.pending: list[tuple[str, str]] = []  # (id, name) of the last model turn, not yet answered
+        self.pending: dict[str, str] = {}  # id → name of the last model turn's unanswered calls, in order
+        self.by_name: dict[str, deque[str]] = {}
+
+    def reset(self) -> None:
+        self.pending, self.by_name = {}, {}
 
     def new(self, call: dict[str, Any]) -> str:
         self.count += 1
         call_id = str(call.get("id") or f"call_genai_{self.count}")
-        self.pending.append((call_id, str(call.get("name") or "")))
+        if call_id in self.pending:  # a repeated id would answer two calls: make it unique
+            call_id = f"{call_id}_{self.count}"
+        name = str(call.get("name") or "")
+        self.pending[call_id] = name
+        self.by_name.setdefault(name, deque()).append(call_id)
         return call_id
 
     def match(self, response: dict[str, Any]) -> str | None:
-        wanted_id, name = response.get("id"), response.get("name")
-        for rule in (lambda c: c[0] == wanted_id, lambda c: c[1] == name, lambda c: True):
-            for i, call in enumerate(self.pending):
-                if rule(call):
-                    return self.pending.pop(i)[0]
+        wanted = response.get("id")
+        if isinstance(wanted, str) and wanted in self.pending:
+            del self.pending[wanted]
+            return wanted
+        queue = self.by_name.get(str(response.get("name") or ""))
+        while queue:
+            call_id = queue.popleft()
+            if self.pending.pop(call_id, None) is not None:
+                return call_id
+        if self.pending:
+            call_id = next(iter(self.pending))
+            del self.pending[call_id]
+            return call_id
         return None
 
 
@@ -179,7 +200,7 @@ def _model_message(parts: list[Any], calls: _Calls) -> dict[str, Any]:
     texts: list[str] = []
     thoughts: list[str] = []
     tool_calls: list[dict[str, Any]] = []
-    calls.pending = []
+    calls.reset()
     for part in parts:
         if not isinstance(part, dict):
             continue
@@ -223,7 +244,7 @@ def _user_messages(parts: list[Any], calls: _Calls, notes: list[str]) -> list[di
         else:
             kinds = ", ".join(camel(k) for k in part if camel(k) != "thoughtSignature") or "empty"
             notes.append(f"user part ({kinds}) dropped: no chat equivalent")
-    calls.pending = []
+    calls.reset()
     return tools + ([{"role": "user", "content": _user_content(content)}] if content else [])
 
 

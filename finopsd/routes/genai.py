@@ -167,9 +167,9 @@ async def count_tokens(request: web.Request, model: str) -> web.Response:
     """Native count for Gemini providers; an estimate (about 4 characters a token) for others. Not logged."""
     body = await read_json(request)
     rt = request.app[RUNTIME]
+    await _visible(request, [])  # 401 before anything about the configuration is said
     provider, upstream_model = split_model(rt.config, resolve_model(rt.config, model, ROUTE))
-    pair = (provider.name, upstream_model)
-    if not await request.app[GOVERNANCE].visible_models(request.headers, [pair], request.get(PRESENTED_KEY)):
+    if not await _visible(request, [(provider.name, upstream_model)]):
         raise GatewayError(f"this key may not use model {model!r}", status=403, type="permission_error",
                            code="model_not_allowed")
     if not is_native(provider, upstream_model):
@@ -201,22 +201,23 @@ async def model_method(request: web.Request) -> web.StreamResponse:
                    "streamGenerateContent and countTokens are)", code="method_not_found")
 
 
-async def _visible(request: web.Request) -> list[tuple[str, str]]:
-    rt = request.app[RUNTIME]
-    return await request.app[GOVERNANCE].visible_models(request.headers, rt.models(), request.get(PRESENTED_KEY))
+async def _visible(request: web.Request, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The pairs the caller's key may use; 401 for a missing or unknown key when auth is on."""
+    return await request.app[GOVERNANCE].visible_models(request.headers, pairs, request.get(PRESENTED_KEY))
 
 
 async def list_models(request: web.Request) -> web.Response:
     _start(request)
-    models = [model_resource(f"{p}/{m}", p) for p, m in await _visible(request)]
+    models = [model_resource(f"{p}/{m}", p) for p, m in await _visible(request, request.app[RUNTIME].models())]
     return web.json_response({"models": models})
 
 
 async def get_model(request: web.Request) -> web.Response:
     model = _model(request)
-    config = request.app[RUNTIME].config
-    provider, upstream_model = split_model(config, resolve_model(config, model, ROUTE))
-    if (provider.name, upstream_model) not in await _visible(request):
+    rt = request.app[RUNTIME]
+    visible = await _visible(request, rt.models())
+    provider, upstream_model = split_model(rt.config, resolve_model(rt.config, model, ROUTE))
+    if (provider.name, upstream_model) not in visible:
         raise NotFound(f"model {model[:80]!r} is not served here (or not to this key)", code="model_not_found")
     return web.json_response(model_resource(model, provider.name))
 
