@@ -43,12 +43,13 @@ def genai_error(err: GatewayError) -> dict[str, Any]:
 
 
 class SseOut:
-    """``?alt=sse``: one ``data:`` event per GenerateContentResponse."""
+    """``?alt=sse``: one ``data:`` event per GenerateContentResponse, framed with CRLF as Gemini frames them
+    (so a native stream goes out byte for byte as the upstream sent it)."""
 
     stream_headers: Final = SSE_HEADERS
 
     def item(self, payload: bytes) -> bytes:
-        return b"data: " + payload + b"\n\n"
+        return b"data: " + payload + b"\r\n\r\n"
 
     def end(self) -> bytes:
         return b""
