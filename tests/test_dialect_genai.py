@@ -92,6 +92,12 @@ def test_images_pdfs_audio_and_snake_case_fields() -> None:
     ]
 
 
+def test_notes_are_few_and_short_whatever_the_client_sends() -> None:
+    parts = [{"inlineData": {"mimeType": f"video/{i}" + "x" * 10_000, "data": "AA"}} for i in range(500)]
+    _, notes = genai_to_chat({"contents": [{"role": "user", "parts": parts}]}, stream=False)
+    assert len(notes) == 20 and max(map(len, notes)) < 120
+
+
 def test_google_file_uris_and_built_in_tools_are_dropped_with_notes() -> None:
     req, notes = genai_to_chat({
         "contents": [{"role": "user", "parts": [
@@ -124,7 +130,8 @@ def test_openapi_schemas_become_json_schema() -> None:
 
 
 def test_tool_declarations_prefer_json_schema_and_tool_config_maps() -> None:
-    decls = [{"name": "a", "description": "A", "parametersJsonSchema": {"type": "object", "additionalProperties": False}},
+    decls = [{"name": "a", "description": "A",
+              "parametersJsonSchema": {"type": "object", "additionalProperties": False}},
              {"name": "b", "parameters": {"type": "OBJECT", "properties": {"n": {"type": "INTEGER"}}}},
              {"name": "c"}]
     req = chat({"contents": [], "tools": [{"functionDeclarations": decls}],
@@ -244,7 +251,8 @@ def test_a_stream_cut_before_its_finish_still_ends_with_a_finish_reason() -> Non
 def test_error_bodies_use_google_status_names() -> None:
     assert error_body(429, "slow down") == {"error": {"code": 429, "message": "slow down",
                                                       "status": "RESOURCE_EXHAUSTED"}}
-    statuses = {code: error_body(code, "")["error"]["status"] for code in (400, 401, 402, 403, 404, 418, 502, 503, 504, 599)}
+    codes = (400, 401, 402, 403, 404, 418, 502, 503, 504, 599)
+    statuses = {code: error_body(code, "")["error"]["status"] for code in codes}
     assert statuses == {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 402: "RESOURCE_EXHAUSTED",
                         403: "PERMISSION_DENIED", 404: "NOT_FOUND", 418: "FAILED_PRECONDITION", 502: "UNAVAILABLE",
                         503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED", 599: "INTERNAL"}

@@ -30,6 +30,8 @@ from finopsd.errors import BadRequest
 from finopsd.providers.canonical import as_object, assistant_message, is_number, tool_call
 
 OPENAI_MAX_STOPS: Final = 4
+MAX_NOTES: Final = 20  # notes on one log row, each naming at most a short piece of the client's input
+MAX_FIELD_CHARS: Final = 64
 MAX_SCHEMA_DEPTH: Final = 64
 # generationConfig.thinkingConfig.thinkingBudget → reasoning effort (Gemini 2.5 budgets)
 LOW_BUDGET: Final = 1024
@@ -52,8 +54,10 @@ def snake(name: str) -> str:
     return re.sub(r"[A-Z]", lambda m: "_" + m.group(0).lower(), name)
 
 
-@lru_cache(maxsize=256)
 def camel(name: str) -> str:
+    """``mime_type`` → ``mimeType``; names with no ``_`` (or too long to be a field name) stay as they are."""
+    if "_" not in name or len(name) > MAX_FIELD_CHARS:
+        return name
     head, *rest = name.split("_")
     return head + "".join(w[:1].upper() + w[1:] for w in rest)
 
@@ -131,7 +135,7 @@ def _media(blob: dict[str, Any], inline: bool, notes: list[str]) -> dict[str, An
             notes.append("fileData part dropped: only Google can read its file URIs")
             return None
     if mime and not mime.startswith("image/"):
-        notes.append(f"{mime} part dropped: no chat equivalent")
+        notes.append(f"{mime[:MAX_FIELD_CHARS]} part dropped: no chat equivalent")
         return None
     return {"type": "image_url", "image_url": {"url": url}}
 
@@ -242,7 +246,7 @@ def _user_messages(parts: list[Any], calls: _Calls, notes: list[str]) -> list[di
             if media:
                 content.append(media)
         else:
-            kinds = ", ".join(camel(k) for k in part if camel(k) != "thoughtSignature") or "empty"
+            kinds = ", ".join(camel(k)[:MAX_FIELD_CHARS] for k in part if camel(k) != "thoughtSignature") or "empty"
             notes.append(f"user part ({kinds}) dropped: no chat equivalent")
     calls.reset()
     return tools + ([{"role": "user", "content": _user_content(content)}] if content else [])
@@ -278,7 +282,7 @@ def _tools(tools: Any, notes: list[str]) -> list[dict[str, Any]]:
             continue
         for kind in map(camel, tool):
             if kind != "functionDeclarations":
-                notes.append(f"built-in tool {kind} dropped: only Gemini runs it")
+                notes.append(f"built-in tool {kind[:MAX_FIELD_CHARS]} dropped: only Gemini runs it")
         for decl in as_list(pick(tool, "functionDeclarations")):
             if not isinstance(decl, dict) or not isinstance(decl.get("name"), str):
                 continue
@@ -365,7 +369,7 @@ def genai_to_chat(body: dict[str, Any], *, stream: bool) -> tuple[dict[str, Any]
     if stream:
         req["stream"] = True
         req["stream_options"] = {"include_usage": True}  # the last event carries usageMetadata
-    return req, list(dict.fromkeys(notes))
+    return req, list(dict.fromkeys(notes))[:MAX_NOTES]
 
 
 def estimate_tokens(body: dict[str, Any]) -> int:
