@@ -176,8 +176,8 @@ def test_gemini_cli_request_translates_whole() -> None:
     body = json.loads((FIXTURES / "genai" / "gemini_cli_request.json").read_text())
     req, notes = genai_to_chat(body, stream=True)
     assert notes == []
-    assert [m["role"] for m in req["messages"]] == ["system", "user", "assistant", "user"]
-    assert len(req["tools"]) == 12 and req["reasoning_effort"] == "high" and req["top_p"] == 0.95
+    assert [m["role"] for m in req["messages"]] == ["system", "user"]
+    assert len(req["tools"]) == 16 and req["reasoning_effort"] == "medium" and req["top_p"] == 0.95
 
 
 def test_model_ids_that_may_go_into_a_url() -> None:
@@ -260,14 +260,17 @@ def test_error_bodies_use_google_status_names() -> None:
 
 # --- hostile input: whatever JSON arrives, a clear 400 or a request, never a crash ------------------
 
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-        st.sampled_from(["role", "parts", "text", "functionCall", "function_response", "inlineData", "mimeType",
-                         "data", "name", "args", "id", "response", "type", "properties", "items", "nullable",
-                         "thought", "fileData", "fileUri"]) | st.text(max_size=6), inner, max_size=4),
-    max_leaves=16,
-)
+FIELDS = st.sampled_from(["role", "parts", "text", "functionCall", "function_response", "inlineData", "mimeType",
+                          "data", "name", "args", "id", "response", "type", "properties", "items", "nullable",
+                          "thought", "fileData", "fileUri"]) | st.text(max_size=6)
+
+
+def nested(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(FIELDS, inner, max_size=4)
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+                    nested, max_leaves=16)
 BODY = st.fixed_dictionaries({}, optional={
     "contents": st.lists(JSON, max_size=4) | JSON, "systemInstruction": JSON, "tools": st.lists(JSON, max_size=3),
     "toolConfig": JSON, "generationConfig": JSON | st.fixed_dictionaries({}, optional={

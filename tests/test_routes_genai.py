@@ -34,7 +34,8 @@ ASK = "compare config/base.yaml and config/prod.yaml"
 
 
 def gemini_cli_body() -> dict[str, Any]:
-    """A first turn as Gemini CLI sends it: long system instruction, 12 tools, thinking on."""
+    """A first turn shaped as Gemini CLI 0.61 sends it to gemini-2.5-pro: a 24 kB system instruction,
+    16 function declarations in ``parametersJsonSchema``, ``thinkingBudget`` 8192 with thoughts."""
     return json.loads((FIXTURES / "genai" / "gemini_cli_request.json").read_text())
 
 
@@ -269,11 +270,11 @@ async def test_gemini_cli_body_translates_for_openai(gw: TestClient, fake_openai
     assert events[-2]["candidates"][0]["finishReason"] == "STOP" and "usageMetadata" in events[-1]
     assert "".join(p.get("text", "") for e in events[:-1] for p in e["candidates"][0]["content"]["parts"])
     sent = fake_openai.last.body
-    assert sent["model"] == "gpt-5" and sent["reasoning_effort"] == "high"
+    assert sent["model"] == "gpt-5" and sent["reasoning_effort"] == "medium"
     assert sent["temperature"] == 1 and sent["top_p"] == 0.95 and "top_k" not in sent
-    assert sent["messages"][0]["role"] == "system" and len(sent["messages"][0]["content"]) > 8000
-    assert [m["role"] for m in sent["messages"][1:]] == ["user", "assistant", "user"]
-    assert len(sent["tools"]) == 12 and sent["tools"][1]["function"]["name"] == "read_file"
+    assert sent["messages"][0]["role"] == "system" and len(sent["messages"][0]["content"]) > 20_000
+    assert [m["role"] for m in sent["messages"][1:]] == ["user"]
+    assert len(sent["tools"]) == 16 and sent["tools"][2]["function"]["name"] == "read_file"
     row = await last_row(gw)
     assert row["model"] == "gemini-2.5-flash-lite" and row["provider"] == "openai"
     assert {"note": "built-in tool googleSearch dropped: only Gemini runs it"} in row["attempts"]
