@@ -469,3 +469,12 @@ async def test_count_tokens_and_models_need_the_key_and_say_nothing_before_it(ke
     assert resp.status == 403 and (await resp.json())["error"]["status"] == "PERMISSION_DENIED"
     listed = await (await keyed.get("/genai/v1beta/models", params={"key": "vk-narrow"})).json()
     assert [m["name"] for m in listed["models"]] == ["models/openai/gpt-5"]
+
+
+async def test_an_error_mid_array_stream_is_its_last_element(gw: TestClient, fake_openai: FakeUpstream) -> None:
+    fake_openai.play("openai/error_midstream.sse")
+    resp = await gw.post("/genai/v1beta/models/openai/gpt-5:streamGenerateContent", json={
+        "contents": [{"role": "user", "parts": [{"text": "go"}]}]})
+    events = json.loads(await resp.read())  # still one well-formed JSON array
+    assert resp.status == 200 and "candidates" in events[0]
+    assert set(events[-1]) == {"error"} and events[-1]["error"]["code"] >= 400
