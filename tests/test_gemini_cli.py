@@ -13,8 +13,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.logrows import logged_rows
+from tests.npm_tools import ROOT, npm_tool
 
-ROOT = Path(__file__).resolve().parent.parent
 VERSION = "0.61.0"
 NPM_PREFIX = ROOT / ".cache" / "npm-gemini-cli"
 GEMINI = NPM_PREFIX / "node_modules" / ".bin" / "gemini"
@@ -36,13 +34,7 @@ PROMPT = "Read the file notes.txt in the current directory and tell me the code 
 @pytest.fixture(scope="module")
 def gemini_cli() -> Path:
     """Gemini CLI from npm, installed once into the project's cache dir."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.fail("Node.js and npm are needed for the Gemini CLI test: apt-get install nodejs npm"
-                    " (scripts/test installs them)")
-    if not GEMINI.exists():
-        subprocess.run(["npm", "install", "--prefix", str(NPM_PREFIX), "--no-audit", "--no-fund",
-                        f"@google/gemini-cli@{VERSION}"], check=True, cwd=ROOT, timeout=600)
-    return GEMINI
+    return npm_tool(NPM_PREFIX, f"@google/gemini-cli@{VERSION}", GEMINI, "the Gemini CLI test")
 
 
 # --- fake agent models, one per wire format --------------------------------------------------

@@ -208,12 +208,17 @@ async def test_native_upstream_error_keeps_status_in_google_shape(client: genai.
 
 # --- translated: OpenAI-protocol and Anthropic providers ---------------------------------------
 
+async def first_turn(client: genai.Client, fake: FakeUpstream, fixture: str,
+                     model: str) -> tuple[list[types.GenerateContentResponse], list[types.FunctionCall]]:
+    fake.play(fixture)
+    first = await stream_turn(client, model, ASK)
+    return first, calls_of(first)
+
+
 async def test_two_turn_parallel_calls_through_an_openai_model(
     gw: TestClient, client: genai.Client, fake_openai: FakeUpstream
 ) -> None:
-    fake_openai.play("openai/parallel_tool_calls.sse")
-    first = await stream_turn(client, "openai/gpt-5", ASK)
-    calls = calls_of(first)
+    first, calls = await first_turn(client, fake_openai, "openai/parallel_tool_calls.sse", "openai/gpt-5")
     assert [(c.id, c.name) for c in calls] == [("call_read_1", "read_file"), ("call_list_2", "list_files")]
     assert calls[0].args == {"path": "src/main.py"} and calls[1].args == {"path": "tests", "recursive": True}
     assert finish_reasons(first) == [types.FinishReason.STOP]
@@ -241,9 +246,8 @@ async def test_two_turn_parallel_calls_through_an_openai_model(
 async def test_two_turn_parallel_calls_through_an_anthropic_model(
     gw: TestClient, client: genai.Client, fake_anthropic: FakeUpstream
 ) -> None:
-    fake_anthropic.play("anthropic/tool_use_two_calls.sse")
-    first = await stream_turn(client, "anthropic/claude-sonnet-4-6", ASK)
-    calls = calls_of(first)
+    first, calls = await first_turn(client, fake_anthropic, "anthropic/tool_use_two_calls.sse",
+                                    "anthropic/claude-sonnet-4-6")
     assert [c.id for c in calls] == ["toolu_01T1x1fJ34qAmk2tNTrN7Up6", "toolu_01Wj4Kd8cE7Gf2hYv9QaZm3N"]
     assert [c.args["path"] for c in calls] == ["config/base.yaml", "config/prod.yaml"]
     assert first[-1].usage_metadata.prompt_token_count == 412 + 10240
