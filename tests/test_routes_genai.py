@@ -482,3 +482,18 @@ async def test_an_error_mid_array_stream_is_its_last_element(gw: TestClient, fak
     events = json.loads(await resp.read())  # still one well-formed JSON array
     assert resp.status == 200 and "candidates" in events[0]
     assert set(events[-1]) == {"error"} and events[-1]["error"]["code"] >= 400
+
+
+async def test_a_blocked_prompt_reaches_a_native_client_as_gemini_answered(
+    gw: TestClient, client: genai.Client, fake_gemini: FakeUpstream
+) -> None:
+    blocked = {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
+               "usageMetadata": {"promptTokenCount": 9, "totalTokenCount": 9}, "modelVersion": "gemini-2.5-flash"}
+    fake_gemini.answer_json(blocked)
+    result = await client.aio.models.generate_content(model="gemini-2.5-flash", contents="x")
+    assert result.prompt_feedback.block_reason == types.BlockedReason.PROHIBITED_CONTENT
+    fake_gemini.add(Reply(frames=[b"data: " + json.dumps(blocked).encode() + b"\r\n\r\n"]))
+    streamed = await stream_turn(client, "gemini-2.5-flash", "x")
+    assert streamed[0].prompt_feedback.block_reason == types.BlockedReason.PROHIBITED_CONTENT
+    rows = await logged_rows(gw)
+    assert [r["status"] for r in rows] == ["ok", "ok"] and rows[1]["finish_reason"] == "content_filter"

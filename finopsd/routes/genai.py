@@ -20,14 +20,14 @@ from aiohttp import web
 from finopsd.appkeys import GOVERNANCE, RUNTIME
 from finopsd.dialects.genai import estimate_tokens, genai_to_chat, include_thoughts
 from finopsd.dialects.genai_answer import ChatToGenaiStream, chat_to_genai, error_body
-from finopsd.dialects.genai_native import STREAM_METHOD, is_native, model_resource, native_build
+from finopsd.dialects.genai_native import STREAM_METHOD, NativeReader, is_native, model_resource, native_build
 from finopsd.errors import BadRequest, GatewayError, NotFound, UpstreamError
 from finopsd.exchange import Exchange
 from finopsd.governance import PRESENTED_KEY, presented_key
 from finopsd.jsonwire import dumps
 from finopsd.middleware import ERROR_SHAPE, REQUEST_ID
 from finopsd.relay import SSE_HEADERS, Leg, relay, run_exchange
-from finopsd.router import open_upstream, resolve_model, split_model
+from finopsd.router import adapter_for, open_upstream, resolve_model, split_model
 from finopsd.routes.inbound import RAW_BODY, new_exchange, read_json
 from finopsd.upstream import read_error
 
@@ -157,7 +157,7 @@ async def generate(request: web.Request, model: str, stream: bool) -> web.Stream
         if is_native(provider, upstream_model):
             method = STREAM_METHOD if stream else "generateContent"
             return Leg(body, NativeEmitter(out), build=native_build(request[RAW_BODY], method), fallbacks=False,
-                       model=target_model)
+                       model=target_model, adapter=NativeReader(adapter_for(provider)))
         ex.notes = notes  # built-in tools and the like are dropped only on the way to another provider
         return Leg(chat, TranslatedEmitter(model, include_thoughts(body), out))
 
