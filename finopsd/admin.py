@@ -10,18 +10,29 @@ conversations through the admin's own browser: JSON endpoints refuse cross-site
 fetches (``Sec-Fetch-Site``; the CORS middleware would otherwise let any origin read
 the answer), and without a token a request must name a loopback host (DNS rebinding
 points an attacker's name at 127.0.0.1).
+
+Wrong tokens (at /login or as a Bearer) are throttled per client address: after
+``Throttle.FAILURES`` in ``Throttle.WINDOW_S`` that address gets 429 until the window has
+passed, and the table of addresses is bounded (the oldest are forgotten first). After a
+login the browser goes only to a same-origin path (``safe_next``).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import ipaddress
+import math
+import time
+from collections import OrderedDict
 from html import escape
 from typing import Final
 
 from aiohttp import web
+from yarl import URL
 
+from finopsd import access
 from finopsd.appkeys import RUNTIME
 from finopsd.errors import GatewayError
 
@@ -35,6 +46,41 @@ def _session_value(token: str) -> str:
 
 def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(hashlib.sha256(a.encode()).digest(), hashlib.sha256(b.encode()).digest())
+
+
+class Throttle:
+    """Failed admin-token attempts per client address, in a bounded table."""
+
+    FAILURES: Final = 5
+    WINDOW_S: Final = 60.0
+    MAX_ADDRESSES: Final = 4096
+
+    def __init__(self) -> None:
+        self._failed: OrderedDict[str, list[float]] = OrderedDict()  # address → failure times
+
+    def check(self, remote: str | None) -> None:
+        """429 while this address has used up its failures."""
+        times = self._recent(remote or "", time.monotonic())
+        if len(times) >= self.FAILURES:
+            wait = max(1, math.ceil(times[0] + self.WINDOW_S - time.monotonic()))
+            raise GatewayError(f"too many wrong admin tokens from this address; retry in {wait} s", status=429,
+                               type="rate_limit_error", code="admin_token_throttled",
+                               headers={"Retry-After": str(wait)})
+
+    def fail(self, remote: str | None) -> None:
+        now, address = time.monotonic(), remote or ""
+        times = self._recent(address, now)
+        times.append(now)
+        self._failed[address] = times[-self.FAILURES:]
+        self._failed.move_to_end(address)
+        while len(self._failed) > self.MAX_ADDRESSES:
+            self._failed.popitem(last=False)
+
+    def _recent(self, address: str, now: float) -> list[float]:
+        return [t for t in self._failed.get(address, ()) if now - t < self.WINDOW_S]
+
+
+THROTTLE: Final = web.AppKey("admin_throttle", Throttle)
 
 
 def is_loopback(remote: str | None) -> bool:
@@ -73,12 +119,16 @@ def admin_refusal(request: web.Request, *, api: bool = True) -> GatewayError | N
             "admin pages answer only loopback clients while server.admin_token is not set",
             status=403, type="permission_error", code="admin_loopback_only",
         )
-    auth = request.headers.get("Authorization", "")
-    if auth.startswith("Bearer ") and _same(auth[7:].strip(), token):
-        return None
     cookie = request.cookies.get(COOKIE)
     if cookie and _same(cookie, _session_value(token)):
         return None
+    auth = request.headers.get("Authorization", "")
+    if auth.startswith("Bearer "):
+        throttle = request.app[THROTTLE]
+        throttle.check(request.remote)
+        if _same(auth[7:].strip(), token):
+            return None
+        throttle.fail(request.remote)
     return GatewayError(
         "this page needs the admin token (Authorization: Bearer, or log in at /login)",
         status=401, type="authentication_error", code="admin_token_required",
@@ -98,38 +148,69 @@ def require_admin_page(request: web.Request) -> None:
     if refusal is None:
         return
     if refusal.status == 401:
-        raise web.HTTPSeeOther(f"{LOGIN_PATH}?next={request.path_qs}")
+        raise web.HTTPSeeOther(str(URL(LOGIN_PATH).with_query(next=request.path_qs)))
     raise refusal
 
 
+LOGIN_STYLE = """body{font:15px system-ui,sans-serif;margin:4rem auto;max-width:22rem}input,button{font:inherit;
+padding:.4rem;width:100%;box-sizing:border-box;margin:.3rem 0}.err{color:#b00}"""
 LOGIN_FORM = """<!doctype html><html><head><meta charset="utf-8"><title>finopsd login</title>
-<style>body{font:15px system-ui,sans-serif;margin:4rem auto;max-width:22rem}input,button{font:inherit;
-padding:.4rem;width:100%;box-sizing:border-box;margin:.3rem 0}.err{color:#b00}</style></head><body>
+<style>""" + LOGIN_STYLE + """</style></head><body>
 <h1>finopsd</h1><p>Enter the admin token to see request logs.</p>{error}
 <form method="post" action="/login"><input type="hidden" name="next" value="{next}">
 <input type="password" name="token" placeholder="admin token" autofocus>
 <button type="submit">Log in</button></form></body></html>"""
 
 
-def _safe_next(value: str) -> str:
-    # only local paths: never redirect off-site
-    return value if value.startswith("/") and not value.startswith("//") else "/logs"
+_STYLE_HASH: Final = base64.b64encode(hashlib.sha256(LOGIN_STYLE.encode()).digest()).decode()
+# the other pages' headers (routes/logs.py), with the form's one inline style allowed by its hash
+LOGIN_HEADERS: Final = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; form-action 'self';"
+    " frame-ancestors 'none'; base-uri 'none'",
+}
+DEFAULT_NEXT: Final = "/logs"
+_ORIGIN: Final = URL("http://finopsd.invalid/")
 
 
+def safe_next(value: str) -> str:
+    """Where to go after login: a path on this origin, dot segments resolved; anything else → /logs.
+
+    Browsers drop tabs and newlines from a URL and read a backslash as a slash (``/<tab>/evil``
+    goes to ``//evil``): any control character, space or backslash refuses the value outright."""
+    if not value.startswith("/") or any(c <= " " or c in "\\\x7f" for c in value):
+        return DEFAULT_NEXT
+    try:
+        target = _ORIGIN.join(URL(value))
+    except ValueError:
+        return DEFAULT_NEXT
+    if target.origin() != _ORIGIN.origin() or target.raw_path.startswith("//"):
+        return DEFAULT_NEXT
+    return str(target.relative())
+
+
+def _login_page(error: str, nxt: str, status: int = 200) -> web.Response:
+    page = LOGIN_FORM.replace("{error}", error).replace("{next}", escape(nxt, quote=True))
+    return web.Response(text=page, content_type="text/html", status=status, headers=LOGIN_HEADERS)
+
+
+@access.public
 async def login_form(request: web.Request) -> web.Response:
-    nxt = escape(_safe_next(request.query.get("next", "/logs")), quote=True)
-    return web.Response(text=LOGIN_FORM.replace("{error}", "").replace("{next}", nxt), content_type="text/html")
+    return _login_page("", safe_next(request.query.get("next", DEFAULT_NEXT)))
 
 
+@access.public
 async def login(request: web.Request) -> web.Response:
+    throttle = request.app[THROTTLE]
+    throttle.check(request.remote)
     form = await request.post()
     token = request.app[RUNTIME].config.server.admin_token
-    nxt = _safe_next(str(form.get("next", "/logs")))
+    nxt = safe_next(str(form.get("next", DEFAULT_NEXT)))
     if token is None or not _same(str(form.get("token", "")), token):
-        page = LOGIN_FORM.replace("{error}", '<p class="err">Wrong token.</p>').replace(
-            "{next}", escape(nxt, quote=True)
-        )
-        return web.Response(text=page, content_type="text/html", status=401)
+        throttle.fail(request.remote)
+        return _login_page('<p class="err">Wrong token.</p>', nxt, status=401)
     resp = web.HTTPSeeOther(nxt)
     resp.set_cookie(COOKIE, _session_value(token), httponly=True, samesite="Strict", path="/")
     raise resp

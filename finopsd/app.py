@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from finopsd import admin, catalog, governance, mcp_upstream, openapi, recorder
+from finopsd import access, admin, catalog, governance, mcp_upstream, openapi, recorder
 from finopsd.appkeys import CONFIG, GOVERNANCE, RUNTIME
 from finopsd.config import Config
-from finopsd.middleware import cors_preflight, errors_as_json, on_prepare, request_id
+from finopsd.middleware import cors_preflight, errors_as_json, on_prepare, request_id, scrub_secrets
 from finopsd.routes import anthropic, genai, health, openai, responses
 from finopsd.routes import logs
 from finopsd.routes import keys
@@ -22,13 +22,15 @@ MB = 1024 * 1024
 
 def build_app(config: Config) -> web.Application:
     app = web.Application(
-        middlewares=[request_id, errors_as_json, cors_preflight],
+        # authenticate last: CORS preflights carry no key, and its refusals become JSON errors
+        middlewares=[request_id, scrub_secrets, errors_as_json, cors_preflight, access.authenticate],
         client_max_size=int(config.server.max_body_mb * MB),
         handler_args={"max_line_size": 64 * 1024},  # a /logs?q= search may hold 10 kB of pasted text
     )
     app[CONFIG] = config
     app[RUNTIME] = Runtime(config)
     app[GOVERNANCE] = governance.Governance(config, app[RUNTIME])
+    app[admin.THROTTLE] = admin.Throttle()
     app[RUNTIME].hooks = (app[GOVERNANCE],)  # open_logstore puts the logging hook first
     app.on_response_prepare.append(on_prepare)
     # cleanup runs in reverse: the log store closes last, after draining every row

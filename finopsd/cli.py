@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from finopsd import __version__, config as cfg
+from finopsd.deps import missing
 from finopsd.errors import BadRequest
 from finopsd.governance import new_virtual_key, offline_report
 from finopsd.logstore import LogStore
@@ -75,11 +76,20 @@ def serve_command(config_path: str | None, host: str | None, port: int | None, l
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="YAML config file to validate.")
 def check_command(config_path: str) -> None:
-    """Validate a config file and show what it configures; exit 1 on errors."""
+    """Validate a config file and show what it configures; exit 1 on errors.
+
+    Also imports what its providers and MCP servers need (loaded on first use when serving),
+    so an incomplete install is reported here, with the package to install.
+    """
     try:
         config = cfg.load(config_path)
     except cfg.ConfigError as e:
         click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    problems = missing(config)
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    if problems:
         sys.exit(1)
     click.echo(f"{config_path}: OK")
     click.echo(f"listen: {config.server.host}:{config.server.port}")
@@ -337,7 +347,7 @@ def mcp_list(config_path: str | None, as_json: bool) -> None:
 
 
 USAGE_COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
-                 "cost_usd", "unpriced", "estimated")
+                 "cost_usd", "cost_without_cache_usd", "cache_savings_usd", "unpriced", "estimated")
 
 
 @main.command(name="usage")
@@ -353,6 +363,7 @@ def usage_command(config_path: str | None, by: str, since: str | None, as_json: 
 
     Rows flagged `unpriced` cost 0 (no price known: add one under `pricing:`);
     `estimated` rows had no usage from the upstream (e.g. the client hung up).
+    `saved USD` is what prompt caching saved: the cost had nothing been cached, minus the cost.
 
     \b
     finopsd usage --by team --since 2026-01-01
@@ -374,10 +385,12 @@ def usage_command(config_path: str | None, by: str, since: str | None, as_json: 
             writer.writerow([row[by], *(row[c] for c in USAGE_COLUMNS)])
         return
     click.echo(f"since {iso(start)}, by {by}")
-    click.echo(f"{by:<32} {'requests':>9} {'prompt':>12} {'completion':>11} {'cost USD':>11}  flags")
+    click.echo(f"{by:<32} {'requests':>9} {'prompt':>12} {'completion':>11} {'cost USD':>11} {'saved USD':>10}  flags")
     for row in rows:
         flags = ", ".join(f"{row[f]} {f}" for f in ("unpriced", "estimated") if row[f])
         click.echo(f"{str(row[by] if row[by] is not None else '(none)'):<32} {row['requests']:>9,} "
-                   f"{row['prompt_tokens']:>12,} {row['completion_tokens']:>11,} {row['cost_usd']:>11.4f}  {flags}")
+                   f"{row['prompt_tokens']:>12,} {row['completion_tokens']:>11,} {row['cost_usd']:>11.4f} "
+                   f"{row['cache_savings_usd']:>10.4f}  {flags}")
     click.echo(f"{'total':<32} {sum(r['requests'] for r in rows):>9,} {sum(r['prompt_tokens'] for r in rows):>12,} "
-               f"{sum(r['completion_tokens'] for r in rows):>11,} {sum(r['cost_usd'] for r in rows):>11.4f}")
+               f"{sum(r['completion_tokens'] for r in rows):>11,} {sum(r['cost_usd'] for r in rows):>11.4f} "
+               f"{sum(r['cache_savings_usd'] for r in rows):>10.4f}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Mapping
 
+from finopsd.caching import CachingConfig, caching_section
 from finopsd.keyconfig import AuthConfig, Budget, Price, RateLimit, TeamConfig, VirtualKey, governance_section
 from finopsd.mcpconfig import McpConfig, McpServerConfig, mcp_section
 from finopsd.providers.registry import KNOWN_PROVIDERS, PROTOCOLS
@@ -19,7 +20,7 @@ from finopsd.yamldoc import ConfigError, Doc, Reader, resolve_env
 
 # the sections' types, importable from here as before the split
 __all__ = [
-    "AuthConfig", "Budget", "Config", "ConfigError", "CorsConfig", "LogsConfig", "McpConfig", "McpServerConfig",
+    "AuthConfig", "Budget", "CachingConfig", "Config", "ConfigError", "CorsConfig", "LogsConfig", "McpConfig", "McpServerConfig",
     "Price", "ProviderConfig", "ProviderKey", "RateLimit", "ServerConfig", "StorageConfig", "TeamConfig",
     "Timeouts", "VirtualKey", "default_data_dir", "embedded_default", "load", "parse", "resolve_env",
 ]
@@ -105,6 +106,8 @@ class ProviderConfig:
     access_key_id: str | None = None
     secret_access_key: str | None = None
     session_token: str | None = None
+    # gateway-placed prompt-cache breakpoints (Claude on anthropic, bedrock, vertex)
+    caching: CachingConfig = field(default_factory=CachingConfig)
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,7 @@ def _server(doc: Doc, data: Any, env: Mapping[str, str]) -> ServerConfig:
 _PROVIDER_KEYS: Final = {
     "type", "base_url", "keys", "models", "timeouts", "headers", "max_retries", "retry_backoff_ms",
     "api_version", "region", "project", "location", "credentials_file",
-    "access_key_id", "secret_access_key", "session_token",
+    "access_key_id", "secret_access_key", "session_token", "caching",
 }
 
 
@@ -213,6 +216,7 @@ def _provider(doc: Doc, name: str, data: Any, env: Mapping[str, str]) -> Provide
         access_key_id=r.secret("access_key_id", env),
         secret_access_key=r.secret("secret_access_key", env),
         session_token=r.secret("session_token", env),
+        caching=caching_section(doc, r.data.get("caching"), r.sub("caching")),
     )
 
 

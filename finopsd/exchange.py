@@ -8,6 +8,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from finopsd.caching import CachingConfig
+
 
 def new_request_id() -> str:
     """A UUIDv7: time-ordered, so ids sort by arrival and make a keyset for paging."""
@@ -80,6 +82,7 @@ class Exchange:
     upstream_key_name: str | None = None
     key_name: str | None = None
     team: str | None = None
+    allowed_models: tuple[str, ...] | None = None  # the key's ``models`` globs: what fallbacks may reach
     status_code: int | None = None
     status: str = "ok"
     error_type: str | None = None
@@ -87,7 +90,10 @@ class Exchange:
     ttft_ms: float | None = None
     duration_ms: float | None = None
     cost_usd: float | None = None
+    cost_without_cache_usd: float | None = None  # the same tokens with no cache read or write
     cost_flags: str | None = None
+    # the caller's key and team ``caching`` settings (set by governance), most specific first
+    caching: tuple[CachingConfig, ...] = ()
     attempts: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     transcript: Transcript = field(default_factory=Transcript)

@@ -11,7 +11,9 @@ refusal is still logged. ``pre`` admits or refuses, in this order:
 
 ``post`` prices what the exchange used (the upstream's usage, else an estimate from
 the transcript flagged ``estimated``), writes ``cost_usd``/``cost_flags`` on the
-exchange for its log row, and charges the key and its team.
+exchange for its log row (and ``cost_without_cache_usd``, the same tokens priced as if
+nothing were cached), and charges the key and its team. ``pre`` also hands the key's
+and team's ``caching`` settings to the exchange (automatic prompt caching).
 
 Keys are compared as SHA-256 digests with ``hmac.compare_digest`` over every
 configured key, so the time taken does not depend on which key matched or how much
@@ -46,8 +48,8 @@ from aiohttp import web
 from finopsd.appkeys import GOVERNANCE, LOGSTORE
 from finopsd.errors import GatewayError
 from finopsd.exchange import Exchange
-from finopsd.pricing import Pricer
-from finopsd.router import NATIVE_NAMES, resolve_model, split_model
+from finopsd.pricing import Pricer, cache_reads, cache_writes
+from finopsd.router import NATIVE_NAMES, permits, resolve_model
 from finopsd.spend import (
     Counter, Ledger, SlidingWindow, estimate_usage, iso, usd_text, window_end, window_start,
 )
@@ -187,23 +189,16 @@ class Governance:
             self.ledger.install(c, starts[c], sums[c])
 
     def warn_about_config(self) -> None:
-        """Startup warnings: configured models without a price, budgets longer than log retention."""
+        """Startup warning: configured models without a price.
+
+        Budgets longer than logs.retention_days need no warning: spend is rebuilt from the
+        daily roll-up (m005), which pruning never touches.
+        """
         config = self.config
         pairs = [(n, m) for n, p in config.providers.items() for m in (p.models or ())]
         for name in self.pricer.unpriced(pairs):
             log.warning("no price for %s: its requests cost 0 and are marked unpriced (add it under `pricing:`)",
                         name)
-        longest = max((b.period for b in self._all_budgets()), key=_period_days, default=None)
-        if longest is not None and _period_days(longest) > config.logs.retention_days:
-            log.warning("a %s budget outlives logs.retention_days (%g): spend older than that is forgotten"
-                        " when the gateway restarts (raise logs.retention_days to cover the period)",
-                        longest, config.logs.retention_days)
-
-    def _all_budgets(self) -> Iterable[Budget]:
-        for key in self.config.virtual_keys:
-            yield from key.budgets
-        for team in self.config.teams.values():
-            yield from team.budgets
 
     def meter(self, scope: str, name: str) -> Meter:
         meter = self.meters.get((scope, name))
@@ -239,6 +234,9 @@ class Governance:
         return key
 
     def _check_models(self, key: VirtualKey, ex: Exchange) -> None:
+        """403 unless the model and every request fallback pass the key's globs; the router
+        leaves out config fallbacks they do not pass (``ex.allowed_models``)."""
+        ex.allowed_models = key.models
         if key.models is None or ex.model is None:
             return
         names = [ex.model]
@@ -246,13 +244,20 @@ class Governance:
         if isinstance(fallbacks, list):
             names += [f for f in fallbacks if isinstance(f, str)]
         for name in names:
-            target = name
             if ex.route in NATIVE_NAMES and name == ex.model:
-                target = resolve_model(self.config, name, ex.route)  # mapped as that dialect route maps them
-            provider, model = split_model(self.config, target)  # an unknown provider is the router's 400
-            if not may_use(key, (name, target, f"{provider.name}/{model}")):
-                raise _refuse(403, "permission_error", "model_not_allowed",
-                              f"key {key.name!r} may not use model {name!r}; it may use: {', '.join(key.models)}")
+                # Claude Code's and Gemini CLI's names, mapped as their routes map them
+                self.check_model(key, name, resolve_model(self.config, name, ex.route))
+            else:
+                self.check_model(key, name)
+
+    def check_model(self, key: VirtualKey | None, name: str, resolved: str | None = None) -> None:
+        """403 unless ``name`` as written, or the provider/model it resolves to, passes the key's globs
+        (``resolved``: where the route sends a name the router cannot split, Claude Code's or Gemini CLI's)."""
+        if key is None or key.models is None:
+            return
+        if not may_use(key, (name,)) and not permits(key.models, self.config, resolved or name):
+            raise _refuse(403, "permission_error", "model_not_allowed",
+                          f"key {key.name!r} may not use model {name!r}; it may use: {', '.join(key.models)}")
 
     def _check_rate(self, scope: str, name: str, limit: RateLimit, now: float) -> None:
         rpm, tpm = limit.requests_per_minute, limit.tokens_per_minute
@@ -299,6 +304,7 @@ class Governance:
             return
         self._check_models(key, ex)
         team = self.config.teams.get(key.team) if key.team else None
+        ex.caching = (key.caching,) if team is None else (key.caching, team.caching)
         scopes = [("key", key.name, key.rate_limit, key.budgets)]
         if team is not None:
             scopes.append(("team", team.name, team.rate_limit, team.budgets))
@@ -325,6 +331,9 @@ class Governance:
             flags.add("estimated")
         cost, price_flags = self.pricer.price(ex.provider, ex.upstream_model or "", usage, at=ex.started)
         ex.cost_usd = cost
+        ex.cost_without_cache_usd = (
+            self.pricer.cost_without_cache(ex.provider, ex.upstream_model or "", usage, at=ex.started)
+            if cache_reads(usage) or cache_writes(usage) else cost)
         ex.cost_flags = ",".join(sorted(flags | price_flags)) or None
         if ex.key_name is None and ex.team is None:
             return
@@ -342,11 +351,14 @@ class Governance:
 
     # ---------------------------------------------------------------- views
 
-    async def visible_models(self, headers: Mapping[str, str], pairs: list[tuple[str, str]],
-                             presented: str | None = None) -> list[tuple[str, str]]:
-        """The (provider, model) pairs the caller's key may use (all of them for an anonymous caller)."""
+    async def caller(self, headers: Mapping[str, str], presented: str | None = None) -> VirtualKey | None:
+        """The admitted caller's key (None: anonymous, only when auth is optional); else 401."""
         await self.sync()
-        key = self.admit_key(*self.identify(headers, presented), self.clock())
+        return self.admit_key(*self.identify(headers, presented), self.clock())
+
+    @staticmethod
+    def visible_models(key: VirtualKey | None, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The (provider, model) pairs the key may use (all of them for an anonymous caller)."""
         return pairs if key is None else [(p, m) for p, m in pairs if may_use(key, (f"{p}/{m}",))]
 
     def _budget_views(self, scope: str, name: str, budgets: Iterable[Budget], now: float) -> list[dict[str, Any]]:
@@ -421,10 +433,6 @@ async def offline_report(config: Config, store: LogReader | None) -> dict[str, A
         item["rate"]["requests_last_minute"] = int(totals["requests"])
         item["rate"]["tokens_last_minute"] = int(totals["prompt_tokens"] + totals["completion_tokens"])
     return report
-
-
-def _period_days(period: str) -> float:
-    return {"minute": 0, "hour": 0, "day": 1, "week": 7, "month": 31}.get(period, math.inf)
 
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Final, Mapping
 
+from finopsd.caching import CachingConfig, caching_section
 from finopsd.yamldoc import Doc, Reader, kind_of, resolve_env
 
 
@@ -33,6 +34,7 @@ class TeamConfig:
     name: str
     budgets: tuple[Budget, ...] = ()
     rate_limit: RateLimit = field(default_factory=RateLimit)
+    caching: CachingConfig = field(default_factory=CachingConfig)
 
 
 @dataclass(frozen=True, repr=False)
@@ -49,6 +51,7 @@ class VirtualKey:
     budgets: tuple[Budget, ...] = ()
     expires: float | None = None  # epoch seconds (UTC); the key is refused from then on
     enabled: bool = True
+    caching: CachingConfig = field(default_factory=CachingConfig)
 
     def __repr__(self) -> str:  # the digest is not a secret, but it has no business in a log line
         return f"VirtualKey(name={self.name!r}, team={self.team!r})"
@@ -75,6 +78,7 @@ class Price:
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 _VIRTUAL_KEY_KEYS: Final = {
     "name", "key", "key_sha256", "team", "models", "mcp_tools", "rate_limit", "budgets", "expires", "enabled",
+    "caching",
 }
 
 
@@ -157,6 +161,7 @@ def _virtual_key(doc: Doc, path: str, data: Any, env: Mapping[str, str], teams: 
         budgets=_budgets(doc, r.data.get("budgets"), r.sub("budgets")),
         expires=_expiry(doc, r.sub("expires"), r.data.get("expires")),
         enabled=r.get("enabled", bool, True),
+        caching=caching_section(doc, r.data.get("caching"), r.sub("caching")),
     )
 
 
@@ -168,9 +173,10 @@ def governance_section(
     tm = Reader(doc, top.data.get("teams"), "teams", set(top.data.get("teams") or {}))
     teams = {}
     for name in tm.data:
-        r = Reader(doc, tm.data[name], f"teams.{name}", {"budgets", "rate_limit"})
+        r = Reader(doc, tm.data[name], f"teams.{name}", {"budgets", "rate_limit", "caching"})
         teams[name] = TeamConfig(name, _budgets(doc, r.data.get("budgets"), r.sub("budgets")),
-                                 _rate_limit(doc, r.data.get("rate_limit"), r.sub("rate_limit")))
+                                 _rate_limit(doc, r.data.get("rate_limit"), r.sub("rate_limit")),
+                                 caching_section(doc, r.data.get("caching"), r.sub("caching")))
     items = top.get("virtual_keys", list, [])
     keys: list[VirtualKey] = []
     for i, item in enumerate(items):

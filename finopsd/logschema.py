@@ -34,7 +34,7 @@ SCALARS: Final = (
     "key_name", "team", "client_ip", "user_agent", "status_code", "status",
     "error_type", "error_message", "stream", "finish_reason", "prompt_tokens",
     "completion_tokens", "cached_tokens", "reasoning_tokens", "cost_usd", "cost_flags",
-    "upstream_key_name",
+    "upstream_key_name", "cost_without_cache_usd",
 )  # fmt: skip
 
 
@@ -128,8 +128,12 @@ async def m003_covering_indexes(db: aiosqlite.Connection) -> None:
     # read, so only a page's own rows are read from the table. The cost is a narrow
     # copy of each row per index, small next to the conversation text.
     # Literal lists, not shared constants: a migration must not change after it shipped.
-    covered = ("status", "prompt_tokens", "completion_tokens", "cost_usd", "provider", "model", "key_name",
-               "team", "stream", "duration_ms")  # fmt: skip
+    await _covering_indexes(db, ("status", "prompt_tokens", "completion_tokens", "cost_usd", "provider", "model",
+                                 "key_name", "team", "stream", "duration_ms"))
+
+
+async def _covering_indexes(db: aiosqlite.Connection, covered: tuple[str, ...]) -> None:
+    """(lead column, ts, id) plus ``covered``, for each filter column (m003, m007: keep it as it is)."""
     for lead in ("ts", "provider", "model", "key_name", "team", "status"):
         keys = "ts desc, id desc" if lead == "ts" else f"{lead}, ts desc, id desc"
         rest = ", ".join(c for c in covered if c != lead)
@@ -176,6 +180,26 @@ async def m006_request_previews(db: aiosqlite.Connection) -> None:
         "create trigger requests_preview_ad after delete on requests begin"
         " delete from request_previews where request_id = old.request_id; end"
     )
+
+
+@migration
+async def m007_cost_without_cache(db: aiosqlite.Connection) -> None:
+    # What a request would have cost with nothing cached (issue #18: the savings of prompt
+    # caching per row). Rows logged before are unknown (null), not "no savings"; sums read
+    # them as their cost_usd. An added column lands after the large text columns, so reading
+    # it from the table walks each row's overflow pages: the covering indexes (m003) get it
+    # too, and the totals still never touch the table.
+    await db.execute("alter table requests add column cost_without_cache_usd real")
+    await _covering_indexes(db, ("status", "prompt_tokens", "completion_tokens", "cost_usd", "provider", "model",
+                                 "key_name", "team", "stream", "duration_ms", "cost_without_cache_usd"))
+
+
+@migration
+async def m008_stored_response_owner(db: aiosqlite.Connection) -> None:
+    # a stored response belongs to the key and team that made it; rows from before have no
+    # owner, so only an anonymous caller (auth off) still reaches them
+    await db.execute("alter table stored_responses add column key_name text")
+    await db.execute("alter table stored_responses add column team text")
 
 
 async def migrate(db: aiosqlite.Connection) -> list[str]:

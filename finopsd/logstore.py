@@ -106,7 +106,8 @@ SUMMARY_SQL: Final = "r.id, r.request_id, " + ", ".join(f"r.{c}" for c in SCALAR
     ", (select preview from request_previews p where p.request_id = r.request_id) as preview")
 INSERT_PREVIEW_SQL: Final = "insert or replace into request_previews (request_id, preview) values (?, ?)"
 TOTALS_SQL: Final = (
-    "count(*), total(r.prompt_tokens), total(r.completion_tokens), total(r.cost_usd), total(r.status = 'error')"
+    "count(*), total(r.prompt_tokens), total(r.completion_tokens), total(r.cost_usd), total(r.status = 'error'),"
+    " total(coalesce(r.cost_without_cache_usd, r.cost_usd))"
 )
 # bm25 weights (prompt_text, response_text). A prompt carries the whole conversation so
 # far, so a term in it also matches every later request of the session; the response is
@@ -380,12 +381,14 @@ class LogStore:
 
     async def spend_since(self, since_ts: float) -> list[tuple[str | None, str | None, float, float]]:
         """(key_name, team, time, cost_usd) since ``since_ts``: whole days from the roll-up that
-        pruning keeps, today per minute (every budget window starts on a whole minute, UTC)."""
+        pruning keeps, today per minute (every budget window starts on a whole minute, UTC).
+
+        Today's rows that retention already pruned (``retention_days`` under a day) count at
+        midnight: what the roll-up holds for today beyond the rows still there."""
         today = math.floor(time.time() / 86400) * 86400
         days = await self._reader.execute_fetchall(
-            "select nullif(key_name, ''), nullif(team, ''), day, cost_usd from spend_by_day"
-            " where day >= ? and day < ?",
-            (math.floor(since_ts / 86400) * 86400, today),
+            "select nullif(key_name, ''), nullif(team, ''), day, cost_usd from spend_by_day where day >= ?",
+            (math.floor(since_ts / 86400) * 86400,),
         )
         minutes = await self._reader.execute_fetchall(
             "select key_name, team, cast(ts / 60 as integer) * 60.0 as minute, total(cost_usd) from requests"
@@ -393,39 +396,56 @@ class LogStore:
             " group by key_name, team, minute",
             (max(since_ts, today),),
         )
-        return [(r[0], r[1], float(r[2]), float(r[3])) for r in [*days, *minutes]]
+        kept: dict[tuple[Any, Any], float] = {}
+        for key_name, team, _, usd in minutes:
+            kept[(key_name, team)] = kept.get((key_name, team), 0.0) + usd
+        spend = [(r[0], r[1], float(r[2]), float(r[3])) for r in days if r[2] < today]
+        if since_ts <= today:  # else the minutes above start later than midnight: no residue to find
+            for key_name, team, _, usd in (r for r in days if r[2] >= today):
+                pruned = usd - kept.get((key_name, team), 0.0)
+                if pruned > 1e-9:  # the roll-up and the rows were summed in different orders
+                    spend.append((key_name, team, today, pruned))
+        return spend + [(r[0], r[1], float(r[2]), float(r[3])) for r in minutes]
 
     async def usage_by(self, by: str, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
         """Requests, tokens and cost per key, team, model or provider, costliest first."""
         column = USAGE_GROUPS[by]  # a fixed column name, never user text
+        span = (since if since is not None else 0.0, until if until is not None else math.inf)
         rows = await self._reader.execute_fetchall(
             f"select {column}, count(*), total(prompt_tokens), total(completion_tokens), total(cached_tokens),"
             " total(reasoning_tokens), total(cost_usd), total(instr(coalesce(cost_flags, ''), 'unpriced') > 0),"
             " total(instr(coalesce(cost_flags, ''), 'estimated') > 0)"
-            f" from requests where ts >= ? and ts < ? group by {column} order by 7 desc, 2 desc",
-            (since if since is not None else 0.0, until if until is not None else math.inf),
-        )
+            f" from requests where ts >= ? and ts < ? group by {column} order by 7 desc, 2 desc", span)
+        # apart, from the covering index: cost_without_cache_usd sits after the text columns (m007)
+        uncached = dict(await self._reader.execute_fetchall(
+            f"select {column}, total(coalesce(cost_without_cache_usd, cost_usd)) from requests"
+            f" where ts >= ? and ts < ? group by {column}", span))
         return [{by: r[0], "requests": r[1], "prompt_tokens": int(r[2]), "completion_tokens": int(r[3]),
                  "cached_tokens": int(r[4]), "reasoning_tokens": int(r[5]), "cost_usd": float(r[6]),
+                 "cost_without_cache_usd": float(uncached[r[0]]),
+                 "cache_savings_usd": float(uncached[r[0]]) - float(r[6]),
                  "unpriced": int(r[7]), "estimated": int(r[8])} for r in rows]
 
-    async def save_response(self, response_id: str, body: dict[str, Any]) -> None:
-        """Keep a Responses-API answer with its conversation (``store: true``)."""
+    async def save_response(self, response_id: str, owner: tuple[str | None, str | None],
+                            body: dict[str, Any]) -> None:
+        """Keep a Responses-API answer with its conversation (``store: true``), for its owner
+        (key name, team) alone."""
         payload = _dumps(body)
         async with self._write_lock:
             await self._db.execute(
-                "insert or replace into stored_responses (id, created, body) values (?, ?, ?)",
-                (response_id, time.time(), payload),
+                "insert or replace into stored_responses (id, created, body, key_name, team) values (?, ?, ?, ?, ?)",
+                (response_id, time.time(), payload, *owner),
             )
 
-    async def load_response(self, response_id: str) -> dict[str, Any] | None:
+    async def load_response(self, response_id: str, owner: tuple[str | None, str | None]) -> dict[str, Any] | None:
         rows = list(await self._reader.execute_fetchall(
-            "select body from stored_responses where id = ?", (response_id,)))
+            "select body from stored_responses where id = ? and key_name is ? and team is ?", (response_id, *owner)))
         return json.loads(rows[0][0]) if rows else None
 
-    async def delete_response(self, response_id: str) -> bool:
+    async def delete_response(self, response_id: str, owner: tuple[str | None, str | None]) -> bool:
         async with self._write_lock:
-            cursor = await self._db.execute("delete from stored_responses where id = ?", (response_id,))
+            cursor = await self._db.execute(
+                "delete from stored_responses where id = ? and key_name is ? and team is ?", (response_id, *owner))
         return cursor.rowcount > 0
 
     async def get(self, request_id: str) -> dict[str, Any] | None:
@@ -473,7 +493,7 @@ class LogStore:
         if text is not None:
             parsed = await self._parse(text)
             if parsed is None:
-                return {"items": [], "next_cursor": None, "totals": _totals_dict((0, 0, 0, 0, 0))}
+                return {"items": [], "next_cursor": None, "totals": _totals_dict((0, 0, 0, 0, 0, 0))}
             match, selective = parsed
             # Few matches: fetch those rows by id and sort them. Many: walk a covering
             # index in page order and test each id against the set of matches (the `+`
@@ -587,12 +607,14 @@ def _where_sql(where: list[str]) -> str:
 
 
 def _totals_dict(row: Iterable[Any]) -> dict[str, Any]:
-    count, prompt, completion, cost, errors = row
+    count, prompt, completion, cost, errors, uncached = row
     return {
         "requests": int(count),
         "prompt_tokens": int(prompt),
         "completion_tokens": int(completion),
         "cost_usd": float(cost),
+        "cost_without_cache_usd": float(uncached),
+        "cache_savings_usd": float(uncached) - float(cost),
         "error_rate": (errors / count) if count else 0.0,
     }
 

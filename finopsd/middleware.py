@@ -1,4 +1,4 @@
-"""Middlewares, one job each: request id, errors as JSON, CORS preflight; headers on prepare."""
+"""Middlewares, one job each: request id, secrets scrubbed, errors as JSON, CORS preflight; headers on prepare."""
 
 from __future__ import annotations
 
@@ -26,6 +26,15 @@ REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[REQUEST_ID] = new_request_id()
     return await handler(request)
+
+
+@web.middleware
+async def scrub_secrets(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Secrets out of every whole answer, errors included (streams scrub each write: ``relay``, /mcp)."""
+    response = await handler(request)
+    if isinstance(response, web.Response) and isinstance(response.body, bytes) and response.body:
+        response.body = request.app[RUNTIME].scrubber.bytes(response.body)
+    return response
 
 
 @web.middleware

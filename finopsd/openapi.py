@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from finopsd import __version__
+from finopsd import __version__, access
 
 ERROR = {
     "type": "object",
@@ -169,6 +169,7 @@ def document() -> dict[str, Any]:
     }
 
 
+@access.public
 async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(document())
 

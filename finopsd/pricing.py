@@ -11,6 +11,15 @@ genai-prices' own convention: ``input_tokens`` is the total and cache reads and
 writes are partitions of it, priced at their own rates
 (https://pypi.org/project/genai-prices/ , "Cached input tokens").
 
+Providers that cache on their own report reads under their own names, read here as
+well: DeepSeek ``prompt_cache_hit_tokens``, Moonshot top-level ``cached_tokens``,
+OpenRouter ``prompt_tokens_details.cache_write_tokens``, Anthropic-style
+``cache_read_input_tokens`` / ``cache_creation_input_tokens`` (OpenAI, Groq, xAI,
+Fireworks and Gemini's OpenAI endpoint use ``prompt_tokens_details.cached_tokens``).
+
+``cost_without_cache`` prices the same tokens as if nothing were cached (every cache
+read and write at the fresh input rate): the difference is what caching saved.
+
 genai-prices is used offline: ``calc_price`` reads the snapshot bundled with the
 package, and its updater (``UpdatePrices``) is never started, so pricing never
 touches the network. A model that neither source prices costs 0 and is flagged
@@ -31,7 +40,7 @@ if TYPE_CHECKING:
 
     from finopsd.config import Price, ProviderConfig
 
-__all__ = ["Pricer", "UNPRICED", "genai_provider_id"]
+__all__ = ["Pricer", "UNPRICED", "cache_reads", "cache_writes", "genai_provider_id"]
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +82,25 @@ def _detail(usage: Mapping[str, Any], group: str, name: str) -> int:
     return _int(details.get(name)) if isinstance(details, dict) else 0
 
 
+def cache_reads(usage: Mapping[str, Any]) -> int:
+    """Prompt tokens read from a cache, under whichever name the provider reports them."""
+    return (_detail(usage, "prompt_tokens_details", "cached_tokens") or _int(usage.get("prompt_cache_hit_tokens"))
+            or _int(usage.get("cached_tokens")) or _int(usage.get("cache_read_input_tokens")))
+
+
+def cache_writes(usage: Mapping[str, Any]) -> int:
+    """Prompt tokens written to a cache (Anthropic, Bedrock, OpenRouter's Claude)."""
+    return (_detail(usage, "prompt_tokens_details", "cache_creation_tokens")
+            or _detail(usage, "prompt_tokens_details", "cache_write_tokens")
+            or _int(usage.get("cache_creation_input_tokens")))
+
+
 def token_counts(usage: Mapping[str, Any]) -> dict[str, int]:
     """The counts pricing needs, clamped so the partitions never exceed their totals."""
     prompt = _int(usage.get("prompt_tokens"))
     completion = _int(usage.get("completion_tokens"))
-    read = min(_detail(usage, "prompt_tokens_details", "cached_tokens"), prompt)
-    write = min(_detail(usage, "prompt_tokens_details", "cache_creation_tokens"), prompt - read)
+    read = min(cache_reads(usage), prompt)
+    write = min(cache_writes(usage), prompt - read)
     write_1h = min(_detail(usage, "prompt_tokens_details", "ephemeral_1h_input_tokens"), write)
     reasoning = min(_detail(usage, "completion_tokens_details", "reasoning_tokens"), completion)
     return {"prompt": prompt, "completion": completion, "cache_read": read, "cache_write": write,
@@ -162,7 +184,14 @@ class Pricer:
 
         ``at`` (epoch seconds) picks the price in force then, for models whose price changed.
         """
-        counts = token_counts(usage)
+        return self._cost(provider, model, token_counts(usage), at)
+
+    def cost_without_cache(self, provider: str, model: str, usage: Mapping[str, Any], at: float | None = None) -> float:
+        """USD for ``usage`` had nothing been cached: cache reads and writes at the fresh input rate."""
+        counts = {**token_counts(usage), "cache_read": 0, "cache_write": 0, "cache_write_1h": 0}
+        return self._cost(provider, model, counts, at)[0]
+
+    def _cost(self, provider: str, model: str, counts: Mapping[str, int], at: float | None) -> tuple[float, set[str]]:
         source = self._resolve(provider, model)
         if source is None:
             return 0.0, {UNPRICED}

@@ -18,6 +18,7 @@ from aiohttp import web
 from finopsd.appkeys import LOGSTORE, RUNTIME
 from finopsd.exchange import Exchange
 from finopsd.logstore import LogStore
+from finopsd.pricing import cache_reads
 from finopsd.runtime import Runtime
 
 # base64 images would bloat every row; the log keeps their type and size
@@ -67,9 +68,10 @@ def row_of(ex: Exchange, content: bool) -> dict[str, Any]:
         "finish_reason": ex.transcript.finish_reason,
         "prompt_tokens": (usage or {}).get("prompt_tokens"),
         "completion_tokens": (usage or {}).get("completion_tokens"),
-        "cached_tokens": _detail(usage, "prompt_tokens_details", "cached_tokens"),
+        "cached_tokens": None if usage is None else cache_reads(usage),
         "reasoning_tokens": _detail(usage, "completion_tokens_details", "reasoning_tokens"),
         "cost_usd": ex.cost_usd,
+        "cost_without_cache_usd": ex.cost_without_cache_usd,
         "cost_flags": ex.cost_flags,
         "upstream_key_name": ex.upstream_key_name,
         "attempts": ex.attempts + ([{"note": n} for n in ex.notes]),
@@ -90,7 +92,7 @@ class RecordHook:
         await self.store.wait_for_room()
 
     async def post(self, ex: Exchange) -> None:
-        self.store.submit(row_of(ex, self.runtime.config.logs.content))
+        self.store.submit(self.runtime.scrubber.value(row_of(ex, self.runtime.config.logs.content)))
 
 
 async def open_logstore(app: web.Application) -> AsyncIterator[None]:

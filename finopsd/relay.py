@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from finopsd.appkeys import RUNTIME
+from finopsd.caching import with_auto_cache
 from finopsd.chunks import StreamNormaliser, UsageTap
 from finopsd.errors import BadRequest, GatewayError, UpstreamError
 from finopsd.exchange import Exchange
@@ -199,6 +200,9 @@ class Leg:
     fallbacks: bool = True  # False when ``req`` only makes sense to one provider (native passthrough)
     model: str | None = None  # what picks the targets when ``req["model"]`` is the client's own name
     adapter: Adapter | None = None  # another protocol than the provider's own (native passthrough)
+    # awaited once the answer is whole, before its last bytes go out: a Responses `store: true`
+    # answer is stored before the client can send the next turn's previous_response_id
+    before_end: Callable[[], Awaitable[None]] | None = None
 
 
 def openai_endpoint(endpoint: str, req: dict[str, Any]) -> Build:
@@ -217,16 +221,16 @@ async def relay(request: web.Request, ex: Exchange, leg: Leg) -> web.StreamRespo
     rt = request.app[RUNTIME]
     req = leg.req
     fallbacks = req.pop("fallbacks", None)  # ours, not the upstream's; its shape was checked by the route
-    targets = plan(rt.config, leg.model or str(req["model"]), fallbacks if leg.fallbacks else [])
+    targets = plan(rt.config, leg.model or str(req["model"]), fallbacks if leg.fallbacks else [], ex.allowed_models)
 
     def chat_build(adapter: Adapter, target: Target) -> UpstreamRequest:
-        return adapter.build_request(target, req, stream=ex.stream)
+        return adapter.build_request(with_auto_cache(target, ex), req, stream=ex.stream)
 
     for i, (provider, model) in enumerate(targets):
         ex.provider, ex.upstream_model = provider.name, model
         try:
             upstream, adapter, target = await open_upstream(
-                rt.session, rt.keys, ex, provider, model, leg.build or chat_build, leg.adapter
+                rt.session, rt.keys, ex, provider, model, leg.build or chat_build, leg.adapter, rt.scrubber
             )
         except GatewayError as e:
             if i + 1 < len(targets) and can_fall_back(e):
@@ -247,7 +251,10 @@ async def _answer(
     try:
         async with upstream:
             if not ex.stream:
-                return _whole(ex, adapter, target, await _read_body(target, upstream), leg.emitter)
+                whole = _whole(ex, adapter, target, await _read_body(target, upstream), leg.emitter)
+                if leg.before_end is not None:
+                    await leg.before_end()
+                return whole
             response = web.StreamResponse(headers=getattr(leg.emitter, "stream_headers", SSE_HEADERS))
             try:
                 await _stream(request, ex, leg, adapter, target, upstream, response)
@@ -332,7 +339,10 @@ async def _stream(
         kind = upstream.headers.get("Content-Type", "no content type")
         raise UpstreamError(f"{target.provider.name}: the stream ended without any event ({kind})",
                             code="upstream_empty_stream")
-    await _send(request, ex, response, emitter.end())
+    tail = emitter.end()
+    if leg.before_end is not None:
+        await leg.before_end()
+    await _send(request, ex, response, tail)
     try:
         await response.write_eof()
     except ConnectionResetError:
@@ -355,6 +365,6 @@ async def _send(request: web.Request, ex: Exchange, response: web.StreamResponse
             ex.status_code = 200
             await response.prepare(request)
         ex.mark_first_token()
-        await response.write(data)
+        await response.write(request.app[RUNTIME].scrubber.bytes(data))  # an upstream may echo our key in-band
     except ConnectionResetError:
         raise ClientGone() from None

@@ -10,8 +10,8 @@ fallback is tried. All of it happens before the first byte reaches the client.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
-from importlib import import_module
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Final
 
 import aiohttp
 
+from finopsd.deps import adapter_class
 from finopsd.errors import BadRequest, GatewayError
 from finopsd.exchange import Exchange
 from finopsd.providers.base import Adapter, BaseAdapter, Target, UpstreamRequest
-from finopsd.providers.registry import ADAPTER_CLASSES
+from finopsd.scrub import Scrubber
 from finopsd.upstream import error_headers, send
 
 if TYPE_CHECKING:
@@ -37,8 +38,7 @@ _adapters: dict[str, Adapter] = {}
 def adapter_for(provider: ProviderConfig) -> Adapter:
     adapter = _adapters.get(provider.type)
     if adapter is None:
-        module, cls = ADAPTER_CLASSES[provider.type]  # config validation admits only these types
-        adapter = _adapters[provider.type] = getattr(import_module(f"finopsd.providers.{module}"), cls)()
+        adapter = _adapters[provider.type] = adapter_class(provider.type)()  # config admits only known types
     return adapter
 
 
@@ -98,9 +98,22 @@ def resolve_model(config: Config, model: str, route: str = "messages") -> str:
     return model
 
 
-def plan(config: Config, model: str, requested: list[str] | None) -> list[tuple[ProviderConfig, str]]:
-    """The primary target, then the request's ``fallbacks``, else the config's for that model."""
-    names = [model, *(requested if requested is not None else config.fallbacks.get(model, ()))]
+def permits(globs: tuple[str, ...] | None, config: Config, name: str) -> bool:
+    """Whether a key's ``models`` globs pass a model name: as written, its alias target, or the
+    provider/model it resolves to (so an alias cannot slip past a glob)."""
+    if globs is None:
+        return True
+    provider, model = split_model(config, name)
+    names = (name, config.aliases.get(name, name), f"{provider.name}/{model}")
+    return any(fnmatch.fnmatchcase(n, p) for n in names for p in globs)
+
+
+def plan(config: Config, model: str, requested: list[str] | None,
+         allowed: tuple[str, ...] | None = None) -> list[tuple[ProviderConfig, str]]:
+    """The primary target, then the request's ``fallbacks``, else the config's for that model;
+    a fallback the key's globs (``allowed``) do not pass is left out, never tried."""
+    fallbacks = requested if requested is not None else config.fallbacks.get(model, ())
+    names = [model, *(f for f in fallbacks if permits(allowed, config, f))]
     return [split_model(config, name) for name in names]
 
 
@@ -172,6 +185,7 @@ async def open_upstream(
     model: str,
     build: Callable[[Adapter, Target], UpstreamRequest],
     adapter: Adapter | None = None,
+    scrubber: Scrubber | None = None,
 ) -> tuple[aiohttp.ClientResponse, Adapter, Target]:
     """Try one target until it answers 2xx (returned open) or its retries are spent (raises)."""
     adapter = adapter or adapter_for(provider)
@@ -185,6 +199,8 @@ async def open_upstream(
                 status=503, type="upstream_unavailable", code="keys_parked",
             )
         target = await adapter.prepare(picked)
+        if scrubber is not None:
+            scrubber.learn(target.api_key)  # a token fetched just now (Vertex) is a secret too
         attempt: dict[str, object] = {"provider": provider.name, "model": model, "key": target.key_name}
         ex.attempts.append(attempt)
         try:
@@ -202,9 +218,7 @@ async def open_upstream(
                 return upstream, adapter, target
             async with upstream:
                 err = adapter.parse_error(upstream.status, await upstream.read())
-                err.headers.update(error_headers(upstream))
-                if target.api_key and target.api_key in err.message:  # some upstreams echo the key back
-                    err.message = err.message.replace(target.api_key, "[provider key]")
+                err.headers.update(error_headers(upstream))  # an echoed key is scrubbed on the way out (scrub.py)
         except GatewayError as e:
             err = e
             attempt["status"] = e.status

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from finopsd.router import KeyPool
+from finopsd.scrub import Scrubber, config_secrets
 
 if TYPE_CHECKING:
     from finopsd.config import Config
@@ -23,6 +24,16 @@ class Runtime:
     session: aiohttp.ClientSession = field(init=False)
     # provider → models found at its upstream /models, for providers whose config lists none
     discovered: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _scrubber: Scrubber = field(default_factory=Scrubber, init=False, repr=False)
+    _scrubbed: Config | None = field(default=None, init=False, repr=False)
+
+    @property
+    def scrubber(self) -> Scrubber:
+        """Scrubs the secrets of the config in force (a SIGHUP's new keys at once)."""
+        if self._scrubbed is not self.config:
+            self._scrubber.use(config_secrets(self.config))
+            self._scrubbed = self.config
+        return self._scrubber
 
     def models(self) -> list[tuple[str, str]]:
         """(provider, model) pairs that /models lists."""

@@ -114,3 +114,22 @@ def test_secrets_stay_out_of_reprs() -> None:
 def test_fallbacks_must_name_configured_providers() -> None:
     text = "providers:\n  groq: {keys: []}\nfallbacks:\n  groq/a:\n    - groq/b\n    - mistral/c\n"
     assert error_of(text) == "config.yaml:6: fallbacks.groq/a[1]: 'mistral/c' names no configured provider"
+
+
+def test_caching_sections_on_provider_key_and_team() -> None:
+    text = """
+providers:
+  anthropic: {keys: [{value: sk-a}], caching: {ttl: 1h}}
+  bedrock: {region: us-east-1, caching: {auto: false}}
+teams:
+  batch: {caching: {auto: false}}
+virtual_keys:
+  - {name: roo, key_sha256: "%s", team: batch, caching: {ttl: 5m}}
+""" % ("a" * 64)
+    c = cfg.parse(text, env={})
+    assert c.providers["anthropic"].caching == cfg.CachingConfig(auto=True, ttl="1h")
+    assert c.providers["bedrock"].caching.auto is False
+    assert c.teams["batch"].caching.auto is False and c.virtual_keys[0].caching.ttl == "5m"
+    assert "config.yaml:3: providers.anthropic.caching.ttl: must be one of 5m, 1h" in error_of(
+        "providers:\n  anthropic:\n    caching: {ttl: 2h}\n")
+    assert "teams.t.caching.automatic: unknown key" in error_of("teams:\n  t: {caching: {automatic: false}}\n")

@@ -154,4 +154,4 @@ async def test_an_upstream_echoing_our_key_never_shows_it(gateway: TestClient, f
         status=401)
     resp = await gateway.post(CHAT, json={"model": "openai/gpt-5", "messages": MSGS})
     text = await resp.text()
-    assert resp.status == 401 and "sk-upstream-openai-secret" not in text and "[provider key]" in text
+    assert resp.status == 401 and "sk-upstream-openai-secret" not in text and "[secret]" in text

@@ -301,6 +301,31 @@ async def test_spend_survives_a_restart(make_gateway: GatewayFactory, fake_opena
     assert (await refused(second, ALPHA)).status_code == 402
 
 
+async def test_month_and_total_budgets_keep_spend_that_retention_pruned(
+    make_gateway: GatewayFactory, fake_openai: FakeUpstream, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Budgets outlive logs.retention_days: the daily spend roll-up is never pruned, so no warning either."""
+    caplog.set_level(logging.WARNING, logger="finopsd.governance")
+    fake_openai.play("openai/text_stream.sse")
+    db = tmp_path / "kept.db"
+    yaml_text = governed(fake_openai.url, key_line("a", ALPHA, team="t", budgets="[{usd: 0.03, period: month}]"),
+                         "{t: {budgets: [{usd: 10, period: total}]}}",
+                         extra=f"storage: {{path: {db}}}\nlogs: {{retention_days: 0}}\n")
+    first = await make_gateway(yaml_text)
+    await ask(first, ALPHA)
+    await ask(first, ALPHA)
+    store = first.server.app[LOGSTORE]
+    await store.flush()
+    assert await store.prune(0) == 2  # what the hourly pruning does with retention_days 0: every row goes
+    assert await rows(first) == []
+    await first.close()
+    second = await make_gateway(yaml_text)  # spend rebuilt from the log without its rows
+    assert spent(second, "key", "a", "month") == pytest.approx(2 * COST)
+    assert spent(second, "team", "t", "total") == pytest.approx(2 * COST)
+    assert (await refused(second, ALPHA)).status_code == 402
+    assert [r.getMessage() for r in caplog.records if "retention" in r.getMessage()] == []
+
+
 async def test_fifty_concurrent_requests_at_the_budget_edge(make_gateway: GatewayFactory, fake_openai: FakeUpstream) -> None:
     """Every admitted request is charged exactly once; none is admitted once the spend reached the budget;
     the overshoot is at most the requests in flight when it ran out."""

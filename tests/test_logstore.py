@@ -27,8 +27,8 @@ def make_row(request_id: str, **fields: Any) -> dict[str, Any]:
         "key_name": "ci-bot", "team": "platform", "client_ip": "127.0.0.1", "user_agent": "roo-code/3.2",
         "status_code": 200, "status": "ok", "error_type": None, "error_message": None, "stream": True,
         "finish_reason": "stop", "prompt_tokens": 100, "completion_tokens": 20, "cached_tokens": 0,
-        "reasoning_tokens": 0, "cost_usd": 0.001, "cost_flags": None, "upstream_key_name": "primary",
-        "attempts": [{"provider": "anthropic", "status": 200, "ms": 1190.0}],
+        "reasoning_tokens": 0, "cost_usd": 0.001, "cost_without_cache_usd": 0.001, "cost_flags": None,
+        "upstream_key_name": "primary", "attempts": [{"provider": "anthropic", "status": 200, "ms": 1190.0}],
         "request": {"messages": [{"role": "user", "content": "hello"}], "temperature": 0},
         "response": {"content": "hi", "reasoning": "", "tool_calls": []},
     }  # fmt: skip
@@ -94,9 +94,10 @@ async def test_blank_database_gets_tables_columns_and_fts_triggers(store: LogSto
     assert "content='requests'" in fts_sql and "content_rowid='id'" in fts_sql
     assert applied == [fn.__name__ for fn in MIGRATIONS] == [
         "m001_requests", "m002_requests_fts", "m003_covering_indexes", "m004_stored_responses",
-        "m005_spend_by_day", "m006_request_previews"]
+        "m005_spend_by_day", "m006_request_previews", "m007_cost_without_cache",
+        "m008_stored_response_owner"]
     assert "stored_responses" in names
-    assert {"key_name", "ts", "id", "cost_usd"} <= team_index  # a second filter and the totals stay in the index
+    assert {"key_name", "ts", "id", "cost_usd", "cost_without_cache_usd"} <= team_index  # a second filter and the totals stay in the index
     assert pragmas == ["wal", 2]  # 2 = incremental
 
 
@@ -126,6 +127,26 @@ async def test_upgrade_from_m001_indexes_rows_logged_before_fts(db_path: str) ->
     store = await LogStore.open(db_path)
     try:
         assert await ids_for(store, q="walrus") == {"old"}
+    finally:
+        await store.close()
+
+
+async def test_upgrade_from_m006_adds_cost_without_cache_and_old_rows_count_at_their_cost(db_path: str) -> None:
+    Path(db_path).parent.mkdir(parents=True)
+    async with aiosqlite.connect(db_path, isolation_level=None) as db:
+        await db.execute("create table _migrations (name text primary key, applied_at real not null)")
+        for fn in MIGRATIONS[:6]:
+            await fn(db)
+            await db.execute("insert into _migrations values (?, 0)", (fn.__name__,))
+        await db.execute("insert into requests (request_id, ts, status, cost_usd) values ('old', ?, 'ok', 0.5)", (NOW,))
+    store = await LogStore.open(db_path)
+    try:
+        store.submit(make_row("new", ts=NOW, cost_usd=0.1, cost_without_cache_usd=0.4))
+        await store.flush()
+        assert (await store.get("old"))["cost_without_cache_usd"] is None  # unknown, not "no savings"
+        totals = (await store.search())["totals"]
+        assert totals["cost_without_cache_usd"] == pytest.approx(0.9)
+        assert totals["cache_savings_usd"] == pytest.approx(0.3)
     finally:
         await store.close()
 
@@ -372,21 +393,28 @@ async def test_bad_cursor_or_order_is_a_bad_request(store: LogStore) -> None:
 
 async def test_totals_follow_the_filter(store: LogStore, match_strategy: str) -> None:
     await fill(store, [
-        make_row("a", prompt_tokens=100, completion_tokens=10, cost_usd=0.25, status="ok", **chat("apple pie")),
-        make_row("b", prompt_tokens=200, completion_tokens=20, cost_usd=None, status="error", **chat("apple tart")),
-        make_row("c", prompt_tokens=400, completion_tokens=40, cost_usd=0.5, status="ok", provider="openai"),
-        make_row("d", prompt_tokens=None, completion_tokens=None, cost_usd=None, status="client_closed"),
+        make_row("a", prompt_tokens=100, completion_tokens=10, cost_usd=0.25, cost_without_cache_usd=1.0,
+                 status="ok", **chat("apple pie")),
+        make_row("b", prompt_tokens=200, completion_tokens=20, cost_usd=None, cost_without_cache_usd=None,
+                 status="error", **chat("apple tart")),
+        make_row("c", prompt_tokens=400, completion_tokens=40, cost_usd=0.5, cost_without_cache_usd=None,
+                 status="ok", provider="openai"),  # logged before m007: counted at its cost
+        make_row("d", prompt_tokens=None, completion_tokens=None, cost_usd=None, cost_without_cache_usd=None,
+                 status="client_closed"),
     ])  # fmt: skip
     assert (await store.search())["totals"] == {
         "requests": 4, "prompt_tokens": 700, "completion_tokens": 70, "cost_usd": 0.75, "error_rate": 0.25,
+        "cost_without_cache_usd": 1.5, "cache_savings_usd": 0.75,
     }  # fmt: skip
     assert (await store.search(q="apple"))["totals"] == {
         "requests": 2, "prompt_tokens": 300, "completion_tokens": 30, "cost_usd": 0.25, "error_rate": 0.5,
+        "cost_without_cache_usd": 1.0, "cache_savings_usd": 0.75,
     }  # fmt: skip
     assert (await store.search(provider="openai"))["totals"]["cost_usd"] == 0.5
     assert (await store.search(q="apple", cursor="t1e99~1"))["totals"]["requests"] == 2  # cursor-free
     assert (await store.search(q="zzz"))["totals"] == {
         "requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "error_rate": 0.0,
+        "cost_without_cache_usd": 0.0, "cache_savings_usd": 0.0,
     }  # fmt: skip
 
 

@@ -14,12 +14,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from aiohttp.test_utils import TestClient, make_mocked_request
 
+from finopsd import access
 from finopsd import config as cfg
 from finopsd.app import build_app
 from finopsd.appkeys import LOGSTORE
 from finopsd.errors import GatewayError
 from finopsd.logstore import LogStore
-from finopsd.routes import logs as log_routes
 from tests.conftest import gateway_yaml
 from tests.fakes import FakeUpstream
 from tests.test_routes_openai import MSGS, TOOLS
@@ -418,10 +418,16 @@ def test_without_a_token_only_loopback_clients_get_in() -> None:
     transport = mock.Mock()
     transport.get_extra_info.side_effect = lambda name, default=None: (
         ("10.1.2.3", 40000) if name == "peername" else default)  # fmt: skip
-    for handler, path in ((log_routes.api_logs, "/api/logs"), (log_routes.logs_page, "/logs")):
+    async def through_access(path: str) -> None:
         request = make_mocked_request("GET", path, app=app, transport=transport)
+        match = await app.router.resolve(request)
+        match.add_app(app)
+        request._match_info = match  # as aiohttp routes it, so the access middleware sees the mark
+        await access.authenticate(request, match.handler)
+
+    for path in ("/api/logs", "/logs"):
         with pytest.raises(GatewayError) as refused:
-            asyncio.run(handler(request))
+            asyncio.run(through_access(path))
         assert refused.value.status == 403 and refused.value.code == "admin_loopback_only"
 
 

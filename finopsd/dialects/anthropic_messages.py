@@ -20,6 +20,7 @@ from __future__ import annotations
 import secrets
 from typing import Any, Final
 
+from finopsd.pricing import cache_reads, cache_writes
 from finopsd.providers.canonical import (
     arguments_json,
     as_object,
@@ -274,9 +275,7 @@ def stop_reason(finish: Any, has_tools: bool) -> str:
 def usage_to_anthropic(usage: Any) -> dict[str, int]:
     """OpenAI usage → Anthropic usage, where input_tokens excludes cache reads and writes."""
     u = usage if isinstance(usage, dict) else {}
-    details = as_object(u.get("prompt_tokens_details"))
-    read = int(details.get("cached_tokens") or u.get("cache_read_input_tokens") or 0)
-    written = int(details.get("cache_creation_tokens") or u.get("cache_creation_input_tokens") or 0)
+    read, written = cache_reads(u), cache_writes(u)  # under any provider's names (DeepSeek, OpenRouter…)
     prompt = int(u.get("prompt_tokens") or 0)
     return {
         "input_tokens": max(prompt - read - written, 0),

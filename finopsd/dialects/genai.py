@@ -37,16 +37,6 @@ MAX_SCHEMA_DEPTH: Final = 64
 LOW_BUDGET: Final = 1024
 MEDIUM_BUDGET: Final = 8192
 LEVELS: Final = {"minimal": "minimal", "low": "low", "medium": "medium", "high": "high"}
-# a model id that goes into an upstream URL path: a Gemini or Vertex model name, nothing else
-MODEL_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
-
-
-def check_model_id(model: str) -> str:
-    """The upstream model name, if it is one a URL path can carry as is; else 400."""
-    if not MODEL_ID.fullmatch(model):
-        raise BadRequest(f"model {model[:80]!r} is not a valid Gemini model id "
-                         "(letters, digits and . _ @ - only)", param="model", code="invalid_model")
-    return model
 
 
 @lru_cache(maxsize=256)

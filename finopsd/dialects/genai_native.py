@@ -3,8 +3,8 @@
 The client's bytes go upstream untouched (every field, thought signatures included), with our key
 instead of theirs. Only the URL is ours: ``{base_url}/models/{model}:{method}`` at the Gemini
 API, ``…/publishers/google/models/{model}:{method}`` at Vertex (``VertexAdapter.model_url`` knows
-the project, location and host). The model id is checked to be a plain Gemini name before it goes
-into the path, and percent-encoded all the same.
+the project, location and host). The model id goes into the path only as one plain, percent-encoded
+segment (``path_segment``): anything else is a 400.
 """
 
 from __future__ import annotations
@@ -12,11 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
-
-from finopsd.dialects.genai import check_model_id
 from finopsd.errors import GatewayError
-from finopsd.providers.base import Adapter, BaseAdapter, FrameDecoder, Target, UpstreamRequest
+from finopsd.providers.base import Adapter, BaseAdapter, FrameDecoder, Target, UpstreamRequest, path_segment
 from finopsd.router import adapter_for
 
 if TYPE_CHECKING:
@@ -32,11 +29,11 @@ def is_native(provider: ProviderConfig, model: str) -> bool:
 
 
 def upstream_url(target: Target, method: str) -> str:
-    model = check_model_id(target.model.removeprefix("models/"))
-    if target.provider.type == "vertex":
+    model = target.model.removeprefix("models/")
+    if target.provider.type == "vertex":  # model_url checks and encodes the model itself
         model_url: Callable[[Target, str], str] = getattr(adapter_for(target.provider), "model_url")
         return f"{model_url(replace(target, model=model), 'google')}:{method}"
-    return f"{target.provider.base_url}/models/{quote(model, safe='')}:{method}"
+    return f"{target.provider.base_url}/models/{path_segment(model, target.provider.name)}:{method}"
 
 
 def upstream_headers(target: Target) -> dict[str, str]:

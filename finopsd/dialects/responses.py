@@ -28,6 +28,7 @@ import time
 from typing import Any, Final
 
 from finopsd.errors import BadRequest
+from finopsd.pricing import cache_reads, cache_writes
 
 Event = tuple[str, dict[str, Any]]
 
@@ -346,14 +347,10 @@ def usage_to_responses(usage: Any) -> dict[str, Any] | None:
     if not isinstance(usage, dict):
         return None
     prompt, completion = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
-    details = _obj(usage.get("prompt_tokens_details"))
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {
-            "cached_tokens": _int(details.get("cached_tokens") or usage.get("cache_read_input_tokens")),
-            "cache_write_tokens": _int(details.get("cache_creation_tokens")
-                                       or usage.get("cache_creation_input_tokens")),
-        },
+        # under any provider's names (DeepSeek's prompt_cache_hit_tokens, OpenRouter's cache_write_tokens…)
+        "input_tokens_details": {"cached_tokens": cache_reads(usage), "cache_write_tokens": cache_writes(usage)},
         "output_tokens": completion,
         "output_tokens_details": {
             "reasoning_tokens": _int(_obj(usage.get("completion_tokens_details")).get("reasoning_tokens")),

@@ -30,6 +30,7 @@ from typing import Any, Final
 from finopsd.errors import GatewayError, UpstreamError
 from finopsd.providers.anthropic_request import DEFAULT_MAX_TOKENS, messages_body
 from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, upstream_error
+from finopsd.providers.cache_points import place_messages
 from finopsd.providers.canonical import (
     StreamState,
     arguments_json,
@@ -254,7 +255,9 @@ class AnthropicAdapter(BaseAdapter):
 
     def messages_body(self, target: Target, req: dict[str, Any], *, stream: bool) -> dict[str, Any]:
         """The Messages body for a canonical chat request; Vertex reuses it (drops model, adds version)."""
-        return messages_body(target.model, req, stream=stream)
+        body = messages_body(target.model, req, stream=stream)
+        place_messages(body, target.model, target.cache_ttl)
+        return body
 
     def build_request(self, target: Target, req: dict[str, Any], *, stream: bool) -> UpstreamRequest:
         headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION,

@@ -21,14 +21,30 @@ raises ``GatewayError``.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
+from urllib.parse import quote
 
-from finopsd.errors import GatewayError, UpstreamError, error_type_for_status
+from finopsd.errors import BadRequest, GatewayError, UpstreamError, error_type_for_status
 from finopsd.sse import SSEDecoder
 
 if TYPE_CHECKING:
     from finopsd.config import ProviderConfig
+
+
+# a model id where an upstream puts it in a URL path: one plain segment, so that neither
+# "/", "..", "%2e%2e" nor ":verb", "?" or "#" can reach another model, project or endpoint
+PATH_SEGMENT: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,199}")
+
+
+def path_segment(value: str, provider: str, what: str = "model") -> str:
+    """``value`` as one percent-encoded URL path segment; a 400 unless it is a plain name."""
+    if not PATH_SEGMENT.fullmatch(value):
+        raise BadRequest(
+            f"{provider}: {what} {value[:100]!r} is not a valid name (letters, digits and . _ - @,"
+            " starting with a letter or digit; no '/')", param="model", code="invalid_model")
+    return quote(value, safe="@")
 
 
 @dataclass(frozen=True, repr=False)
@@ -39,6 +55,9 @@ class Target:
     model: str
     api_key: str | None = None
     key_name: str | None = None
+    # TTL of the prompt-cache breakpoints the adapter places when the request has none
+    # (Claude: finopsd.caching); None places none
+    cache_ttl: str | None = None
 
     def __repr__(self) -> str:
         return f"Target({self.provider.name}/{self.model}, key={self.key_name})"

@@ -43,6 +43,7 @@ from botocore.utils import percent_encode
 from finopsd.errors import GatewayError, UpstreamError, error_type_for_status
 from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, upstream_error
 from finopsd.providers.bedrock_request import converse_body
+from finopsd.providers.cache_points import place_converse
 from finopsd.providers.canonical import (
     StreamState,
     arguments_json,
@@ -112,11 +113,15 @@ def usage_to_openai(u: dict[str, Any]) -> dict[str, Any]:
     written = int(u.get("cacheWriteInputTokens") or 0)
     output = int(u.get("outputTokens") or 0)
     prompt = fresh + read + written
+    details: dict[str, Any] = {"cached_tokens": read, "cache_creation_tokens": written}
+    for entry in u.get("cacheDetails") or ():  # writes per TTL: 1h ones cost more (pricing needs the split)
+        if isinstance(entry, dict) and entry.get("ttl") == "1h" and isinstance(entry.get("inputTokens"), int):
+            details["ephemeral_1h_input_tokens"] = details.get("ephemeral_1h_input_tokens", 0) + entry["inputTokens"]
     return {
         "prompt_tokens": prompt,
         "completion_tokens": output,
         "total_tokens": prompt + output,
-        "prompt_tokens_details": {"cached_tokens": read, "cache_creation_tokens": written},
+        "prompt_tokens_details": details,
         "completion_tokens_details": {"reasoning_tokens": 0},  # Bedrock does not break it out
     }
 
@@ -261,7 +266,9 @@ class BedrockAdapter(BaseAdapter):
         provider = target.provider
         path = f"/model/{percent_encode(target.model)}/{'converse-stream' if stream else 'converse'}"
         url = _base_url(provider) + path
-        body = json.dumps(converse_body(target.model, req), ensure_ascii=False).encode()
+        converse = converse_body(target.model, req)
+        place_converse(converse, target.model, target.cache_ttl)
+        body = json.dumps(converse, ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json", **provider.headers}
         if target.api_key:
             headers["Authorization"] = f"Bearer {target.api_key}"

@@ -42,7 +42,7 @@ from typing import Any, Final
 from urllib.parse import urlparse
 
 from finopsd.errors import UpstreamError
-from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, upstream_error
+from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, path_segment, upstream_error
 from finopsd.providers.canonical import (
     StreamState,
     arguments_json,
@@ -440,7 +440,7 @@ class GeminiAdapter(BaseAdapter):
     """``{base_url}/models/{model}:generateContent`` with an ``x-goog-api-key`` header."""
 
     def url(self, target: Target, *, stream: bool) -> str:
-        model = target.model.removeprefix("models/")
+        model = path_segment(target.model.removeprefix("models/"), target.provider.name)
         verb = "streamGenerateContent?alt=sse" if stream else "generateContent"
         return f"{target.provider.base_url}/models/{model}:{verb}"
 

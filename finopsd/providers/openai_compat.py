@@ -14,7 +14,7 @@ import string
 from typing import Any, ClassVar
 
 from finopsd.errors import UpstreamError
-from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, upstream_error
+from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, path_segment, upstream_error
 from finopsd.jsonwire import dumps, loads
 from finopsd.providers.canonical import load_object
 
@@ -114,8 +114,11 @@ class AzureAdapter(OpenAIAdapter):
 
     def url(self, target: Target, endpoint: str) -> str:
         base, version = target.provider.base_url, target.provider.api_version
+        if version and endpoint == "models":  # the resource's model list, not a deployment's
+            return f"{base}/models?api-version={version}"
         if version:
-            return f"{base}/deployments/{target.model}/{endpoint}?api-version={version}"
+            deployment = path_segment(target.model, target.provider.name, "deployment")
+            return f"{base}/deployments/{deployment}/{endpoint}?api-version={version}"
         return f"{base}/{endpoint}"
 
     def auth_headers(self, target: Target) -> dict[str, str]:

@@ -30,8 +30,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
+from yarl import URL
+
 from finopsd.errors import BadRequest, GatewayError, UpstreamError, UpstreamTimeout
-from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, upstream_error
+from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, path_segment, upstream_error
 from finopsd.providers.canonical import (
     StreamState,
     as_object,
@@ -80,6 +82,7 @@ def prediction_body(model: str, req: dict[str, Any], *, stream: bool) -> tuple[s
     if name.count("/") != 1 or not all(name.split("/")):
         raise BadRequest(f"replicate models are named owner/name or owner/name:version, not {model!r}",
                          param="model", code="model_not_found")
+    name = "/".join(path_segment(part, "replicate") for part in name.split("/"))
     system, prompt = prompt_of(req.get("messages"))
     inputs: dict[str, Any] = {"prompt": prompt}
     if system:
@@ -166,6 +169,28 @@ def stream_event(s: ReplicateStream, event: str | None, data: str) -> list[dict[
     return []  # logs
 
 
+def own_url(target: Target, url: str) -> str:
+    """A follow-up URL from a prediction, only on the provider's own origin: it gets our token.
+
+    Replicate serves streams from a sibling host (``api.replicate.com`` → ``stream.replicate.com``),
+    so for a DNS name a sibling host (one first label swapped) counts too, on the default port; any
+    other URL is a 502, never fetched."""
+    base = URL(target.provider.base_url)
+    try:
+        found = URL(url)
+    except ValueError:
+        found = URL()
+    host, own = found.host or "", base.host or ""
+    if found.scheme == base.scheme and host:
+        if found.origin() == base.origin():
+            return url
+        parent, dns = own.partition(".")[2], own.count(".") >= 2 and not own.replace(".", "").isdigit()
+        if dns and host.partition(".")[2] == parent and found.explicit_port is None:
+            return url
+    raise UpstreamError(f"{target.provider.name}: the prediction named a URL off the provider's origin"
+                        f" ({host[:80] or 'no host'}); not followed", code="upstream_foreign_url")
+
+
 class ReplicateAdapter(BaseAdapter):
     """Create a prediction, then (``followup``) read its stream or wait for it to finish."""
 
@@ -193,10 +218,10 @@ class ReplicateAdapter(BaseAdapter):
             if not isinstance(url, str) or not url:
                 raise UpstreamError(f"{name}: model {target.model} does not stream output; call it without stream",
                                     status=400, type="invalid_request_error", code="stream_not_supported")
-            return UpstreamRequest(url, {**headers, "Accept": "text/event-stream", "Cache-Control": "no-store"},
-                                   b"", method="GET")
+            return UpstreamRequest(own_url(target, url), {**headers, "Accept": "text/event-stream",
+                                   "Cache-Control": "no-store"}, b"", method="GET")
         if status in RUNNING and isinstance(urls.get("get"), str):
-            return UpstreamRequest(urls["get"], {**headers, "Prefer": "wait"}, b"", method="GET")
+            return UpstreamRequest(own_url(target, urls["get"]), {**headers, "Prefer": "wait"}, b"", method="GET")
         return None
 
     def parse_response(self, target: Target, body: bytes) -> dict[str, Any]:

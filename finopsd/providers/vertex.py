@@ -36,7 +36,7 @@ from google.oauth2 import service_account
 
 from finopsd.errors import GatewayError, UpstreamError
 from finopsd.providers.anthropic import AnthropicAdapter
-from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest
+from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, path_segment
 from finopsd.providers.gemini import GeminiAdapter, GeminiStream
 
 if TYPE_CHECKING:
@@ -177,7 +177,8 @@ class VertexAdapter(BaseAdapter):
         host = provider.base_url or (
             "https://aiplatform.googleapis.com" if location == "global" else f"https://{location}-aiplatform.googleapis.com"
         )
-        return f"{host}/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{target.model}"
+        model = path_segment(target.model, provider.name)
+        return f"{host}/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model}"
 
     def build_request(self, target: Target, req: dict[str, Any], *, stream: bool) -> UpstreamRequest:
         if is_claude(target.model):

@@ -15,11 +15,14 @@ from typing import Any
 
 from aiohttp import web
 
-from finopsd.appkeys import RUNTIME
+from finopsd import access
+from finopsd.appkeys import GOVERNANCE, RUNTIME
+from finopsd.caching import auto_cache_ttl
 from finopsd.dialects.anthropic_messages import ChatToMessagesStream, chat_to_message, error_body, messages_to_chat
 from finopsd.errors import GatewayError
 from finopsd.middleware import ERROR_SHAPE
 from finopsd.providers.base import Adapter, Target, UpstreamRequest
+from finopsd.providers.cache_points import place_messages
 from finopsd.relay import Leg, RawEmitter, relay, run_exchange
 from finopsd.router import adapter_for, resolve_model, split_model
 from finopsd.routes.inbound import new_exchange, optional, read_json, require
@@ -77,6 +80,7 @@ def native_build(request: web.Request, body: dict[str, Any], path: str) -> Any:
     return build
 
 
+@access.exchange
 async def messages(request: web.Request) -> web.StreamResponse:
     request[ERROR_SHAPE] = anthropic_error
     body = await read_json(request)
@@ -91,8 +95,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
     target_model = resolve_model(config, model)
 
     def leg() -> Leg:
-        provider, _ = split_model(config, target_model)  # 400 for an unknown provider comes from here
+        provider, upstream_model = split_model(config, target_model)  # 400 for an unknown provider comes from here
         if provider.type == "anthropic":
+            # after governance's pre-hook, which put the key's and team's caching settings on ex
+            place_messages(body, upstream_model, auto_cache_ttl(provider.caching, ex.caching))
             build = native_build(request, body, "/v1/messages")
             return Leg(body, RawEmitter(anthropic_error_frame), build=build, fallbacks=False, model=target_model)
         chat["model"] = target_model
@@ -101,13 +107,17 @@ async def messages(request: web.Request) -> web.StreamResponse:
     return await run_exchange(request, ex, lambda: relay(request, ex, leg()))
 
 
+@access.key(shape=anthropic_error)
 async def count_tokens(request: web.Request) -> web.Response:
-    """Native count for Anthropic providers; an estimate (about 4 characters a token) for others."""
-    request[ERROR_SHAPE] = anthropic_error
+    """Native count for Anthropic providers; an estimate (about 4 characters a token) for others.
+
+    Free at Anthropic, so not logged or charged; the key must still pass for the model."""
     body = await read_json(request)
     model = require(body, "model", str, "a string")
     rt = request.app[RUNTIME]
-    provider, upstream_model = split_model(rt.config, resolve_model(rt.config, model))
+    target_model = resolve_model(rt.config, model)
+    request.app[GOVERNANCE].check_model(request[access.CALLER], model, target_model)
+    provider, upstream_model = split_model(rt.config, target_model)
     if provider.type != "anthropic":
         text = json.dumps([body.get("system"), body.get("messages"), body.get("tools")])
         return web.json_response({"input_tokens": max(1, len(text) // 4)})
@@ -117,12 +127,13 @@ async def count_tokens(request: web.Request) -> web.Response:
         return web.Response(body=await upstream.read(), status=upstream.status, content_type="application/json")
 
 
+@access.key(shape=anthropic_error)
 async def list_models(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
+    pairs = request.app[GOVERNANCE].visible_models(request[access.CALLER], request.app[RUNTIME].models())
     data = [
         {"type": "model", "id": f"{provider}/{model}", "display_name": f"{model} ({provider})",
          "created_at": "1970-01-01T00:00:00Z"}
-        for provider, model in rt.models()
+        for provider, model in pairs
     ]
     return web.json_response({
         "data": data, "has_more": False,

@@ -17,15 +17,16 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
+from finopsd import access
 from finopsd.appkeys import GOVERNANCE, RUNTIME
 from finopsd.dialects.genai import estimate_tokens, genai_to_chat, include_thoughts
 from finopsd.dialects.genai_answer import ChatToGenaiStream, chat_to_genai, error_body
 from finopsd.dialects.genai_native import STREAM_METHOD, NativeReader, is_native, model_resource, native_build
 from finopsd.errors import BadRequest, GatewayError, NotFound, UpstreamError
 from finopsd.exchange import Exchange
-from finopsd.governance import PRESENTED_KEY, presented_key
+from finopsd.governance import presented_key
 from finopsd.jsonwire import dumps
-from finopsd.middleware import ERROR_SHAPE, REQUEST_ID
+from finopsd.middleware import REQUEST_ID
 from finopsd.relay import SSE_HEADERS, Leg, relay, run_exchange
 from finopsd.router import adapter_for, open_upstream, resolve_model, split_model
 from finopsd.routes.inbound import RAW_BODY, new_exchange, read_json
@@ -124,23 +125,25 @@ class TranslatedEmitter:
         return self.out.error(dumps(genai_error(err)))
 
 
-def _start(request: web.Request) -> None:
-    """Errors in Google's shape from here on; the key from ``?key=`` when no header carries one."""
-    request[ERROR_SHAPE] = genai_error
+def query_key(request: web.Request) -> str | None:
+    """``?key=``, the Gemini API's third place for the key, when no header carries one."""
     key = request.query.get("key", "").strip()
-    if key and not presented_key(request.headers):
-        request[PRESENTED_KEY] = key
+    return key if key and not presented_key(request.headers) else None
+
+
+genai_exchange: Final = access.dialect_exchange(genai_error, query_key)
+genai_key: Final = access.key(genai_error, query_key)
 
 
 def _model(request: web.Request) -> str:
-    _start(request)
     model = request.match_info["model"].removeprefix("models/")
     if not model or len(model) > MAX_MODEL_CHARS or not model.isprintable() or any(c.isspace() for c in model):
         raise BadRequest(f"invalid model name {model[:80]!r}", param="model", code="invalid_model")
     return model
 
 
-async def generate(request: web.Request, model: str, stream: bool) -> web.StreamResponse:
+async def _generate(request: web.Request, stream: bool) -> web.StreamResponse:
+    model = _model(request)
     body = await read_json(request)
     if not isinstance(body.get("contents"), (list, str)):
         raise BadRequest("'contents' must be a list of Content objects", param="contents")
@@ -164,15 +167,27 @@ async def generate(request: web.Request, model: str, stream: bool) -> web.Stream
     return await run_exchange(request, ex, lambda: relay(request, ex, leg()))
 
 
-async def count_tokens(request: web.Request, model: str) -> web.Response:
-    """Native count for Gemini providers; an estimate (about 4 characters a token) for others. Not logged."""
+@genai_exchange
+async def generate_content(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, stream=False)
+
+
+@genai_exchange
+async def stream_generate_content(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, stream=True)
+
+
+@genai_key
+async def count_tokens(request: web.Request) -> web.Response:
+    """Native count for Gemini providers; an estimate (about 4 characters a token) for others.
+
+    Free at Google, so not logged or charged; the key must still pass for the model."""
+    model = _model(request)
     body = await read_json(request)
     rt = request.app[RUNTIME]
-    await _visible(request, [])  # 401 before anything about the configuration is said
-    provider, upstream_model = split_model(rt.config, resolve_model(rt.config, model, ROUTE))
-    if not await _visible(request, [(provider.name, upstream_model)]):
-        raise GatewayError(f"this key may not use model {model!r}", status=403, type="permission_error",
-                           code="model_not_allowed")
+    target_model = resolve_model(rt.config, model, ROUTE)
+    request.app[GOVERNANCE].check_model(request[access.CALLER], model, target_model)
+    provider, upstream_model = split_model(rt.config, target_model)
     if not is_native(provider, upstream_model):
         inner = body.get("generateContentRequest")
         return web.json_response({"totalTokens": estimate_tokens(inner if isinstance(inner, dict) else body)})
@@ -191,46 +206,38 @@ async def count_tokens(request: web.Request, model: str) -> web.Response:
     return web.Response(body=answer, content_type="application/json")
 
 
-async def model_method(request: web.Request) -> web.StreamResponse:
-    model = _model(request)
-    method = request.match_info["method"]
-    if method in ("generateContent", "streamGenerateContent"):
-        return await generate(request, model, method == "streamGenerateContent")
-    if method == "countTokens":
-        return await count_tokens(request, model)
-    raise NotFound(f"method {method[:40]!r} is not served by this gateway (generateContent, "
-                   "streamGenerateContent and countTokens are)", code="method_not_found")
+def _visible(request: web.Request) -> list[tuple[str, str]]:
+    return request.app[GOVERNANCE].visible_models(request[access.CALLER], request.app[RUNTIME].models())
 
 
-async def _visible(request: web.Request, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The pairs the caller's key may use; 401 for a missing or unknown key when auth is on."""
-    return await request.app[GOVERNANCE].visible_models(request.headers, pairs, request.get(PRESENTED_KEY))
-
-
+@genai_key
 async def list_models(request: web.Request) -> web.Response:
-    _start(request)
-    models = [model_resource(f"{p}/{m}", p) for p, m in await _visible(request, request.app[RUNTIME].models())]
-    return web.json_response({"models": models})
+    return web.json_response({"models": [model_resource(f"{p}/{m}", p) for p, m in _visible(request)]})
 
 
+@genai_key
 async def get_model(request: web.Request) -> web.Response:
     model = _model(request)
-    rt = request.app[RUNTIME]
-    visible = await _visible(request, rt.models())
-    provider, upstream_model = split_model(rt.config, resolve_model(rt.config, model, ROUTE))
-    if (provider.name, upstream_model) not in visible:
+    config = request.app[RUNTIME].config
+    provider, upstream_model = split_model(config, resolve_model(config, model, ROUTE))
+    if (provider.name, upstream_model) not in _visible(request):
         raise NotFound(f"model {model[:80]!r} is not served here (or not to this key)", code="model_not_found")
     return web.json_response(model_resource(model, provider.name))
 
 
+@genai_key
 async def not_found(request: web.Request) -> web.Response:
-    _start(request)
-    raise NotFound("no such Gemini API method here; see GET /genai/v1beta/models", code="not_found")
+    raise NotFound("no such Gemini API method here (generateContent, streamGenerateContent and countTokens are "
+                   "served; see GET /genai/v1beta/models)", code="not_found")
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
     base = f"/genai/{{version:{VERSIONS}}}/models"
+    model = base + "/{model:[^:]+}"  # provider/model may hold slashes; the method follows the last ':'
     router.add_get(base, list_models)
-    router.add_post(base + "/{model:[^:]+}:{method:[A-Za-z]+}", model_method)
-    router.add_get(base + "/{model:[^:]+}", get_model)
-    router.add_route("*", "/genai/{tail:.*}", not_found)
+    router.add_post(model + ":generateContent", generate_content)
+    router.add_post(model + ":streamGenerateContent", stream_generate_content)
+    router.add_post(model + ":countTokens", count_tokens)
+    router.add_get(model, get_model)
+    for add in (router.add_get, router.add_post):  # the rest of /genai: a 404 in Google's shape
+        add("/genai/{tail:.*}", not_found)

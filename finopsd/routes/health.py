@@ -5,9 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from finopsd import __version__
+from finopsd import access
 from finopsd.appkeys import RUNTIME
 
 
+@access.public
 async def healthz(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     return web.json_response(

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from finopsd.admin import require_admin, require_admin_page
+from finopsd import access
 from finopsd.appkeys import GOVERNANCE
 from finopsd.routes.logs import PAGE_HEADERS
 from finopsd.spend import usd_text
@@ -90,15 +90,15 @@ def render_keys(report: dict[str, Any]) -> str:
 </main></body></html>"""
 
 
+@access.admin
 async def api_keys(request: web.Request) -> web.Response:
-    require_admin(request)
     gov = request.app[GOVERNANCE]
     await gov.sync()
     return web.json_response(gov.report(), headers={"Cache-Control": "no-store"})
 
 
+@access.admin_page
 async def keys_page(request: web.Request) -> web.Response:
-    require_admin_page(request)
     gov = request.app[GOVERNANCE]
     await gov.sync()
     return web.Response(text=render_keys(gov.report()), content_type="text/html", headers=PAGE_HEADERS)

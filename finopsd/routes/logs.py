@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from finopsd.admin import require_admin, require_admin_page
+from finopsd import access
 from finopsd.appkeys import LOGSTORE, RUNTIME
 from finopsd.errors import BadRequest, NotFound
 from finopsd.logstore import LogStore
@@ -154,8 +154,8 @@ async def search_items(
 # ---------------------------------------------------------------- handlers
 
 
+@access.admin
 async def api_logs(request: web.Request) -> web.Response:
-    require_admin(request)
     kw = parse_filters(request.query)
     totals = parse_flag(request.query, "totals", True)
     previews = parse_flag(request.query, "preview", False)
@@ -163,8 +163,8 @@ async def api_logs(request: web.Request) -> web.Response:
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 
+@access.admin
 async def api_log(request: web.Request) -> web.Response:
-    require_admin(request)
     row = await request.app[LOGSTORE].get(request.match_info["id"])
     if row is None:
         raise NotFound(f"no log row with id {request.match_info['id'][:80]!r}", param="id", code="log_not_found")
@@ -175,8 +175,8 @@ def _html(text: str, status: int = 200) -> web.Response:
     return web.Response(text=text, status=status, content_type="text/html", headers=PAGE_HEADERS)
 
 
+@access.admin_page
 async def logs_page(request: web.Request) -> web.Response:
-    require_admin_page(request)
     providers = sorted(request.app[RUNTIME].config.providers)
     try:
         kw = parse_filters(request.query)
@@ -187,8 +187,8 @@ async def logs_page(request: web.Request) -> web.Response:
     return _html(render_list(request.query, page, providers))
 
 
+@access.admin_page
 async def log_page(request: web.Request) -> web.Response:
-    require_admin_page(request)
     request_id = request.match_info["id"]
     row = await request.app[LOGSTORE].get(request_id)
     if row is None:

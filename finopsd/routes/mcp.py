@@ -48,8 +48,9 @@ from aiohttp import web
 from yarl import URL
 
 from finopsd import __version__
-from finopsd.admin import is_loopback, require_admin
-from finopsd.appkeys import GOVERNANCE, RUNTIME
+from finopsd import access
+from finopsd.admin import is_loopback
+from finopsd.appkeys import RUNTIME
 from finopsd.errors import GatewayError, error_type_for_status
 from finopsd.exchange import Exchange, ToolCall, new_request_id
 from finopsd.mcp_upstream import MCP_HUB, Upstream, UpstreamFailure, UpstreamRpcError
@@ -180,22 +181,25 @@ def _origin_allowed(request: web.Request, origin: str) -> bool:
     return host is not None and (host == "localhost" or is_loopback(host.strip("[]")))
 
 
+def _refused_key(e: GatewayError) -> dict[str, Any]:
+    """The access middleware's 401 for /mcp: a JSON-RPC error without an id."""
+    return _reply(None, error=RpcError(GATEWAY_REFUSED, e.message, {"status": e.status, "code": e.code}))
+
+
+mcp_key: Final = access.key(shape=_refused_key)
+
+
 async def _admit(request: web.Request) -> VirtualKey | None | web.Response:
-    """The caller's key (None: anonymous), or the refusal to answer with."""
+    """The caller's key (None: anonymous; the access middleware refused the rest), or the refusal."""
     origin = request.headers.get("Origin")
     if origin is not None and not _origin_allowed(request, origin):
         return _refusal(403, INVALID_REQUEST, f"origin {origin[:100]} is not allowed to use /mcp"
                         " (list it in server.cors.allowed_origins)")
     request.app[MCP_HUB].sync(request.app[RUNTIME].config.mcp)  # a SIGHUP may have changed `mcp`
-    gov = request.app[GOVERNANCE]
-    await gov.sync()
-    try:
-        presented, key = gov.identify(request.headers)
-        return gov.admit_key(presented, key, gov.clock())
-    except GatewayError as e:
-        return _refusal(e.status, GATEWAY_REFUSED, e.message, e.headers, {"status": e.status, "code": e.code})
+    return request[access.CALLER]
 
 
+@mcp_key
 async def post(request: web.Request) -> web.StreamResponse:
     key = await _admit(request)
     if isinstance(key, web.Response):
@@ -308,6 +312,7 @@ def _initialize(request: web.Request, key: VirtualKey | None, msg: dict[str, Any
     return web.json_response(_reply(msg["id"], result=result), headers={SESSION_HEADER: sid})
 
 
+@mcp_key
 async def delete(request: web.Request) -> web.StreamResponse:
     """End a handshake-era session (2026-07-28 has none to end: 405, as that revision says)."""
     key = await _admit(request)
@@ -324,15 +329,16 @@ async def delete(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200)
 
 
+@access.public  # a 405 that reaches nothing
 async def get(request: web.Request) -> web.StreamResponse:
     # no server-initiated stream: the gateway neither sends requests nor announces list changes
     return _refusal(405, INVALID_REQUEST, "this endpoint offers no GET stream; POST requests to it",
                     {"Allow": "POST, DELETE"})
 
 
+@access.admin
 async def servers(request: web.Request) -> web.Response:
     """``GET /api/mcp/servers`` (admin): each upstream's state, last error and tools."""
-    require_admin(request)
     return web.json_response({"servers": request.app[MCP_HUB].status()})
 
 
@@ -358,7 +364,8 @@ async def _answer(request: web.Request, caller: Caller, msgs: list[dict[str, Any
         while not task.done():
             await response.write(b": keep-alive\n\n")  # a comment: proxies see traffic, clients ignore it
             await asyncio.wait({task}, timeout=SSE_AFTER_S)
-        await response.write(b"event: message\ndata: " + json.dumps(task.result()).encode() + b"\n\n")
+        reply = json.dumps(task.result()).encode()
+        await response.write(b"event: message\ndata: " + request.app[RUNTIME].scrubber.bytes(reply) + b"\n\n")
         await response.write_eof()
         return response
     except ConnectionResetError:  # the client left mid-stream: ``finally`` stops the call

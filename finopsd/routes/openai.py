@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from finopsd import access
 from finopsd.appkeys import GOVERNANCE, RUNTIME
 from finopsd.relay import Leg, OpenAIEmitter, openai_endpoint, relay, run_exchange
 from finopsd.routes.inbound import check_fallbacks, new_exchange, optional, read_json, require
@@ -18,6 +19,7 @@ from finopsd.routes.inbound import check_fallbacks, new_exchange, optional, read
 PREFIXES = ("/openai", "/openai/v1", "/v1")
 
 
+@access.exchange
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
     model = require(body, "model", str, "a string such as provider/model")
@@ -34,6 +36,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 def passthrough(endpoint: str, route: str) -> Any:
     """Embeddings and legacy completions: OpenAI-protocol providers only, body forwarded as is."""
 
+    @access.exchange
     async def handler(request: web.Request) -> web.StreamResponse:
         body = await read_json(request)
         model = require(body, "model", str, "a string such as provider/model")
@@ -47,9 +50,9 @@ def passthrough(endpoint: str, route: str) -> Any:
     return handler
 
 
+@access.key()
 async def list_models(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    pairs = await request.app[GOVERNANCE].visible_models(request.headers, rt.models())  # what the key may use
+    pairs = request.app[GOVERNANCE].visible_models(request[access.CALLER], request.app[RUNTIME].models())
     data = [
         {"id": f"{provider}/{model}", "object": "model", "created": 0, "owned_by": provider}
         for provider, model in pairs

@@ -7,24 +7,34 @@ the request becomes a canonical chat request and the answer comes back as
 Responses events. ``store: true`` keeps translated answers in SQLite, so
 ``previous_response_id`` and ``GET``/``DELETE …/responses/{id}`` work on every
 provider; for native providers OpenAI keeps them itself.
+
+A stored response belongs to the key (and team) that made it: ``GET``, ``DELETE`` and
+``previous_response_id`` with any other key, or none, answer 404 as if it did not exist.
+When storing fails after the answer (a full disk), the client still gets the answer it was
+charged for; the log row notes that it was not stored, and a later reference to it is a 404.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
 
+from finopsd import access
 from finopsd.appkeys import LOGSTORE, RUNTIME
 from finopsd.dialects.responses import ChatToResponsesStream, chat_to_response, new_response_id, responses_to_chat
 from finopsd.errors import BadRequest, GatewayError, NotFound
+from finopsd.exchange import Exchange
 from finopsd.providers.openai_responses import ResponsesAdapter
 from finopsd.relay import Leg, RawEmitter, relay, run_exchange
 from finopsd.router import split_model
 from finopsd.routes.inbound import new_exchange, optional, read_json, require
 from finopsd.sse import frame
+
+log = logging.getLogger(__name__)
 
 RESPONSES_ADAPTER: Final = ResponsesAdapter()
 Event = tuple[str, dict[str, Any]]
@@ -77,14 +87,20 @@ def _error_frame(err: GatewayError) -> bytes:
                   "sequence_number": 0}, event="error")
 
 
-async def _history(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+Owner = tuple[str | None, str | None]  # (key name, team) of a stored response
+
+
+def _caller_owner(request: web.Request) -> Owner:
+    key = request[access.CALLER]
+    return (key.name, key.team) if key is not None else (None, None)
+
+
+async def _history(request: web.Request, body: dict[str, Any], owner: Owner) -> dict[str, Any]:
     """With ``previous_response_id``: the stored conversation's items, then this request's input."""
     previous = body.get("previous_response_id")
     if previous is None:
         return body
-    if not isinstance(previous, str):
-        raise BadRequest("'previous_response_id' must be a string", param="previous_response_id")
-    stored = await request.app[LOGSTORE].load_response(previous)
+    stored = await request.app[LOGSTORE].load_response(previous, owner)
     if stored is None:
         raise NotFound(f"no stored response {previous[:80]!r} (was it created with store: true?)",
                        param="previous_response_id", code="previous_response_not_found")
@@ -94,10 +110,12 @@ async def _history(request: web.Request, body: dict[str, Any]) -> dict[str, Any]
             "instructions": body.get("instructions", stored.get("instructions"))}
 
 
+@access.exchange
 async def create(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
     model = require(body, "model", str, "a string such as provider/model")
     stream = bool(optional(body, "stream", bool, "true or false"))
+    optional(body, "previous_response_id", str, "a string")
     if not isinstance(body.get("input"), (str, list)):
         raise BadRequest("'input' must be a string or a list of items", param="input")
     config = request.app[RUNTIME].config
@@ -109,34 +127,50 @@ async def create(request: web.Request) -> web.StreamResponse:
         ex.request = responses_to_chat(body)[0]  # for the log: it reads chat messages
         leg = Leg(body, RawEmitter(_error_frame), adapter=RESPONSES_ADAPTER, fallbacks=False)
         return await run_exchange(request, ex, lambda: relay(request, ex, leg))
-    full = await _history(request, body)
+    ex = new_exchange(request, "responses", model, stream)
+    ex.request = responses_to_chat(body)[0]  # replaced by the whole conversation once the key is admitted
+    return await run_exchange(request, ex, lambda: _translated(request, ex, body, model))
+
+
+async def _translated(request: web.Request, ex: Exchange, body: dict[str, Any], model: str) -> web.StreamResponse:
+    """After the hooks admitted the key: its stored history, the relay, then storing the answer."""
+    owner = (ex.key_name, ex.team)
+    full = await _history(request, body, owner)
     chat, notes = responses_to_chat(full)
     chat["model"] = model
-    ex = new_exchange(request, "responses", model, stream)
     ex.request, ex.notes = chat, notes
     kept: list[dict[str, Any]] = []
     emitter = ResponsesEmitter(body, model, kept.append)
-    response = await run_exchange(request, ex, lambda: relay(request, ex, Leg(chat, emitter)))
-    if kept and body.get("store", True) is not False:
+
+    async def store() -> None:
+        if not kept or body.get("store", True) is False:
+            return
         conversation = full["input"] if isinstance(full["input"], list) else [
             {"role": "user", "content": full["input"]}]
-        await request.app[LOGSTORE].save_response(emitter.id, {
-            "response": kept[-1], "instructions": full.get("instructions"),
-            "conversation": [*conversation, *kept[-1].get("output", [])],
-        })
-    return response
+        try:
+            await request.app[LOGSTORE].save_response(emitter.id, owner, {
+                "response": kept[-1], "instructions": full.get("instructions"),
+                "conversation": [*conversation, *kept[-1].get("output", [])],
+            })
+        except Exception as e:  # the answer is the client's: a full disk must not turn it into a 500
+            log.warning("request %s: response %s not stored: %s", ex.id, emitter.id, e)
+            ex.notes.append(f"store: the response was not stored ({type(e).__name__}: {e})")
+
+    return await relay(request, ex, Leg(chat, emitter, before_end=store))
 
 
+@access.key()
 async def retrieve(request: web.Request) -> web.Response:
-    stored = await request.app[LOGSTORE].load_response(request.match_info["id"])
+    stored = await request.app[LOGSTORE].load_response(request.match_info["id"], _caller_owner(request))
     if stored is None:
         raise NotFound(f"no stored response {request.match_info['id'][:80]!r}", param="id")
     return web.json_response(stored["response"])
 
 
+@access.key()
 async def delete(request: web.Request) -> web.Response:
     response_id = request.match_info["id"]
-    if not await request.app[LOGSTORE].delete_response(response_id):
+    if not await request.app[LOGSTORE].delete_response(response_id, _caller_owner(request)):
         raise NotFound(f"no stored response {response_id[:80]!r}", param="id")
     return web.json_response({"id": response_id, "object": "response", "deleted": True})
 

@@ -146,6 +146,8 @@ def _facts(item: dict[str, Any]) -> str:
         ("time to first token", fmt_ms(item.get("ttft_ms"))),
         ("tokens", tokens),
         ("cost", cost),
+        ("without cache", "—" if item.get("cost_without_cache_usd") is None else
+         f"{fmt_cost(item['cost_without_cache_usd'])} (saved {fmt_cost(item.get('cache_savings_usd') or 0)})"),
         ("upstream key", item.get("upstream_key") or "—"),
         ("client", " · ".join(str(x) for x in (item.get("client_ip"), item.get("user_agent")) if x) or "—"),
     ]

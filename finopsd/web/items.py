@@ -75,6 +75,8 @@ def summary_item(row: dict[str, Any]) -> dict[str, Any]:
         "ttft_ms": row.get("ttft_ms"),
         "usage": _usage(row),
         "cost_usd": row.get("cost_usd"),
+        "cost_without_cache_usd": row.get("cost_without_cache_usd"),
+        "cache_savings_usd": savings_of(row),
         "cost_flags": row.get("cost_flags"),
         "error": error,
         "upstream_key": row.get("upstream_key_name"),
@@ -86,6 +88,12 @@ def summary_item(row: dict[str, Any]) -> dict[str, Any]:
     if "preview" in row:
         item["preview"] = row["preview"]
     return item
+
+
+def savings_of(row: dict[str, Any]) -> float | None:
+    """What prompt caching saved on a row (negative when a cache write cost more than it saved yet)."""
+    cost, uncached = row.get("cost_usd"), row.get("cost_without_cache_usd")
+    return None if cost is None or uncached is None else uncached - cost
 
 
 def detail_item(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,57 @@
+"""The scrubber on its own: what counts as a secret, and values of any shape or depth."""
+
+from __future__ import annotations
+
+import json
+
+from finopsd import config as cfg
+from finopsd.scrub import MARK, MAX_LEARNED, Scrubber, config_secrets
+
+KEY = "sk-live/abc+def==0001"  # AWS-style characters: '/' and '+'
+
+
+def test_every_form_of_a_secret_is_replaced_and_short_values_are_not_secrets() -> None:
+    s = Scrubber([KEY, "1", "true", None])
+    assert s.text(f"a {KEY} b") == f"a {MARK} b"
+    assert s.bytes(json.dumps({"m": KEY}).encode()) == json.dumps({"m": MARK}).encode()
+    assert s.text("1 true") == "1 true"  # a header value like `x-beta: 1` blanks nothing
+
+
+def test_values_of_any_depth_and_their_keys_are_scrubbed() -> None:
+    s = Scrubber([KEY])
+    deep: list = []
+    inner = deep
+    for _ in range(5000):  # deeper than Python's recursion limit
+        inner.append([])
+        inner = inner[0]
+    inner.append(KEY)
+    out = s.value({"d": deep, KEY: (KEY, 1, None), "n": 2.5})
+    leaf = out["d"]
+    while isinstance(leaf[0], list):
+        leaf = leaf[0]
+    assert leaf == [MARK] and out[MARK] == [MARK, 1, None] and out["n"] == 2.5
+    clean = {"a": ["b"]}
+    assert s.value(clean) is clean  # nothing to replace: no copy
+
+
+def test_run_time_tokens_are_learned_within_a_bound() -> None:
+    s = Scrubber()
+    for i in range(MAX_LEARNED + 5):
+        s.learn(f"ya29.token-{i:04d}")
+    assert s.text("ya29.token-0000") == "ya29.token-0000"  # the oldest forgotten
+    assert s.text(f"ya29.token-{MAX_LEARNED + 4:04d}") == MARK
+
+
+def test_the_config_secrets_are_every_credential() -> None:
+    config = cfg.parse("""
+server: {admin_token: admin-token-0001}
+providers:
+  openai: {keys: [{value: env:K}], headers: {x-extra: header-secret-01}}
+  bedrock: {type: bedrock, region: us-east-1, access_key_id: AKIAEXAMPLE01, secret_access_key: aws/secret+key01}
+mcp:
+  servers:
+    gh: {command: npx, env: {GITHUB_TOKEN: ghp_example_0001}}
+""", env={"K": "sk-from-env-0001"})
+    found = set(config_secrets(config))
+    assert {"admin-token-0001", "sk-from-env-0001", "header-secret-01", "aws/secret+key01",
+            "ghp_example_0001"} <= found
