@@ -97,12 +97,16 @@ def _foreign(request: web.Request, *, api: bool) -> GatewayError | None:
     if api and request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
         return GatewayError("admin data answers only same-origin browser requests", status=403,
                             type="permission_error", code="cross_site_refused")
-    host = request.url.host or ""
+    try:
+        host = request.url.host or ""
+    except ValueError:  # a Host header no URL can hold ("::1" unbracketed, "a, b"): no loopback name
+        host = ""
     if request.app[RUNTIME].config.server.admin_token is None and not (
         host == "localhost" or host.endswith(".localhost") or is_loopback(host.strip("[]"))
     ):
         return GatewayError(f"without server.admin_token admin pages answer only loopback host names, "
-                            f"not {host[:80]!r}", status=403, type="permission_error", code="admin_loopback_only")
+                            f"not {request.host[:80]!r}", status=403, type="permission_error",
+                            code="admin_loopback_only")
     return None
 
 
@@ -205,7 +209,10 @@ async def login_form(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     throttle = request.app[THROTTLE]
     throttle.check(request.remote)
-    form = await request.post()
+    try:
+        form = await request.post()
+    except ValueError:  # UnicodeDecodeError: a form that is not UTF-8
+        raise GatewayError("the login form must be UTF-8", status=400, type="invalid_request_error") from None
     token = request.app[RUNTIME].config.server.admin_token
     nxt = safe_next(str(form.get("next", DEFAULT_NEXT)))
     if token is None or not _same(str(form.get("token", "")), token):

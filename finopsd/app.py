@@ -10,7 +10,7 @@ from aiohttp import web
 from finopsd import access, admin, catalog, governance, mcp_upstream, openapi, recorder
 from finopsd.appkeys import CONFIG, GOVERNANCE, RUNTIME
 from finopsd.config import Config
-from finopsd.middleware import cors_preflight, errors_as_json, on_prepare, request_id, scrub_secrets
+from finopsd.middleware import cors_preflight, errors_as_json, on_prepare, request_id, scrub_secrets, utf8_headers
 from finopsd.routes import anthropic, genai, health, openai, responses
 from finopsd.routes import logs
 from finopsd.routes import keys
@@ -23,7 +23,7 @@ MB = 1024 * 1024
 def build_app(config: Config) -> web.Application:
     app = web.Application(
         # authenticate last: CORS preflights carry no key, and its refusals become JSON errors
-        middlewares=[request_id, scrub_secrets, errors_as_json, cors_preflight, access.authenticate],
+        middlewares=[request_id, scrub_secrets, errors_as_json, utf8_headers, cors_preflight, access.authenticate],
         client_max_size=int(config.server.max_body_mb * MB),
         handler_args={"max_line_size": 64 * 1024},  # a /logs?q= search may hold 10 kB of pasted text
     )

@@ -39,7 +39,7 @@ class StreamNormaliser:
         changed = False
         usage = chunk.get("usage")
         if usage:
-            self.transcript.usage = usage
+            self.transcript.set_usage(usage)
             if not self.include_usage:
                 del chunk["usage"]
                 changed = True
@@ -63,7 +63,7 @@ class StreamNormaliser:
                 delta["role"] = "assistant"
                 changed = True
         content = delta.get("content")
-        if content:
+        if isinstance(content, str) and content:  # Mistral's reasoning models may send a list of parts
             self.transcript.content.append(content)
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
@@ -144,7 +144,7 @@ class UsageTap:
 
     def fix(self, chunk: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
         if chunk.get("usage"):
-            self.transcript.usage = chunk["usage"]
+            self.transcript.set_usage(chunk["usage"])
             if not self.include_usage:
                 del chunk["usage"]
                 return (chunk, True) if chunk.get("choices") else (None, True)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from finopsd.caching import CachingConfig
+from finopsd.usage import clean_usage
 
 
 def new_request_id() -> str:
@@ -38,10 +39,16 @@ class Transcript:
     reasoning: list[str] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
-    usage: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None  # set through set_usage: bounded numbers only
+
+    def set_usage(self, usage: Any) -> None:
+        """Keep the upstream's usage, each number bounded (``finopsd.usage``), for the log and pricing."""
+        cleaned = clean_usage(usage)
+        if cleaned:
+            self.usage = cleaned
 
     def add_message(self, message: dict[str, Any]) -> None:
-        """Fold a non-stream ``choices[0].message`` into the transcript."""
+        """Fold a non-stream ``choices[0].message`` (its shape checked by ``providers.shape``) into the transcript."""
         if isinstance(message.get("content"), str):
             self.content.append(message["content"])
         if isinstance(message.get("reasoning_content"), str):

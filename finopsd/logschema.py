@@ -11,9 +11,10 @@ because implicit rowids may change on VACUUM.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 import aiosqlite
 
@@ -36,6 +37,23 @@ SCALARS: Final = (
     "completion_tokens", "cached_tokens", "reasoning_tokens", "cost_usd", "cost_flags",
     "upstream_key_name", "cost_without_cache_usd",
 )  # fmt: skip
+# The number columns. A value out of range there (inf, or text: older versions could store
+# either from an upstream's usage) is read as null and left out of sums, never a crash.
+NUMBERS: Final = frozenset({"ts", "duration_ms", "ttft_ms", "status_code", "prompt_tokens", "completion_tokens",
+                            "cached_tokens", "reasoning_tokens", "cost_usd"})
+_BOUND: Final = 1e18
+
+
+def total_of(column: str) -> str:
+    """SQL for ``total(column)`` over its in-range values only."""
+    return f"total(iif(abs({column}) < {_BOUND:g}, {column}, null))"
+
+
+def shown(value: Any) -> Any:
+    """A number column's value as read, or None when it is out of range."""
+    if isinstance(value, int) or isinstance(value, float) and math.isfinite(value) and abs(value) < _BOUND:
+        return value
+    return None
 
 
 @migration

@@ -46,7 +46,7 @@ import aiosqlite
 
 from finopsd.errors import BadRequest
 from finopsd.exchange import new_request_id
-from finopsd.logschema import MIGRATIONS, SCALARS, migrate
+from finopsd.logschema import MIGRATIONS, NUMBERS, SCALARS, migrate, shown, total_of
 from finopsd.logtext import _MARK_CLOSE, _MARK_OPEN, _dumps, preview_of, prompt_text, response_text
 
 __all__ = ["LogStore", "MIGRATIONS", "migrate", "new_request_id", "prompt_text", "response_text"]
@@ -109,6 +109,12 @@ TOTALS_SQL: Final = (
     "count(*), total(r.prompt_tokens), total(r.completion_tokens), total(r.cost_usd), total(r.status = 'error'),"
     " total(coalesce(r.cost_without_cache_usd, r.cost_usd))"
 )
+# the same over in-range values only: about twice the work, so only when an odd value an older
+# version stored made a plain sum infinite
+BOUNDED_TOTALS_SQL: Final = (
+    f"count(*), {total_of('r.prompt_tokens')}, {total_of('r.completion_tokens')}, {total_of('r.cost_usd')},"
+    f" total(r.status = 'error'), {total_of('coalesce(r.cost_without_cache_usd, r.cost_usd)')}"
+)
 # bm25 weights (prompt_text, response_text). A prompt carries the whole conversation so
 # far, so a term in it also matches every later request of the session; the response is
 # what only this row said. Weighting the response 2:1 ranks the request where the term
@@ -122,7 +128,7 @@ SELECTIVE: Final = 5_000  # fewer matches than this: look rows up by id (see sea
 
 
 def _summary(row: sqlite3.Row) -> dict[str, Any]:
-    item = {k: row[k] for k in SCALARS}
+    item = {k: shown(row[k]) if k in NUMBERS else row[k] for k in SCALARS}
     item["id"] = row["request_id"]
     item["preview"] = row["preview"]
     item["stream"] = None if row["stream"] is None else bool(row["stream"])
@@ -150,7 +156,7 @@ def _decode_cursor(cursor: str, kind: str) -> tuple[float, int]:
         value, number = float(key), int(rowid)
     except ValueError:
         raise BadRequest("invalid cursor", param="cursor") from None
-    if cursor[:1] != kind or not math.isfinite(value):
+    if cursor[:1] != kind or not math.isfinite(value) or not -(2**63) <= number < 2**63:  # SQLite's integers
         raise BadRequest("invalid cursor for this order", param="cursor")
     return value, number
 
@@ -391,11 +397,14 @@ class LogStore:
             (math.floor(since_ts / 86400) * 86400,),
         )
         minutes = await self._reader.execute_fetchall(
-            "select key_name, team, cast(ts / 60 as integer) * 60.0 as minute, total(cost_usd) from requests"
+            f"select key_name, team, cast(ts / 60 as integer) * 60.0 as minute, {total_of('cost_usd')} from requests"
             " where ts >= ? and cost_usd > 0 and (key_name is not null or team is not null)"
             " group by key_name, team, minute",
             (max(since_ts, today),),
         )
+        # a day whose roll-up an odd stored cost made infinite is left out, as that cost is
+        days = [r for r in days if shown(r[3]) is not None]
+        minutes = [r for r in minutes if shown(r[3]) is not None]
         kept: dict[tuple[Any, Any], float] = {}
         for key_name, team, _, usd in minutes:
             kept[(key_name, team)] = kept.get((key_name, team), 0.0) + usd
@@ -412,13 +421,14 @@ class LogStore:
         column = USAGE_GROUPS[by]  # a fixed column name, never user text
         span = (since if since is not None else 0.0, until if until is not None else math.inf)
         rows = await self._reader.execute_fetchall(
-            f"select {column}, count(*), total(prompt_tokens), total(completion_tokens), total(cached_tokens),"
-            " total(reasoning_tokens), total(cost_usd), total(instr(coalesce(cost_flags, ''), 'unpriced') > 0),"
+            f"select {column}, count(*), {total_of('prompt_tokens')}, {total_of('completion_tokens')},"
+            f" {total_of('cached_tokens')}, {total_of('reasoning_tokens')}, {total_of('cost_usd')},"
+            " total(instr(coalesce(cost_flags, ''), 'unpriced') > 0),"
             " total(instr(coalesce(cost_flags, ''), 'estimated') > 0)"
             f" from requests where ts >= ? and ts < ? group by {column} order by 7 desc, 2 desc", span)
         # apart, from the covering index: cost_without_cache_usd sits after the text columns (m007)
         uncached = dict(await self._reader.execute_fetchall(
-            f"select {column}, total(coalesce(cost_without_cache_usd, cost_usd)) from requests"
+            f"select {column}, {total_of('coalesce(cost_without_cache_usd, cost_usd)')} from requests"
             f" where ts >= ? and ts < ? group by {column}", span))
         return [{by: r[0], "requests": r[1], "prompt_tokens": int(r[2]), "completion_tokens": int(r[3]),
                  "cached_tokens": int(r[4]), "reasoning_tokens": int(r[5]), "cost_usd": float(r[6]),
@@ -504,10 +514,13 @@ class LogStore:
             matched_params.append(match)
         totals: dict[str, Any] | None = None
         if with_totals:
-            rows = await self._reader.execute_fetchall(
-                f"select {TOTALS_SQL} from requests r{_where_sql(matched)}", matched_params
-            )  # the page's WHERE without the cursor
-            totals = _totals_dict(next(iter(rows)))
+            for sql in (TOTALS_SQL, BOUNDED_TOTALS_SQL):  # the page's WHERE without the cursor
+                rows = await self._reader.execute_fetchall(
+                    f"select {sql} from requests r{_where_sql(matched)}", matched_params)
+                row = next(iter(rows))
+                if all(shown(v) is not None for v in row):
+                    break
+            totals = _totals_dict(row)
             if totals["requests"] == 0:
                 return {"items": [], "next_cursor": None, "totals": totals}
         if by_rank and match is not None:

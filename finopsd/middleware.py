@@ -1,4 +1,4 @@
-"""Middlewares, one job each: request id, secrets scrubbed, errors as JSON, CORS preflight; headers on prepare."""
+"""Middlewares, one job each: request id, secrets scrubbed, errors as JSON, UTF-8 headers, CORS preflight; headers on prepare."""
 
 from __future__ import annotations
 
@@ -61,6 +61,20 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
 def _json_error(request: web.Request, err: GatewayError) -> web.Response:
     shape: ErrorShape = request.get(ERROR_SHAPE) or GatewayError.body
     return web.json_response(shape(err), status=err.status, headers=err.headers)
+
+
+@web.middleware
+async def utf8_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse header values that are not UTF-8: aiohttp hands them on surrogate-escaped, and
+    nothing later (a key digest, the log row, a header sent upstream) could encode them."""
+    for value in request.headers.values():
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise GatewayError("request header values must be UTF-8", status=400,
+                                   type="invalid_request_error", code="invalid_header") from None
+    return await handler(request)
 
 
 @web.middleware

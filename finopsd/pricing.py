@@ -35,6 +35,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from finopsd.usage import token_count
+
 if TYPE_CHECKING:
     from genai_prices import Usage
 
@@ -73,32 +75,28 @@ def genai_provider_id(name: str, protocol: str | None) -> str | None:
     return _ANY_PROVIDER  # a custom OpenAI-compatible proxy: its model names say what they are
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
 def _detail(usage: Mapping[str, Any], group: str, name: str) -> int:
     details = usage.get(group)
-    return _int(details.get(name)) if isinstance(details, dict) else 0
+    return token_count(details.get(name)) if isinstance(details, dict) else 0
 
 
 def cache_reads(usage: Mapping[str, Any]) -> int:
     """Prompt tokens read from a cache, under whichever name the provider reports them."""
-    return (_detail(usage, "prompt_tokens_details", "cached_tokens") or _int(usage.get("prompt_cache_hit_tokens"))
-            or _int(usage.get("cached_tokens")) or _int(usage.get("cache_read_input_tokens")))
+    return (_detail(usage, "prompt_tokens_details", "cached_tokens") or token_count(usage.get("prompt_cache_hit_tokens"))
+            or token_count(usage.get("cached_tokens")) or token_count(usage.get("cache_read_input_tokens")))
 
 
 def cache_writes(usage: Mapping[str, Any]) -> int:
     """Prompt tokens written to a cache (Anthropic, Bedrock, OpenRouter's Claude)."""
     return (_detail(usage, "prompt_tokens_details", "cache_creation_tokens")
             or _detail(usage, "prompt_tokens_details", "cache_write_tokens")
-            or _int(usage.get("cache_creation_input_tokens")))
+            or token_count(usage.get("cache_creation_input_tokens")))
 
 
 def token_counts(usage: Mapping[str, Any]) -> dict[str, int]:
     """The counts pricing needs, clamped so the partitions never exceed their totals."""
-    prompt = _int(usage.get("prompt_tokens"))
-    completion = _int(usage.get("completion_tokens"))
+    prompt = token_count(usage.get("prompt_tokens"))
+    completion = token_count(usage.get("completion_tokens"))
     read = min(cache_reads(usage), prompt)
     write = min(cache_writes(usage), prompt - read)
     write_1h = min(_detail(usage, "prompt_tokens_details", "ephemeral_1h_input_tokens"), write)

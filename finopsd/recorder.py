@@ -68,7 +68,9 @@ def row_of(ex: Exchange, content: bool) -> dict[str, Any]:
         "finish_reason": ex.transcript.finish_reason,
         "prompt_tokens": (usage or {}).get("prompt_tokens"),
         "completion_tokens": (usage or {}).get("completion_tokens"),
-        "cached_tokens": None if usage is None else cache_reads(usage),
+        # under any provider's name; unknown (None) when no name holds a count
+        "cached_tokens": None if usage is None else (
+            cache_reads(usage) or _detail(usage, "prompt_tokens_details", "cached_tokens")),
         "reasoning_tokens": _detail(usage, "completion_tokens_details", "reasoning_tokens"),
         "cost_usd": ex.cost_usd,
         "cost_without_cache_usd": ex.cost_without_cache_usd,

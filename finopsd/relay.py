@@ -26,9 +26,11 @@ from finopsd.errors import BadRequest, GatewayError, UpstreamError
 from finopsd.exchange import Exchange
 from finopsd.providers.base import Adapter, Target, UpstreamRequest
 from finopsd.providers.openai_compat import OpenAIAdapter
+from finopsd.providers.shape import check_chunk, check_completion, parsed
 from finopsd.router import can_fall_back, open_upstream, plan
 from finopsd.sse import DONE, frame
 from finopsd.upstream import read_error
+from finopsd.usage import with_cache_fields
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,8 @@ class OpenAIEmitter:
         self._patch: tuple[str, str, str] | None = None
 
     def whole(self, completion: dict[str, Any], raw: bytes, passthrough: bool) -> web.Response:
+        if _cache_fields_added(completion):
+            passthrough = False
         if passthrough:  # the upstream's own body, with only the model renamed when found verbatim
             patched = self._patch_model(completion, raw.decode())
             if patched is not None:
@@ -127,7 +131,8 @@ class OpenAIEmitter:
 
     def frame(self, event: str | None, payload: str, chunks: list[tuple[dict[str, Any], bool]],
               passthrough: bool) -> bytes:
-        if passthrough and len(chunks) == 1 and not chunks[0][1]:
+        added = [_cache_fields_added(chunk) for chunk, _ in chunks]  # every chunk, for Roo Code
+        if passthrough and len(chunks) == 1 and not chunks[0][1] and not added[0]:
             patched = self._patch_model(chunks[0][0], payload)
             if patched is not None:
                 return b"data: " + patched.encode() + b"\n\n"
@@ -155,6 +160,11 @@ class OpenAIEmitter:
 
     def error_frame(self, err: GatewayError) -> bytes:
         return frame(err.body())
+
+
+def _cache_fields_added(chunk: dict[str, Any]) -> bool:
+    usage = chunk.get("usage")
+    return isinstance(usage, dict) and with_cache_fields(usage)
 
 
 class RawEmitter:
@@ -286,12 +296,13 @@ async def _read_body(target: Target, upstream: aiohttp.ClientResponse) -> bytes:
 
 
 def _whole(ex: Exchange, adapter: Adapter, target: Target, body: bytes, emitter: Emitter) -> web.Response:
-    completion = adapter.parse_response(target, body)
+    name = target.provider.name
+    completion = check_completion(parsed(name, adapter.parse_response, target, body), name)
     ex.mark_first_token()
     choices = completion.get("choices") or [{}]
     ex.transcript.add_message(choices[0].get("message") or {})
     ex.transcript.finish_reason = choices[0].get("finish_reason")
-    ex.transcript.usage = completion.get("usage")
+    ex.transcript.set_usage(completion.get("usage"))
     ex.status_code = 200
     return emitter.whole(completion, body, getattr(adapter, "passthrough", False))
 
@@ -303,6 +314,7 @@ async def _stream(
     opts = leg.req.get("stream_options")
     include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
     fixer = (StreamNormaliser if leg.chat else UsageTap)(ex.transcript, include_usage=include_usage)
+    name = target.provider.name
     emitter = leg.emitter
     decoder = adapter.new_decoder()
     state = adapter.new_stream(target)
@@ -319,12 +331,12 @@ async def _stream(
                 out: list[bytes] = []
                 try:
                     for event, payload in decoder.feed(data) if data else decoder.close():
-                        piece = emitter.frame(event, payload, _repair(fixer, adapter.parse_event(
-                            state, event, payload)), passthrough)
+                        piece = emitter.frame(event, payload, _repair(fixer, name, parsed(
+                            name, adapter.parse_event, state, event, payload)), passthrough)
                         if piece:
                             out.append(piece)
                     if not data:  # chunks the adapter still owes, e.g. usage of a cut stream
-                        owed = _repair(fixer, adapter.finish_stream(state))
+                        owed = _repair(fixer, name, parsed(name, adapter.finish_stream, state))
                         if owed:
                             out.append(emitter.frame(None, "", owed, False))
                 finally:  # what came before an in-band error still reaches the client first
@@ -333,7 +345,7 @@ async def _stream(
                 if not data:
                     break
     except (TimeoutError, aiohttp.ClientError) as e:
-        _repair(fixer, adapter.finish_stream(state))  # the transcript keeps what usage arrived
+        _repair(fixer, name, parsed(name, adapter.finish_stream, state))  # keep what usage arrived
         raise read_error(target.provider, e) from None
     if not response.prepared:  # a 200 with no event at all (an HTML proxy page, an empty body)
         kind = upstream.headers.get("Content-Type", "no content type")
@@ -349,10 +361,11 @@ async def _stream(
         raise ClientGone() from None
 
 
-def _repair(fixer: StreamNormaliser | UsageTap, chunks: list[dict[str, Any]]) -> list[tuple[dict[str, Any], bool]]:
+def _repair(fixer: StreamNormaliser | UsageTap, provider: str,
+            chunks: list[dict[str, Any]]) -> list[tuple[dict[str, Any], bool]]:
     out = []
     for chunk in chunks:
-        repaired, changed = fixer.fix(chunk)
+        repaired, changed = fixer.fix(check_chunk(chunk, provider))
         if repaired is not None:
             out.append((repaired, changed))
     return out

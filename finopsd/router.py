@@ -24,6 +24,7 @@ from finopsd.deps import adapter_class
 from finopsd.errors import BadRequest, GatewayError
 from finopsd.exchange import Exchange
 from finopsd.providers.base import Adapter, BaseAdapter, Target, UpstreamRequest
+from finopsd.providers.shape import parsed
 from finopsd.scrub import Scrubber
 from finopsd.upstream import error_headers, send
 
@@ -208,7 +209,7 @@ async def open_upstream(
             if upstream.status < 400 and has_followup(adapter):
                 async with upstream:
                     first = await upstream.read()
-                follow = adapter.followup(target, first, stream=ex.stream)
+                follow = parsed(provider.name, lambda: adapter.followup(target, first, stream=ex.stream))
                 if follow is not None:
                     upstream = await send(session, provider, follow)
                 else:
@@ -217,7 +218,7 @@ async def open_upstream(
             if upstream.status < 400:
                 return upstream, adapter, target
             async with upstream:
-                err = adapter.parse_error(upstream.status, await upstream.read())
+                err = parsed(provider.name, adapter.parse_error, upstream.status, await upstream.read())
                 err.headers.update(error_headers(upstream))  # an echoed key is scrubbed on the way out (scrub.py)
         except GatewayError as e:
             err = e

@@ -32,3 +32,25 @@ def test_bad_input_is_a_value_error(wire: Any) -> None:
     for bad in (b"{", b"[1,]", b"\xff"):
         with pytest.raises(ValueError):
             wire.loads(bad)
+
+
+def test_both_paths_refuse_what_the_gateway_could_not_write_back(wire: Any) -> None:
+    limit = wire.MAX_DEPTH
+    assert wire.loads(b"[" * limit + b"]" * limit) is not None
+    for bad in (b"[" * (limit + 1) + b"]" * (limit + 1), b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+                b'{"a": NaN}', b"[Infinity]", b'{"a": 1e400}', b'{"a": -1e400}', b'{"a": "\\ud800"}',
+                b'{"a": "x\\udc00"}', '{"a": "é"}'.encode("utf-16"), b'{"a": "\xff"}'):
+        with pytest.raises(ValueError):
+            wire.loads(bad)
+        with pytest.raises(ValueError):
+            wire.loads(bad.decode("utf-8", "replace") if b"\xff" not in bad else bad)
+    assert wire.loads(b'{"a": "\\ud83d\\ude00"}') == {"a": "\U0001f600"}  # a whole pair is fine
+    big = wire.loads(b'{"n": 99999999999999999999999}')["n"]
+    assert big == 99999999999999999999999 or big == 1e23  # the stdlib keeps the int, orjson a float
+    wire.dumps(big)  # and either can be written back
+
+
+def test_a_wide_document_is_not_taken_for_a_deep_one(wire: Any) -> None:
+    wide = b"[" + b",".join([b"[[]]"] * 1000) + b"]"
+    assert len(wire.loads(wide)) == 1000
+    assert wire.loads('{"code": "' + "[" * 500 + '"}') == {"code": "[" * 500}  # brackets in a string

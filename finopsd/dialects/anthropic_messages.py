@@ -28,6 +28,7 @@ from finopsd.providers.canonical import (
     parse_arguments,
     tool_call,
 )
+from finopsd.usage import token_count
 
 Event = tuple[str, dict[str, Any]]
 
@@ -276,10 +277,10 @@ def usage_to_anthropic(usage: Any) -> dict[str, int]:
     """OpenAI usage → Anthropic usage, where input_tokens excludes cache reads and writes."""
     u = usage if isinstance(usage, dict) else {}
     read, written = cache_reads(u), cache_writes(u)  # under any provider's names (DeepSeek, OpenRouter…)
-    prompt = int(u.get("prompt_tokens") or 0)
+    prompt = token_count(u.get("prompt_tokens"))
     return {
         "input_tokens": max(prompt - read - written, 0),
-        "output_tokens": int(u.get("completion_tokens") or 0),
+        "output_tokens": token_count(u.get("completion_tokens")),
         "cache_read_input_tokens": read,
         "cache_creation_input_tokens": written,
     }

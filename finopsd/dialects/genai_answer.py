@@ -17,7 +17,9 @@ from __future__ import annotations
 import secrets
 from typing import Any, Final
 
+from finopsd.pricing import cache_reads
 from finopsd.providers.canonical import as_object, parse_arguments
+from finopsd.usage import token_count
 
 FINISH_REASONS: Final = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "function_call": "STOP",
                          "content_filter": "SAFETY"}
@@ -54,11 +56,9 @@ def error_body(status: int, message: str, name: str | None = None,
 def usage_metadata(usage: Any) -> dict[str, int]:
     """OpenAI usage → UsageMetadata, where candidates exclude thoughts and the prompt includes the cache."""
     u = as_object(usage)
-    prompt = int(u.get("prompt_tokens") or 0)
-    completion = int(u.get("completion_tokens") or 0)
-    thoughts = int(as_object(u.get("completion_tokens_details")).get("reasoning_tokens") or 0)
-    cached = int(as_object(u.get("prompt_tokens_details")).get("cached_tokens") or u.get("cache_read_input_tokens")
-                 or 0)
+    prompt, completion = token_count(u.get("prompt_tokens")), token_count(u.get("completion_tokens"))
+    thoughts = min(token_count(as_object(u.get("completion_tokens_details")).get("reasoning_tokens")), completion)
+    cached = cache_reads(u)  # under any provider's names
     meta = {"promptTokenCount": prompt, "candidatesTokenCount": max(completion - thoughts, 0),
             "totalTokenCount": prompt + completion}
     if thoughts:
@@ -160,7 +160,9 @@ class ChatToGenaiStream:
 
     def _add_call(self, call: dict[str, Any], pos: int) -> None:
         fn = as_object(call.get("function"))
-        known = self._calls.setdefault(call.get("index", pos), [call.get("id"), fn.get("name"), []])
+        key = call.get("index")
+        key = key if isinstance(key, (int, str)) else pos
+        known = self._calls.setdefault(key, [call.get("id"), fn.get("name"), []])
         if isinstance(fn.get("arguments"), str):
             known[2].append(fn["arguments"])
 

@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from finopsd.errors import BadRequest
 from finopsd.pricing import cache_reads, cache_writes
+from finopsd.usage import token_count
 
 Event = tuple[str, dict[str, Any]]
 
@@ -346,16 +347,16 @@ def usage_to_responses(usage: Any) -> dict[str, Any] | None:
     """Chat usage → Responses usage (input_tokens include cached ones, as prompt_tokens do)."""
     if not isinstance(usage, dict):
         return None
-    prompt, completion = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+    prompt, completion = token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens"))
     return {
         "input_tokens": prompt,
         # under any provider's names (DeepSeek's prompt_cache_hit_tokens, OpenRouter's cache_write_tokens…)
         "input_tokens_details": {"cached_tokens": cache_reads(usage), "cache_write_tokens": cache_writes(usage)},
         "output_tokens": completion,
         "output_tokens_details": {
-            "reasoning_tokens": _int(_obj(usage.get("completion_tokens_details")).get("reasoning_tokens")),
+            "reasoning_tokens": token_count(_obj(usage.get("completion_tokens_details")).get("reasoning_tokens")),
         },
-        "total_tokens": _int(usage.get("total_tokens")) or prompt + completion,
+        "total_tokens": token_count(usage.get("total_tokens")) or prompt + completion,
     }
 
 

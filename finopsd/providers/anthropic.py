@@ -40,6 +40,7 @@ from finopsd.providers.canonical import (
     load_object,
     tool_call,
 )
+from finopsd.usage import token_count
 
 # DEFAULT_MAX_TOKENS is the request side's (anthropic_request), named here too for its readers
 __all__ = [
@@ -87,10 +88,10 @@ ERROR_STATUS: Final = {
 
 def usage_to_openai(u: dict[str, Any]) -> dict[str, Any]:
     """Anthropic usage → OpenAI usage; input_tokens excludes cache reads and writes, so add them."""
-    fresh = int(u.get("input_tokens") or 0)
-    read = int(u.get("cache_read_input_tokens") or 0)
-    written = int(u.get("cache_creation_input_tokens") or 0)
-    output = int(u.get("output_tokens") or 0)
+    fresh = token_count(u.get("input_tokens"))
+    read = token_count(u.get("cache_read_input_tokens"))
+    written = token_count(u.get("cache_creation_input_tokens"))
+    output = token_count(u.get("output_tokens"))
     details = u.get("output_tokens_details")
     thinking = details.get("thinking_tokens") if isinstance(details, dict) else None
     prompt_details: dict[str, Any] = {"cached_tokens": read, "cache_creation_tokens": written}
@@ -104,7 +105,7 @@ def usage_to_openai(u: dict[str, Any]) -> dict[str, Any]:
         "completion_tokens": output,
         "total_tokens": fresh + read + written + output,
         "prompt_tokens_details": prompt_details,
-        "completion_tokens_details": {"reasoning_tokens": int(thinking or 0)},
+        "completion_tokens_details": {"reasoning_tokens": token_count(thinking)},
         # Roo Code reads these top-level names (CLIENTS.md) to show cache hits
         "cache_read_input_tokens": read,
         "cache_creation_input_tokens": written,

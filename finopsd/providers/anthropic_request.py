@@ -274,13 +274,17 @@ def _apply_thinking(body: dict[str, Any], model: str, effort: Any, max_given: bo
 # --- the whole body -------------------------------------------------------------------------
 
 
+def default_max_tokens(model: str) -> int:
+    """The ``max_tokens`` to send when the client gave none (Anthropic requires one)."""
+    return 4096 if _CLAUDE_3.search(model) else DEFAULT_MAX_TOKENS
+
+
 def messages_body(model: str, req: dict[str, Any], *, stream: bool) -> dict[str, Any]:
     """The Messages body for a canonical chat request."""
     system, messages = messages_to_anthropic(req.get("messages"))
     limit = requested_max_tokens(req)
     max_given = limit is not None
-    default = 4096 if _CLAUDE_3.search(model) else DEFAULT_MAX_TOKENS
-    body: dict[str, Any] = {"model": model, "max_tokens": limit if limit is not None else default}
+    body: dict[str, Any] = {"model": model, "max_tokens": limit if limit is not None else default_max_tokens(model)}
     if system:
         body["system"] = system
     body["messages"] = messages

@@ -20,13 +20,13 @@ raises ``GatewayError``.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 from urllib.parse import quote
 
 from finopsd.errors import BadRequest, GatewayError, UpstreamError, error_type_for_status
+from finopsd.jsonwire import loads
 from finopsd.sse import SSEDecoder
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ def upstream_error(status: int, body: bytes, provider: str | None = None) -> Gat
     """Map an upstream error body (OpenAI, Anthropic, Google or plain text) to a GatewayError."""
     message, etype, code, param = None, None, None, None
     try:
-        parsed = json.loads(body)
+        parsed = loads(body)
     except (ValueError, UnicodeDecodeError):
         parsed = None
     if isinstance(parsed, list) and parsed:  # Gemini sometimes wraps errors in a list

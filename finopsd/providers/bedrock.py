@@ -41,6 +41,7 @@ from botocore.eventstream import EventStreamBuffer, ParserError
 from botocore.utils import percent_encode
 
 from finopsd.errors import GatewayError, UpstreamError, error_type_for_status
+from finopsd.jsonwire import loads
 from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, upstream_error
 from finopsd.providers.bedrock_request import converse_body
 from finopsd.providers.cache_points import place_converse
@@ -52,6 +53,7 @@ from finopsd.providers.canonical import (
     load_object,
     tool_call,
 )
+from finopsd.usage import token_count
 
 if TYPE_CHECKING:
     from finopsd.config import ProviderConfig
@@ -108,10 +110,10 @@ def sign(provider: ProviderConfig, url: str, body: bytes, headers: dict[str, str
 
 def usage_to_openai(u: dict[str, Any]) -> dict[str, Any]:
     """Bedrock TokenUsage → OpenAI usage; ``inputTokens`` excludes cache reads and writes."""
-    fresh = int(u.get("inputTokens") or 0)
-    read = int(u.get("cacheReadInputTokens") or 0)
-    written = int(u.get("cacheWriteInputTokens") or 0)
-    output = int(u.get("outputTokens") or 0)
+    fresh = token_count(u.get("inputTokens"))
+    read = token_count(u.get("cacheReadInputTokens"))
+    written = token_count(u.get("cacheWriteInputTokens"))
+    output = token_count(u.get("outputTokens"))
     prompt = fresh + read + written
     details: dict[str, Any] = {"cached_tokens": read, "cache_creation_tokens": written}
     for entry in u.get("cacheDetails") or ():  # writes per TTL: 1h ones cost more (pricing needs the split)
@@ -196,7 +198,7 @@ def stream_error(kind: str, payload: str, provider: str) -> UpstreamError:
     name = kind.partition(":")[2]
     message = payload
     try:
-        parsed = json.loads(payload)
+        parsed = loads(payload)
         if isinstance(parsed, dict):
             message = parsed.get("message") or parsed.get("Message") or payload
     except ValueError:
@@ -298,7 +300,7 @@ class BedrockAdapter(BaseAdapter):
         if status == 424:  # ModelErrorException: the model failed; OpenAI clients know 502
             status = 502
         try:
-            parsed = json.loads(body)
+            parsed = loads(body)
         except (ValueError, UnicodeDecodeError):
             parsed = None
         if isinstance(parsed, dict) and "message" not in parsed and isinstance(parsed.get("Message"), str):

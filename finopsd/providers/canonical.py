@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from finopsd.errors import UpstreamError
+from finopsd.jsonwire import loads
 
 __all__ = [
     "StreamState",
@@ -57,7 +58,7 @@ def load_object(data: bytes | str, provider: str, *, first_of_list: bool = False
     ``first_of_list``: Google sometimes wraps a body (an error, mostly) in a one-item list.
     """
     try:
-        parsed = json.loads(data)
+        parsed = loads(data)
     except ValueError:
         raise UpstreamError(f"{provider}: upstream sent invalid JSON") from None
     if first_of_list and isinstance(parsed, list) and parsed:
@@ -90,7 +91,7 @@ def parse_arguments(arguments: Any) -> dict[str, Any]:
     if not isinstance(arguments, str) or not arguments.strip():
         return {}
     try:
-        parsed = json.loads(arguments)
+        parsed = loads(arguments)
     except ValueError:
         return {"arguments": arguments}
     return parsed if isinstance(parsed, dict) else {"value": parsed}
@@ -119,8 +120,11 @@ def trim_prefill(messages: list[dict[str, Any]]) -> None:
 
 def requested_max_tokens(req: dict[str, Any]) -> int | None:
     """The output limit asked for (``max_completion_tokens`` first, as OpenAI reads them), if valid."""
-    limit = req.get("max_completion_tokens") or req.get("max_tokens")
-    return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+    for name in ("max_completion_tokens", "max_tokens"):
+        limit = req.get(name)
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            return limit
+    return None
 
 
 def content_text(content: Any, sep: str = "") -> str:

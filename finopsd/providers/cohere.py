@@ -43,6 +43,7 @@ from finopsd.providers.canonical import (
     requested_stops,
     tool_call,
 )
+from finopsd.usage import token_count
 
 FINISH_REASONS: Final = {
     "COMPLETE": "stop",
@@ -183,13 +184,13 @@ def usage_to_openai(u: dict[str, Any]) -> dict[str, Any]:
     """Cohere usage → OpenAI usage: billed units (what is charged), else raw tokens."""
     billed, tokens = as_object(u.get("billed_units")), as_object(u.get("tokens"))
     source = billed if billed.get("input_tokens") is not None or billed.get("output_tokens") is not None else tokens
-    prompt = int(source.get("input_tokens") or 0)
-    completion = int(source.get("output_tokens") or 0)
+    prompt = token_count(source.get("input_tokens"))
+    completion = token_count(source.get("output_tokens"))
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": int(u.get("cached_tokens") or 0)},
+        "prompt_tokens_details": {"cached_tokens": token_count(u.get("cached_tokens"))},
         "completion_tokens_details": {"reasoning_tokens": 0},
     }
 

@@ -42,6 +42,7 @@ from typing import Any, Final
 from urllib.parse import urlparse
 
 from finopsd.errors import UpstreamError
+from finopsd.jsonwire import loads
 from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, path_segment, upstream_error
 from finopsd.providers.canonical import (
     StreamState,
@@ -51,8 +52,10 @@ from finopsd.providers.canonical import (
     data_url_parts,
     load_object,
     parse_arguments,
+    requested_max_tokens,
     tool_call,
 )
+from finopsd.usage import token_count
 
 SIGNATURE_MARK: Final = "__ts_"
 # documented placeholder for function calls Gemini did not sign itself
@@ -184,7 +187,7 @@ def _tool_result_parts(msg: dict[str, Any], names: dict[str, str]) -> list[dict[
         # the call it answers was cut from the history (context condensing): keep it as text
         return [{"text": f"[result of tool call {decode_call_id(call_id)[0]}]\n{text}"}, *extras]
     try:
-        parsed = json.loads(text) if text.lstrip().startswith("{") else None
+        parsed = loads(text) if text.lstrip().startswith("{") else None
     except ValueError:
         parsed = None
     # the docs: "output" holds the function's output; an object is taken as the output whole
@@ -275,7 +278,7 @@ def _generation_config(model: str, req: dict[str, Any]) -> dict[str, Any]:
                          ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty")):
         if req.get(ours) is not None:
             gen[theirs] = req[ours]
-    limit = req.get("max_completion_tokens") or req.get("max_tokens")
+    limit = requested_max_tokens(req)
     if limit:
         gen["maxOutputTokens"] = limit
     stop = req.get("stop")
@@ -298,12 +301,12 @@ def _generation_config(model: str, req: dict[str, Any]) -> dict[str, Any]:
 
 def usage_from_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     """UsageMetadata → OpenAI usage. Thought tokens are billed as output, so they count as completion."""
-    prompt = int(meta.get("promptTokenCount") or 0)  # includes the cached part
-    thoughts = int(meta.get("thoughtsTokenCount") or 0)
-    completion = int(meta.get("candidatesTokenCount") or 0) + thoughts
-    details: dict[str, Any] = {"cached_tokens": int(meta.get("cachedContentTokenCount") or 0)}
+    prompt = token_count(meta.get("promptTokenCount"))  # includes the cached part
+    thoughts = token_count(meta.get("thoughtsTokenCount"))
+    completion = token_count(meta.get("candidatesTokenCount")) + thoughts
+    details: dict[str, Any] = {"cached_tokens": token_count(meta.get("cachedContentTokenCount"))}
     if meta.get("toolUsePromptTokenCount"):
-        details["tool_use_prompt_tokens"] = int(meta["toolUsePromptTokenCount"])
+        details["tool_use_prompt_tokens"] = token_count(meta["toolUsePromptTokenCount"])
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from finopsd.errors import UpstreamError
+from finopsd.jsonwire import loads
 from finopsd.providers.base import Target, UpstreamRequest
 from finopsd.providers.openai_compat import OpenAIAdapter
 
@@ -88,7 +89,7 @@ class ResponsesAdapter(OpenAIAdapter):
 
     def parse_event(self, state: ResponsesStream, event: str | None, data: str) -> list[dict[str, Any]]:
         try:
-            ev = json.loads(data)
+            ev = loads(data)
         except ValueError:
             raise UpstreamError("openai: upstream sent an invalid Responses event") from None
         kind = ev.get("type") if isinstance(ev, dict) else None

@@ -33,6 +33,7 @@ from typing import Any, Final
 from yarl import URL
 
 from finopsd.errors import BadRequest, GatewayError, UpstreamError, UpstreamTimeout
+from finopsd.jsonwire import loads
 from finopsd.providers.base import BaseAdapter, Target, UpstreamRequest, path_segment, upstream_error
 from finopsd.providers.canonical import (
     StreamState,
@@ -43,6 +44,7 @@ from finopsd.providers.canonical import (
     load_object,
     requested_max_tokens,
 )
+from finopsd.usage import token_count
 
 RUNNING: Final = frozenset({"starting", "processing"})
 ROLE_LABELS: Final = {"user": "User", "assistant": "Assistant", "tool": "Tool result"}
@@ -113,7 +115,7 @@ def usage_of(metrics: Any) -> dict[str, Any] | None:
     m = as_object(metrics)
     if not is_number(m.get("input_token_count")) and not is_number(m.get("output_token_count")):
         return None
-    prompt, completion = int(m.get("input_token_count") or 0), int(m.get("output_token_count") or 0)
+    prompt, completion = token_count(m.get("input_token_count")), token_count(m.get("output_token_count"))
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
 
@@ -149,7 +151,7 @@ def stream_event(s: ReplicateStream, event: str | None, data: str) -> list[dict[
     if event == "error":
         detail = data
         try:
-            detail = str(as_object(json.loads(data)).get("detail") or data)
+            detail = str(as_object(loads(data)).get("detail") or data)
         except ValueError:
             pass
         raise UpstreamError(f"{s.provider}: {detail or 'prediction failed'}", code="prediction_failed")
@@ -158,7 +160,7 @@ def stream_event(s: ReplicateStream, event: str | None, data: str) -> list[dict[
             return []
         s.finished = True
         try:
-            done = as_object(json.loads(data))
+            done = as_object(loads(data))
         except ValueError:
             done = {}
         if done.get("reason") in ("canceled", "error"):

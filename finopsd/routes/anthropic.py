@@ -21,6 +21,7 @@ from finopsd.caching import auto_cache_ttl
 from finopsd.dialects.anthropic_messages import ChatToMessagesStream, chat_to_message, error_body, messages_to_chat
 from finopsd.errors import GatewayError
 from finopsd.middleware import ERROR_SHAPE
+from finopsd.providers.anthropic_request import default_max_tokens
 from finopsd.providers.base import Adapter, Target, UpstreamRequest
 from finopsd.providers.cache_points import place_messages
 from finopsd.relay import Leg, RawEmitter, relay, run_exchange
@@ -97,6 +98,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     def leg() -> Leg:
         provider, upstream_model = split_model(config, target_model)  # 400 for an unknown provider comes from here
         if provider.type == "anthropic":
+            # a limit dropped as non-positive (read_json) is one Anthropic still requires
+            body.setdefault("max_tokens", default_max_tokens(upstream_model))
             # after governance's pre-hook, which put the key's and team's caching settings on ex
             place_messages(body, upstream_model, auto_cache_ttl(provider.caching, ex.caching))
             build = native_build(request, body, "/v1/messages")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -10,13 +10,17 @@ from finopsd.errors import BadRequest
 from finopsd.jsonwire import loads
 from finopsd.exchange import Exchange
 from finopsd.middleware import REQUEST_ID
+from finopsd.providers.canonical import is_number
 
 # the body as received, for work that a byte scan can skip (the log's image placeholders)
 RAW_BODY: web.RequestKey[bytes] = web.RequestKey("raw_body", bytes)
+# output limits of every dialect; clients send 0 or -1 for "none" (Roo Code: -1), which
+# upstreams refuse, so a limit that is not positive is treated as absent
+TOKEN_LIMITS: Final = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
-    """The body as a JSON object (413 for an oversized body comes from aiohttp's limit)."""
+    """The body as a JSON object, without non-positive token limits (413 comes from aiohttp's limit)."""
     raw = await request.read()
     request[RAW_BODY] = raw
     if not raw.strip():
@@ -27,6 +31,9 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise BadRequest(f"request body is not valid JSON: {e}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object", code="invalid_json")
+    for name in TOKEN_LIMITS:
+        if is_number(body.get(name)) and body[name] <= 0:
+            del body[name]
     return body
 
 

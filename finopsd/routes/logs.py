@@ -45,7 +45,8 @@ __all__ = ["add_routes", "parse_filters", "parse_time", "search_items"]
 MAX_LIMIT: Final = 500
 DEFAULT_LIMIT: Final = 50
 STATUSES: Final = ("ok", "error", "client_closed")
-_EPOCH: Final = re.compile(r"[+-]?\d+(\.\d+)?")
+_EPOCH: Final = re.compile(r"[+-]?[0-9]{1,20}(\.[0-9]{1,20})?")
+_DIGITS: Final = re.compile(r"[0-9]{1,6}")  # ASCII only: "²".isdigit() is true and int("²") fails
 TRUE: Final = ("true", "1", "yes", "on")
 FALSE: Final = ("false", "0", "no", "off")
 
@@ -70,14 +71,14 @@ def parse_time(value: str, param: str) -> float:
         if _EPOCH.fullmatch(text):
             return float(text)
         moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)  # the pages show UTC, so a bare time means UTC
+        return moment.timestamp()
     except (ValueError, OverflowError):
         raise BadRequest(
             f"{param} must be an ISO 8601 time (2026-01-31T09:00Z) or epoch seconds, got {value[:40]!r}",
             param=param,
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # the pages show UTC, so a bare time means UTC
-    return moment.timestamp()
 
 
 def _number(value: str, param: str) -> float:
@@ -129,7 +130,7 @@ def parse_filters(query: Mapping[str, str]) -> dict[str, Any]:
             kw[param] = _number(query[param].strip(), param)
     if query.get("limit", "").strip():
         limit = query["limit"].strip()
-        if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
+        if not _DIGITS.fullmatch(limit) or not 1 <= int(limit) <= MAX_LIMIT:
             raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit[:40]!r}", param="limit")
         kw["limit"] = int(limit)
     order = query.get("order", "") or "newest"

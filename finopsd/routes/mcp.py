@@ -53,6 +53,7 @@ from finopsd.admin import is_loopback
 from finopsd.appkeys import RUNTIME
 from finopsd.errors import GatewayError, error_type_for_status
 from finopsd.exchange import Exchange, ToolCall, new_request_id
+from finopsd.jsonwire import loads
 from finopsd.mcp_upstream import MCP_HUB, Upstream, UpstreamFailure, UpstreamRpcError
 from finopsd.middleware import REQUEST_ID
 from finopsd.relay import run_exchange
@@ -209,7 +210,7 @@ async def post(request: web.Request) -> web.StreamResponse:
         return _refusal(406, INVALID_REQUEST, "Accept must list application/json and text/event-stream")
     sse_ok = any(t in accept for t in ("text/event-stream", "*/*", "text/*"))
     try:
-        body = json.loads(await request.read())
+        body = loads(await request.read())
     except ValueError:
         return _refusal(400, PARSE_ERROR, "Parse error: the body is not JSON")
     version = request.headers.get(VERSION_HEADER)

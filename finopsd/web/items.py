@@ -17,6 +17,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from finopsd.jsonwire import loads
 from finopsd.logtext import WHITESPACE, as_messages
 
 __all__ = [
@@ -147,7 +148,7 @@ def pretty_json(arguments: Any) -> str:
     value = arguments
     if isinstance(arguments, str):
         try:
-            value = json.loads(arguments)
+            value = loads(arguments)
         except ValueError:
             return arguments
     return json.dumps(value, indent=2, ensure_ascii=False)
