@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from finopsd.errors import GatewayError
 from finopsd.providers.base import Adapter, BaseAdapter, FrameDecoder, Target, UpstreamRequest, path_segment
 from finopsd.router import adapter_for
+from finopsd.sse import DEFAULT_MAX_EVENT
 
 if TYPE_CHECKING:
     from finopsd.config import ProviderConfig
@@ -80,8 +81,8 @@ class NativeReader(BaseAdapter):
             return {"choices": [{"index": 0, "message": {"role": "assistant", "content": ""},
                                  "finish_reason": "content_filter"}]}
 
-    def new_decoder(self) -> FrameDecoder:
-        return self.inner.new_decoder()
+    def new_decoder(self, max_event: int = DEFAULT_MAX_EVENT) -> FrameDecoder:
+        return self.inner.new_decoder(max_event)
 
     def new_stream(self, target: Target) -> Any:
         return self.inner.new_stream(target)
