@@ -21,16 +21,22 @@ from typing import TYPE_CHECKING, Final, TypeVar
 from aiohttp import web
 
 from finopsd.appkeys import GOVERNANCE
+from finopsd.governance import PRESENTED_KEY
 from finopsd.middleware import ERROR_SHAPE, ErrorShape, Handler
 
 if TYPE_CHECKING:
     from finopsd.config import VirtualKey
 
-__all__ = ["CALLER", "Mark", "access_of", "admin", "admin_page", "authenticate", "exchange", "key", "public"]
+__all__ = ["CALLER", "Mark", "access_of", "admin", "admin_page", "authenticate", "dialect_exchange", "exchange", "key",
+           "public"]
 
 # the admitted caller of a ``key`` route: its key, or None for an anonymous caller (auth optional)
 CALLER: Final[web.RequestKey[VirtualKey | None]] = web.RequestKey("caller")
 ATTR: Final = "finopsd_access"
+
+
+# where else than the headers a dialect takes the key from (the Gemini API's ``?key=``)
+KeySource = Callable[[web.Request], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ class Mark:
     level: str  # public | key | exchange | admin
     page: bool = False  # admin: an HTML page (a browser without the token goes to /login)
     shape: ErrorShape | None = None  # refusals in the route's own dialect
+    presented: KeySource | None = None  # key and exchange: a key presented outside the headers
 
 
 H = TypeVar("H", bound=Handler)
@@ -57,8 +64,13 @@ admin: Final = _marker(Mark("admin"))
 admin_page: Final = _marker(Mark("admin", page=True))
 
 
-def key(shape: ErrorShape | None = None) -> Callable[[H], H]:
-    return _marker(Mark("key", shape=shape))
+def key(shape: ErrorShape | None = None, presented: KeySource | None = None) -> Callable[[H], H]:
+    return _marker(Mark("key", shape=shape, presented=presented))
+
+
+def dialect_exchange(shape: ErrorShape, presented: KeySource | None = None) -> Callable[[H], H]:
+    """``exchange``, for a route of another dialect: refusals in its shape, perhaps its own key source."""
+    return _marker(Mark("exchange", shape=shape, presented=presented))
 
 
 CLOSED: Final = Mark("admin")
@@ -78,8 +90,11 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if mark is not None:
         if mark.shape is not None:
             request[ERROR_SHAPE] = mark.shape
+        presented = mark.presented(request) if mark.presented is not None else None
+        if presented:
+            request[PRESENTED_KEY] = presented  # for the governance hook of an ``exchange`` route, too
         if mark.level == "key":
-            request[CALLER] = await request.app[GOVERNANCE].caller(request.headers)
+            request[CALLER] = await request.app[GOVERNANCE].caller(request.headers, presented)
         elif mark.level == "admin":
             (admin_access.require_admin_page if mark.page else admin_access.require_admin)(request)
     return await handler(request)

@@ -16,7 +16,7 @@ from finopsd.middleware import (
     INFLATE_SLOTS, cors_preflight, errors_as_json, in_flight, on_prepare, request_body, request_id, scrub_secrets,
     utf8_headers,
 )
-from finopsd.routes import anthropic, health, openai, responses
+from finopsd.routes import anthropic, genai, health, openai, responses
 from finopsd.routes import logs
 from finopsd.routes import keys
 from finopsd.routes import mcp
@@ -57,6 +57,7 @@ def build_app(config: Config) -> web.Application:
     openai.add_routes(app.router)
     anthropic.add_routes(app.router)
     responses.add_routes(app.router)
+    genai.add_routes(app.router)
     health.add_routes(app.router)
     admin.add_routes(app.router)
     openapi.add_routes(app.router)

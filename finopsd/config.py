@@ -1,7 +1,7 @@
 """YAML config → frozen dataclasses. Every error names the file line and key path.
 
 ``yamldoc`` reads YAML keeping each value's line; this module holds the server,
-storage, logs, providers, aliases, fallbacks and anthropic sections and puts the
+storage, logs, providers, aliases, fallbacks, anthropic and gemini sections and puts the
 whole ``Config`` together; ``keyconfig`` and ``mcpconfig`` hold their sections.
 """
 
@@ -31,6 +31,8 @@ DEFAULT_ALLOWED_HEADERS: Final = (
     "X-Requested-With",
     "X-Stainless-Timeout",
     "X-Api-Key",
+    "X-Goog-Api-Key",  # the Google GenAI SDKs' key header, and their client header
+    "X-Goog-Api-Client",
 )
 
 
@@ -129,6 +131,8 @@ class Config:
     fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # /anthropic route: Claude Code's model names → any provider/model (`anthropic.model_map`)
     anthropic_model_map: Mapping[str, str] = field(default_factory=dict)
+    # /genai route: the Gemini names Gemini CLI sends → any provider/model (`gemini.model_map`)
+    gemini_model_map: Mapping[str, str] = field(default_factory=dict)
     auth: AuthConfig = field(default_factory=AuthConfig)
     teams: Mapping[str, TeamConfig] = field(default_factory=dict)
     virtual_keys: tuple[VirtualKey, ...] = ()
@@ -234,6 +238,19 @@ def _provider(doc: Doc, name: str, data: Any, env: Mapping[str, str]) -> Provide
     )
 
 
+def _model_map(doc: Doc, top: Reader, section: str, providers: Mapping[str, ProviderConfig],
+               aliases: Mapping[str, str]) -> dict[str, str]:
+    """``<section>.model_map``: a client's own model names → provider/model (or an alias of one)."""
+    sec = Reader(doc, top.data.get(section), section, {"model_map"})
+    mm = Reader(doc, sec.data.get("model_map"), f"{section}.model_map", set(sec.data.get("model_map") or {}))
+    model_map = {name: mm.get(name, str) for name in mm.data}
+    for name, target in model_map.items():
+        prefix, slash, _ = aliases.get(target, target).partition("/")
+        if not slash or prefix not in providers:
+            raise doc.error(f"{section}.model_map.{name}", f"{target!r} names no configured provider")
+    return model_map
+
+
 def default_data_dir(env: Mapping[str, str]) -> Path:
     """The per-user data dir (XDG), where SQLite lives when the config names no path."""
     base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "share")
@@ -245,7 +262,7 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
     env = os.environ if env is None else env
     doc = Doc(filename, text)
     top = Reader(doc, doc.data, "", {"server", "storage", "logs", "providers", "aliases", "fallbacks", "anthropic",
-                                      "auth", "teams", "virtual_keys", "pricing", "mcp"})
+                                      "gemini", "auth", "teams", "virtual_keys", "pricing", "mcp"})
     st = Reader(doc, top.data.get("storage"), "storage", {"path"})
     storage = StorageConfig(path=st.get("path", str) or str(default_data_dir(env) / "finops.db"))
     pr = Reader(doc, top.data.get("providers"), "providers", set(top.data.get("providers") or {}))
@@ -262,13 +279,7 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
             prefix, slash, _ = aliases.get(target, target).partition("/")
             if not slash or prefix not in providers:
                 raise doc.error(f"fallbacks.{name}[{i}]", f"{target!r} names no configured provider")
-    an = Reader(doc, top.data.get("anthropic"), "anthropic", {"model_map"})
-    mm = Reader(doc, an.data.get("model_map"), "anthropic.model_map", set(an.data.get("model_map") or {}))
-    model_map = {name: mm.get(name, str) for name in mm.data}
-    for name, target in model_map.items():
-        prefix, slash, _ = aliases.get(target, target).partition("/")
-        if not slash or prefix not in providers:
-            raise doc.error(f"anthropic.model_map.{name}", f"{target!r} names no configured provider")
+    model_map, gemini_map = (_model_map(doc, top, section, providers, aliases) for section in ("anthropic", "gemini"))
     lg = Reader(doc, top.data.get("logs"), "logs", {"content", "retention_days"})
     logs = LogsConfig(content=lg.get("content", bool, True), retention_days=lg.number("retention_days", 30))
     auth, teams, virtual_keys, pricing = governance_section(doc, top, env)
@@ -280,6 +291,7 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
         aliases=aliases,
         fallbacks=fallbacks,
         anthropic_model_map=model_map,
+        gemini_model_map=gemini_map,
         auth=auth,
         teams=teams,
         virtual_keys=virtual_keys,

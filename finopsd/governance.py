@@ -55,7 +55,7 @@ from finopsd.appkeys import GOVERNANCE, LOGSTORE
 from finopsd.errors import GatewayError
 from finopsd.exchange import Exchange
 from finopsd.pricing import Pricer, cache_reads, cache_writes
-from finopsd.router import permits, plan, resolve_model
+from finopsd.router import NATIVE_NAMES, permits, plan, resolve_model
 from finopsd.spend import (
     Counter, Ledger, SlidingWindow, estimate_usage, iso, usd_text, window_end, window_start,
 )
@@ -64,12 +64,14 @@ if TYPE_CHECKING:
     from finopsd.config import Budget, Config, RateLimit, VirtualKey
     from finopsd.runtime import Runtime
 
-__all__ = ["Governance", "find_key", "new_virtual_key", "offline_report", "open_governance",
+__all__ = ["PRESENTED_KEY", "Governance", "find_key", "new_virtual_key", "offline_report", "open_governance",
            "presented_key"]
 
 log = logging.getLogger(__name__)
 
-KEY_HEADERS: Final = ("x-api-key", "api-key")  # besides Authorization: Bearer
+KEY_HEADERS: Final = ("x-api-key", "api-key", "x-goog-api-key")  # besides Authorization: Bearer
+# a key a dialect route found outside the headers (the Gemini API's ``?key=``): it wins
+PRESENTED_KEY: web.RequestKey[str] = web.RequestKey("presented_key", str)
 DEFAULT_OUTPUT_TOKENS: Final = 4096  # reserved for a request that names no output limit
 OUTPUT_LIMITS: Final = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 MAX_CHOICES: Final = 128
@@ -88,7 +90,7 @@ class SpendSource(Protocol):
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key from ``Authorization: Bearer``, ``x-api-key`` or ``api-key``, first found."""
+    """The key from ``Authorization: Bearer``, ``x-api-key``, ``api-key`` or ``x-goog-api-key``, first found."""
     scheme, _, value = headers.get("Authorization", "").strip().partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
@@ -217,9 +219,10 @@ class Governance:
 
     # ---------------------------------------------------------------- pre
 
-    def identify(self, headers: Mapping[str, str]) -> tuple[str | None, VirtualKey | None]:
-        """The key presented, and the configured key it is (None when none matches)."""
-        presented = presented_key(headers)
+    def identify(self, headers: Mapping[str, str],
+                 presented: str | None = None) -> tuple[str | None, VirtualKey | None]:
+        """The key presented (``presented``, else from the headers), and the configured key it is (or None)."""
+        presented = presented or presented_key(headers)
         return presented, find_key(self.config.virtual_keys, presented) if presented else None
 
     def admit_key(self, presented: str | None, key: VirtualKey | None, now: float) -> VirtualKey | None:
@@ -248,19 +251,19 @@ class Governance:
         if key.models is None or ex.model is None:
             return
         names = [ex.model]
-        fallbacks = (ex.request or {}).get("fallbacks") if ex.route != "messages" else None
+        fallbacks = (ex.request or {}).get("fallbacks") if ex.route not in NATIVE_NAMES else None
         if isinstance(fallbacks, list):
             names += [f for f in fallbacks if isinstance(f, str)]
         for name in names:
-            if ex.route == "messages" and name == ex.model:
-                # Claude Code's names, mapped as that route maps them
-                self.check_model(key, name, resolve_model(self.config, name))
+            if ex.route in NATIVE_NAMES and name == ex.model:
+                # Claude Code's and Gemini CLI's names, mapped as their routes map them
+                self.check_model(key, name, resolve_model(self.config, name, ex.route))
             else:
                 self.check_model(key, name)
 
     def check_model(self, key: VirtualKey | None, name: str, resolved: str | None = None) -> None:
         """403 unless ``name`` as written, or the provider/model it resolves to, passes the key's globs
-        (``resolved``: where the route sends a name the router cannot split, Claude Code's)."""
+        (``resolved``: where the route sends a name the router cannot split, Claude Code's or Gemini CLI's)."""
         if key is None or key.models is None:
             return
         if not may_use(key, (name,)) and not permits(key.models, self.config, resolved or name):
@@ -349,7 +352,7 @@ class Governance:
     async def pre(self, ex: Exchange, request: web.Request) -> None:
         await self.sync()
         now = self.clock()
-        presented, key = self.identify(request.headers)
+        presented, key = self.identify(request.headers, request.get(PRESENTED_KEY))
         if key is not None:  # named on the log row, also when refused below
             ex.key_name, ex.team = key.name, key.team
         key = self.admit_key(presented, key, now)
@@ -407,10 +410,10 @@ class Governance:
 
     # ---------------------------------------------------------------- views
 
-    async def caller(self, headers: Mapping[str, str]) -> VirtualKey | None:
+    async def caller(self, headers: Mapping[str, str], presented: str | None = None) -> VirtualKey | None:
         """The admitted caller's key (None: anonymous, only when auth is optional); else 401."""
         await self.sync()
-        return self.admit_key(*self.identify(headers), self.clock())
+        return self.admit_key(*self.identify(headers, presented), self.clock())
 
     @staticmethod
     def visible_models(key: VirtualKey | None, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:

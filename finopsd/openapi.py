@@ -63,12 +63,22 @@ PASSTHROUGH_REQUEST = {
 }
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
-    content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+GOOGLE_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["code", "message", "status"], "properties": {
+        "code": {"type": "integer"}, "message": {"type": "string"},
+        "status": {"type": "string", "description": "INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, "
+                                                    "RESOURCE_EXHAUSTED, NOT_FOUND, UNAVAILABLE, …"}}}},
+}
+
+
+def _errors(*statuses: int, schema: str = "Error") -> dict[str, Any]:
+    content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
     return {str(s): {"description": "error", "content": content} for s in statuses}
 
 
-def _post(summary: str, schema: dict[str, Any], *statuses: int) -> dict[str, Any]:
+def _post(summary: str, schema: dict[str, Any], *statuses: int, error: str = "Error") -> dict[str, Any]:
     return {
         "post": {
             "summary": summary,
@@ -78,7 +88,7 @@ def _post(summary: str, schema: dict[str, Any], *statuses: int) -> dict[str, Any
                     "description": "the answer; `text/event-stream` when `stream` is true",
                     "content": {"application/json": {}, "text/event-stream": {}},
                 },
-                **_errors(*statuses),
+                **_errors(*statuses, schema=error),
             },
         }
     }
@@ -101,6 +111,32 @@ def document() -> dict[str, Any]:
          "properties": {"model": {"type": "string"}, "messages": {"type": "array"}, "stream": {"type": "boolean"},
                         "max_tokens": {"type": "integer"}}},
         400, 401, 402, 403, 413, 429, 500, 502, 503, 504)
+    genai_body = {"type": "object", "required": ["contents"], "additionalProperties": True,
+                  "properties": {"contents": {"type": "array"}, "systemInstruction": {"type": "object"},
+                                 "tools": {"type": "array"}, "generationConfig": {"type": "object"}}}
+    model_param = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"},
+                   "description": "provider/model, an alias, a gemini.model_map name, or a bare Gemini name"}
+    key_param = {"name": "key", "in": "query", "schema": {"type": "string"},
+                 "description": "the virtual key, as Gemini clients may send it (else x-goog-api-key or Bearer)"}
+    for version in ("v1beta", "v1"):
+        base = f"/genai/{version}/models"
+        for method, summary in (
+            ("generateContent", "Gemini API dialect (Gemini CLI, google-genai): native to Gemini and Vertex, "
+                                "translated elsewhere"),
+            ("streamGenerateContent", "The same, streamed: SSE with alt=sse, else one JSON array"),
+            ("countTokens", "Exact for Gemini providers, an estimate for others"),
+        ):
+            op = _post(summary, genai_body, 400, 401, 402, 403, 404, 413, 429, 500, 502, 503, 504,
+                       error="GoogleError")
+            op["post"]["parameters"] = [model_param, key_param] + (
+                [{"name": "alt", "in": "query", "schema": {"type": "string", "enum": ["sse"]}}]
+                if method == "streamGenerateContent" else [])
+            paths[f"{base}/{{model}}:{method}"] = op
+        paths[base] = {"get": {"summary": "Models as Gemini Model resources (models/provider/model)",
+                               "parameters": [key_param], "responses": {"200": {"description": "models"}}}}
+        paths[f"{base}/{{model}}"] = {"get": {"summary": "One model", "parameters": [model_param, key_param],
+                                              "responses": {"200": {"description": "the model"},
+                                                            **_errors(401, 404, schema="GoogleError")}}}
     paths["/mcp"] = {
         "post": {"summary": "MCP Streamable HTTP endpoint: JSON-RPC (tools/list, tools/call, …) for the tools "
                             "of the configured MCP servers, filtered per key",
@@ -127,7 +163,7 @@ def document() -> dict[str, Any]:
         "info": {"title": "finopsd", "version": __version__},
         "paths": paths,
         "components": {
-            "schemas": {"Error": ERROR, "ChatRequest": CHAT_REQUEST},
+            "schemas": {"Error": ERROR, "GoogleError": GOOGLE_ERROR, "ChatRequest": CHAT_REQUEST},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

@@ -109,6 +109,8 @@ class Emitter(Protocol):
 
     def error_frame(self, err: GatewayError) -> bytes: ...
 
+    # an emitter may set ``stream_headers`` for a stream that is not SSE (Gemini's JSON array)
+
 
 class OpenAIEmitter:
     """Answers in OpenAI chat-completions form; unchanged upstream chunks go out as their own bytes."""
@@ -265,7 +267,7 @@ async def _answer(
                 if leg.before_end is not None:
                     await leg.before_end()
                 return whole
-            response = web.StreamResponse(headers=SSE_HEADERS)
+            response = web.StreamResponse(headers=getattr(leg.emitter, "stream_headers", SSE_HEADERS))
             try:
                 await _stream(request, ex, leg, adapter, target, upstream, response)
             except BaseException:

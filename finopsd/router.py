@@ -14,7 +14,7 @@ import fnmatch
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -70,20 +70,32 @@ def split_model(config: Config, model: str) -> tuple[ProviderConfig, str]:
     )
 
 
-def resolve_model(config: Config, model: str) -> str:
-    """The provider/model an Anthropic Messages request goes to.
+# per dialect route: its config model map, the provider types that serve its bare model names
+# natively (the first configured wins, a provider named like the type first), their name prefixes
+NATIVE_NAMES: Final = {
+    "messages": ("anthropic_model_map", ("anthropic",), ("claude",)),
+    "genai": ("gemini_model_map", ("gemini", "vertex"), ("gemini", "gemma", "learnlm")),
+}
 
-    ``anthropic.model_map`` first (Claude Code's default names to any model), then
-    ``provider/model`` or an alias, then a bare Claude name → the anthropic provider.
+
+def resolve_model(config: Config, model: str, route: str = "messages") -> str:
+    """The provider/model a request of a dialect route (Anthropic ``messages``, Gemini ``genai``) goes to.
+
+    The route's model map first (Claude Code's or Gemini CLI's default names to any model), then
+    ``provider/model`` or an alias, then a bare Claude (or Gemini) name → that family's provider.
     """
-    if model in config.anthropic_model_map:
-        return config.anthropic_model_map[model]
+    map_field, types, prefixes = NATIVE_NAMES[route]
+    model_map: Mapping[str, str] = getattr(config, map_field)
+    if model in model_map:
+        return model_map[model]
     prefix, slash, _ = model.partition("/")
     if (slash and prefix in config.providers) or model in config.aliases:
         return model
-    native = [n for n, p in config.providers.items() if p.type == "anthropic"]
-    if model.startswith("claude") and native:
-        return f"{'anthropic' if 'anthropic' in native else native[0]}/{model}"
+    if model.startswith(prefixes):
+        for kind in types:
+            native = [n for n, p in config.providers.items() if p.type == kind]
+            if native:
+                return f"{kind if kind in native else native[0]}/{model}"
     return model
 
 

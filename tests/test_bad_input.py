@@ -26,6 +26,7 @@ from tests.test_routes_native import bedrock_events
 JSON_ROUTES = (
     "/openai/chat/completions", "/v1/embeddings", "/openai/completions", "/openai/v1/responses",
     "/anthropic/v1/messages", "/anthropic/v1/messages/count_tokens", "/mcp",
+    "/genai/v1beta/models/openai/gpt-5:streamGenerateContent", "/genai/v1beta/models/openai/gpt-5:countTokens",
 )
 
 

@@ -61,6 +61,9 @@ ROUTES = [
     ("GET", "/logs"), ("GET", "/logs/{id}"), ("GET", "/api/logs"), ("GET", "/api/logs/{id}"),
     ("GET", "/keys"), ("GET", "/api/keys"), ("GET", "/login"), ("POST", "/login"),
     ("GET", "/static/logs.css"), ("OPTIONS", "/openai/chat/completions"), ("GET", "/nope"),
+    ("POST", "/genai/v1beta/models/{id}:generateContent"), ("POST", "/genai/v1beta/models/{id}:streamGenerateContent"),
+    ("POST", "/genai/v1/models/openai/gpt-5:countTokens"), ("GET", "/genai/v1beta/models"),
+    ("GET", "/genai/v1beta/models/{id}"), ("POST", "/genai/v1beta/models/{id}:embedContent"),
 ]
 # the query parameters any route reads (the log filters, login's next, Claude Code's beta)
 PARAMS = ["q", "provider", "model", "key", "team", "status", "stream", "since", "until", "min_cost",
@@ -74,7 +77,8 @@ PARAM_VALUES = (st.text(max_size=30) | st.sampled_from(["²", "١٢", "1e400", "
 HEADERS = ["Host", "Authorization", "x-api-key", "Content-Type", "Accept", "Origin", "Sec-Fetch-Site", "Cookie",
            "Mcp-Session-Id", "MCP-Protocol-Version", "Mcp-Method", "Mcp-Name", "anthropic-version",
            "anthropic-beta", "X-Claude-Code-Session-Id", "session-id", "x-session-id", "User-Agent",
-           "Access-Control-Request-Method", "Access-Control-Request-Headers", "X-Stainless-Retry-Count"]
+           "Access-Control-Request-Method", "Access-Control-Request-Headers", "X-Stainless-Retry-Count",
+           "x-goog-api-key"]
 HEADER_VALUE = st.text(st.characters(min_codepoint=32, max_codepoint=255, blacklist_characters="\x7f"),
                        max_size=40) | st.sampled_from(["::1", "a, b", "[::1", "Bearer ", "application/json",
                                                         "text/event-stream", "2025-06-18", "-1", "null"])
@@ -94,7 +98,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
 
 
 def error_shape_ok(status: int, raw: bytes) -> bool:
-    """A 4xx answers in one of the dialects' error shapes (OpenAI, Anthropic, JSON-RPC) or as a page."""
+    """A 4xx answers in one of the dialects' error shapes (OpenAI, Anthropic, Google, JSON-RPC) or as a page."""
     if status < 400 or not raw.startswith(b"{"):
         return True
     answer = json.loads(raw)

@@ -165,12 +165,18 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
 
 
 # the dialect a client asks in: each translates the canonical answer its own way
-DIALECTS = {"chat": "/openai/chat/completions", "messages": "/anthropic/v1/messages", "responses": "/v1/responses"}
+DIALECTS = {"chat": "/openai/chat/completions", "messages": "/anthropic/v1/messages", "responses": "/v1/responses",
+            "genai": "/genai/v1beta/models/{model}:{method}"}
 
 
 def call(live: LiveGateway, protocol: str, dialect: str, stream: bool) -> tuple[int, bytes]:
     route, model, _, _, _ = PROTOCOLS[protocol]
     route = route if protocol == "responses" else DIALECTS[dialect]
+    if route.startswith("/genai/"):  # the model in the path; native to gemini, translated for the rest
+        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        contents = [{"role": "user", "parts": [{"text": "hi"}]}]
+        body = json.dumps({"contents": contents}).encode()
+        return live.request("POST", route.format(model=model, method=method), body)
     body: dict[str, Any] = {"model": model, "stream": stream}
     if route.endswith("/responses"):
         body["input"] = "hi"
@@ -193,7 +199,7 @@ def test_no_upstream_answer_gets_a_500_or_loses_its_row(
     before = live.rows_logged()
     status, raw = call(live, protocol, dialect, stream)
     assert status != 500 and b"internal error in the gateway" not in raw, (protocol, status, raw[:400])
-    if status >= 400:  # in the dialect's error shape (OpenAI's and Anthropic's both have error.message)
+    if status >= 400:  # in the dialect's error shape (OpenAI's, Anthropic's and Google's all have error.message)
         error = json.loads(raw)["error"]
         assert isinstance(error["message"], str) and error["message"]
     elif stream and dialect == "chat" and protocol != "responses":

@@ -14,7 +14,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from finopsd import config as cfg
 from finopsd.appkeys import LOGSTORE, RUNTIME
 from finopsd.mcp_upstream import MCP_HUB, McpHub
 from finopsd.routes import mcp as mcp_route
+from tests.npm_tools import npm_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 NPM_PREFIX = ROOT / ".cache" / "npm"
@@ -95,13 +95,7 @@ def remote() -> Iterator[HttpServer]:
 @pytest.fixture(scope="module")
 def everything() -> Path:
     """server-everything from npm, installed once into the project's cache dir."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.fail("Node.js and npm are needed for the server-everything test: apt-get install nodejs npm"
-                    " (scripts/test installs them)")
-    if not EVERYTHING.exists():
-        subprocess.run(["npm", "install", "--prefix", str(NPM_PREFIX), "--no-audit", "--no-fund",
-                        "@modelcontextprotocol/server-everything"], check=True, cwd=ROOT, timeout=300)
-    return EVERYTHING
+    return npm_tool(NPM_PREFIX, "@modelcontextprotocol/server-everything", EVERYTHING, "the server-everything test")
 
 
 STDIO = f"{{command: {sys.executable}, args: [-m, tests.mcp_servers.stdio_echo, local], cwd: {ROOT}}}"
