@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from finopsd.exchange import new_request_id
-from finopsd.logstore import LogStore
+from finopsd.log.store import LogStore
 
 VOCAB = [f"w{i}" for i in range(20_000)]
 WEIGHTS = list(itertools.accumulate(1 / (i + 1) for i in range(len(VOCAB))))

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from finopsd import admin, catalog, governance, mcp_upstream, openapi, recorder
+from finopsd import admin, catalog, governance, mcp_upstream, openapi
+from finopsd.log import recorder
 from finopsd.appkeys import CONFIG, GOVERNANCE, RUNTIME
 from finopsd.config import Config
 from finopsd.middleware import cors_preflight, errors_as_json, on_prepare, request_id

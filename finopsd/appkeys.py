@@ -10,7 +10,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from finopsd.config import Config
     from finopsd.governance import Governance
-    from finopsd.logstore import LogStore
+    from finopsd.log.store import LogStore
     from finopsd.runtime import Runtime
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")

@@ -19,7 +19,7 @@ import click
 from finopsd import __version__, config as cfg
 from finopsd.errors import BadRequest
 from finopsd.governance import new_virtual_key, offline_report
-from finopsd.logstore import LogStore
+from finopsd.log.store import LogStore
 from finopsd.routes.logs import SESSION_STATUSES, parse_time, search_items, session_items
 from finopsd.server import run, serve
 from finopsd.spend import iso, window_start

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from finopsd.cli import main
-from finopsd.logstore import LogStore
+from finopsd.log.store import LogStore
 from tests.test_routes_logs import row, said
 
 NOW = time.time()

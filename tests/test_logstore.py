@@ -12,9 +12,9 @@ from typing import Any
 import aiosqlite
 import pytest
 
-from finopsd import logstore
+from finopsd.log import store as logstore
 from finopsd.errors import BadRequest
-from finopsd.logstore import MIGRATIONS, LogStore, migrate, new_request_id, prompt_text, response_text
+from finopsd.log.store import MIGRATIONS, LogStore, migrate, new_request_id, prompt_text, response_text
 
 NOW = time.time()
 
@@ -221,7 +221,7 @@ async def test_wait_for_room_blocks_when_full_and_releases_after_writer_catches_
 async def test_bad_row_is_logged_by_id_and_the_writer_goes_on(
     store: LogStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="finopsd.logstore")
+    caplog.set_level(logging.ERROR, logger="finopsd.log.store")
     await fill(store, [make_row("dup", **chat("secret-one"))])
     await fill(store, [make_row("a", **chat("fine")), make_row("dup", **chat("secret-two")), make_row("b")])
     await fill(store, [make_row("c", request={"messages": [], "odd": {1, 2}})])  # not JSON: stored as text

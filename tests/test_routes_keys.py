@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from finopsd import config as cfg
 from finopsd.cli import main
 from finopsd.governance import find_key
-from finopsd.logstore import LogStore
+from finopsd.log.store import LogStore
 from finopsd.spend import iso, window_end, window_start
 from tests.conftest import GatewayFactory
 from tests.fakes import FakeUpstream

@@ -18,7 +18,7 @@ from finopsd import config as cfg
 from finopsd.app import build_app
 from finopsd.appkeys import LOGSTORE
 from finopsd.errors import GatewayError
-from finopsd.logstore import LogStore
+from finopsd.log.store import LogStore
 from finopsd.routes import logs as log_routes
 from tests.conftest import gateway_yaml
 from tests.fakes import FakeUpstream

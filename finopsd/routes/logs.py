@@ -40,7 +40,7 @@ from aiohttp import web
 from finopsd.admin import require_admin, require_admin_page
 from finopsd.appkeys import LOGSTORE, RUNTIME
 from finopsd.errors import BadRequest, NotFound
-from finopsd.logstore import LogStore
+from finopsd.log.store import LogStore
 from finopsd.web import STATIC_DIR
 from finopsd.web.detail import render_detail
 from finopsd.web.items import detail_item, session_detail, session_item, summary_item

@@ -1,6 +1,6 @@
 """What ``/logs`` shows: row shaping (``items``), HTML pages (``pages``, ``detail``), templates and static files.
 
-Nothing here queries: the rows come from ``finopsd.logstore`` through the route.
+Nothing here queries: the rows come from ``finopsd.log.store`` through the route.
 """
 
 from __future__ import annotations

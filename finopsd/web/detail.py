@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from finopsd.logtext import text_of
+from finopsd.log.text import text_of
 from finopsd.web.items import fmt_cost, fmt_ms, pretty_json
 from finopsd.web.pages import esc, session_href, template
 

@@ -17,7 +17,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from finopsd.logtext import WHITESPACE, as_messages
+from finopsd.log.text import WHITESPACE, as_messages
 
 __all__ = [
     "conversation_of", "detail_item", "fmt_cost", "fmt_duration", "fmt_ms", "fmt_tokens", "iso_time",

@@ -5,8 +5,8 @@ task writes rows in batches, each batch one ``executemany`` in one transaction, 
 ``close()`` drains the queue before the database closes. Readers use a second,
 query-only connection, so a slow search never holds up the writer (WAL lets both run).
 
-The schema and its migrations live in ``logschema``; the text flattening for the
-index in ``logtext``.
+The schema and its migrations live in ``schema``; the text flattening for the
+index in ``text``.
 
 ``new_request_id()`` gives UUIDv7 strings (36 characters, time-ordered to the
 millisecond); it lives in ``finopsd.exchange`` and is re-exported here so there is one
@@ -46,8 +46,8 @@ import aiosqlite
 
 from finopsd.errors import BadRequest
 from finopsd.exchange import new_request_id
-from finopsd.logschema import MIGRATIONS, SCALARS, migrate
-from finopsd.logtext import _MARK_CLOSE, _MARK_OPEN, _dumps, preview_of, prompt_text, response_text
+from finopsd.log.schema import MIGRATIONS, SCALARS, migrate
+from finopsd.log.text import _MARK_CLOSE, _MARK_OPEN, _dumps, preview_of, prompt_text, response_text
 
 __all__ = ["LogStore", "MIGRATIONS", "migrate", "new_request_id", "prompt_text", "response_text"]
 

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from finopsd.appkeys import LOGSTORE, RUNTIME
 from finopsd.exchange import Exchange
-from finopsd.logstore import LogStore
+from finopsd.log.store import LogStore
 from finopsd.runtime import Runtime
 
 # base64 images would bloat every row; the log keeps their type and size
