@@ -71,9 +71,9 @@ def _turn_head(turn: dict[str, Any]) -> str:
         f'<span title="cached {cached:,}">{esc(fmt_tokens(usage))} tokens</span>',
         esc(fmt_cost(turn.get("cost_usd"))),
         esc(latency),
-        f'<a class="request-link" href="/logs/{esc(quote(rid, safe=""))}">request detail →</a>',
     ]
-    return f'<div class="turn-head">{" · ".join(parts)}</div>'
+    link = f'<a class="request-link" href="/logs/{esc(quote(rid, safe=""))}">request detail →</a>'
+    return f'<div class="turn-head">{" · ".join(parts)}{link}</div>'
 
 
 def _turn(turn: dict[str, Any], call_names: dict[str, str], stored: bool) -> str:
