@@ -146,15 +146,20 @@ def logs_search(
     config, _ = _load(config_path)
     kw = {"q": text, "provider": provider, "model": model, "limit": limit}
     body = asyncio.run(_with_logstore(config.storage.path, lambda store: search_items(store, kw)))
+    _print_page(body, terminal_line, as_json, lambda t: f"{t['requests']} matching requests, ${t['cost_usd']:.4f}")
+
+
+def _print_page(body: dict[str, Any], line: Callable[..., str], as_json: bool,
+                summary: Callable[[dict[str, Any]], str]) -> None:  # fmt: skip
+    """An API answer as JSON, or one line per item and the totals on stderr."""
     if as_json:
         click.echo(json.dumps(body, indent=2, ensure_ascii=False))
         return
     bold = sys.stdout.isatty()
     for item in body["items"]:
-        click.echo(terminal_line(item, bold=bold))
-    totals = body["totals"]
+        click.echo(line(item, bold=bold))
     more = " (more: raise --limit)" if body["next_cursor"] else ""
-    click.echo(f"{totals['requests']} matching requests, ${totals['cost_usd']:.4f}{more}", err=True)
+    click.echo(summary(body["totals"]) + more, err=True)
 
 
 @logs_group.command(name="sessions")
@@ -189,16 +194,8 @@ def logs_sessions(config_path: str | None, text: str | None, since: str | None, 
             except BadRequest as e:
                 raise click.BadParameter(e.message, param_hint=f"--{name}") from None
     body = asyncio.run(_with_logstore(config.storage.path, lambda store: session_items(store, kw)))
-    if as_json:
-        click.echo(json.dumps(body, indent=2, ensure_ascii=False))
-        return
-    bold = sys.stdout.isatty()
-    for item in body["items"]:
-        click.echo(session_line(item, bold=bold))
-    totals = body["totals"]
-    more = " (more: raise --limit)" if body["next_cursor"] else ""
-    click.echo(f"{totals['sessions']} sessions, {totals['requests']} requests, ${totals['cost_usd']:.4f}{more}",
-               err=True)  # fmt: skip
+    _print_page(body, session_line, as_json,
+                lambda t: f"{t['sessions']} sessions, {t['requests']} requests, ${t['cost_usd']:.4f}")
 
 
 @logs_group.command(name="tail")

@@ -49,6 +49,16 @@ async def browser() -> AsyncIterator[Any]:
             await b.close()
 
 
+async def open_page(browser: Any) -> tuple[Any, list[str]]:
+    """A fresh tab, and the list where its script errors and CSP refusals show up."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("console", lambda m: problems.append(f"{m.text} {m.location}") if m.type == "error" else None)
+    return page, problems
+
+
 async def send_traffic(gateway: TestClient, fake: FakeUpstream) -> None:
     """One agent task in two turns: the model calls two tools, then answers from their results."""
     fake.play("openai/parallel_tool_calls.sse")
@@ -62,12 +72,8 @@ async def send_traffic(gateway: TestClient, fake: FakeUpstream) -> None:
 async def test_logs_page_search_detail_and_live_tail_in_chromium(
     gateway: TestClient, fake_openai: FakeUpstream, browser: Any
 ) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
     await send_traffic(gateway, fake_openai)
-    page = await browser.new_page(viewport={"width": 1280, "height": 900})
-    problems: list[str] = []  # script errors and CSP refusals show up here
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    page.on("console", lambda m: problems.append(f"{m.text} {m.location}") if m.type == "error" else None)
+    page, problems = await open_page(browser)
 
     # the list: both requests, newest first, within a second of being made
     await page.goto(str(gateway.make_url("/logs?view=requests")))
@@ -118,12 +124,8 @@ async def test_logs_page_search_detail_and_live_tail_in_chromium(
 async def test_sessions_view_search_timeline_and_live_updates_in_chromium(
     gateway: TestClient, fake_openai: FakeUpstream, browser: Any
 ) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
     await send_traffic(gateway, fake_openai)
-    page = await browser.new_page(viewport={"width": 1280, "height": 900})
-    problems: list[str] = []
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    page.on("console", lambda m: problems.append(f"{m.text} {m.location}") if m.type == "error" else None)
+    page, problems = await open_page(browser)
 
     # /logs opens on sessions: the two requests are one task, still running
     await page.goto(str(gateway.make_url("/logs")))

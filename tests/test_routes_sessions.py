@@ -105,6 +105,12 @@ async def page(gw: TestClient, path: str = "/logs", expect: int = 200, **params:
     return text
 
 
+async def session_of(gw: TestClient, key: str) -> str:
+    """The id of the (one) session of this key."""
+    (sid,) = [s["id"] for s in (await api(gw, key=key))["items"]]
+    return str(sid)
+
+
 @pytest.fixture
 async def gw(make_gateway: GatewayFactory, fake_openai: FakeUpstream) -> TestClient:
     return await make_gateway(governed(fake_openai.url, KEYS, "{web: {}, data: {}}"))
@@ -154,7 +160,7 @@ async def test_a_session_answers_its_turns_each_with_only_what_was_new(
     gw: TestClient, two_tasks: tuple[Task, Task]
 ) -> None:
     roo, _ = two_tasks
-    sid = next(s["id"] for s in (await api(gw))["items"] if s["key"] == "roo")
+    sid = await session_of(gw, "roo")
     body = await api(gw, f"/api/sessions/{sid}")
     assert body["session"]["id"] == sid and body["session"]["turns"] == 3
     turns = body["turns"]
@@ -178,7 +184,7 @@ async def test_a_session_answers_its_turns_each_with_only_what_was_new(
 
 async def test_a_request_row_names_its_session_and_turn(gw: TestClient, two_tasks: tuple[Task, Task]) -> None:
     roo, _ = two_tasks
-    sid = next(s["id"] for s in (await api(gw))["items"] if s["key"] == "roo")
+    sid = await session_of(gw, "roo")
     item = await api(gw, f"/api/logs/{roo.ids[1]}")
     assert item["session_id"] == sid and item["turn"] == 2
     listed = {i["id"]: i for i in (await api(gw, "/api/logs"))["items"]}
@@ -322,7 +328,7 @@ async def test_logs_opens_on_the_sessions_view(gw: TestClient, two_tasks: tuple[
 
 
 async def test_sessions_view_search_links_to_the_turn(gw: TestClient, two_tasks: tuple[Task, Task]) -> None:
-    sid = next(s["id"] for s in (await api(gw))["items"] if s["key"] == "roo")
+    sid = await session_of(gw, "roo")
     text = await page(gw, q="quokka", key="roo")
     assert f'href="/logs/sessions/{sid}#turn-2"><span class="turn-no">turn 2</span>' in text
     assert "<mark>quokka</mark>" in text and "<th>match</th>" in text
@@ -354,7 +360,7 @@ async def test_session_page_is_a_timeline_of_what_each_turn_added(
     gw: TestClient, two_tasks: tuple[Task, Task]
 ) -> None:
     roo, _ = two_tasks
-    sid = next(s["id"] for s in (await api(gw))["items"] if s["key"] == "roo")
+    sid = await session_of(gw, "roo")
     text = await page(gw, f"/logs/sessions/{sid}")
     assert "<h1>Fix the flaky test in tests/test_io.py</h1>" in text
     turns = {n: text.split(f'id="turn-{n}"')[1].split("</section>")[0] for n in (1, 2, 3)}

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from finopsd.log.text import text_of
 from finopsd.web.items import fmt_cost, fmt_ms, pretty_json
-from finopsd.web.pages import esc, session_href, template
+from finopsd.web.pages import esc, render_page, session_href, template
 
 __all__ = ["call_names_of", "message_html", "render_detail"]
 
@@ -185,12 +185,14 @@ def render_detail(item: dict[str, Any]) -> str:
         turn = item.get("turn")
         href = session_href(str(item["session_id"]), turn if isinstance(turn, int) else None)
         session = f'<a class="session-link" href="{esc(href)}">← its session{f" (turn {turn})" if turn else ""}</a>'
-    return template("detail.html").substitute(
-        session=session,
-        title=esc(f"{item.get('model') or 'request'} · {(item.get('time') or '')[:19].replace('T', ' ')}"),
+    title = esc(f"{item.get('model') or 'request'} · {(item.get('time') or '')[:19].replace('T', ' ')}")
+    main = template("detail.html").substitute(
+        title=title,
         facts=_facts(item),
         error=error_html,
         attempts=_attempts(item),
         conversation=_conversation(item),
         raw=esc(json.dumps(raw, indent=2, ensure_ascii=False, default=str)),
     )
+    header = f'{session} <a href="/logs?view=requests">← all requests</a>'
+    return render_page(main, title=title, header=header, main_attrs=' class="detail"')

@@ -20,7 +20,7 @@ from finopsd.web import TEMPLATES_DIR
 from finopsd.web.items import fmt_cost, fmt_ms, fmt_tokens
 
 __all__ = [
-    "FORM_FIELDS", "esc", "filter_form", "page_url", "render_list", "render_not_found", "session_href",
+    "FORM_FIELDS", "esc", "filter_form", "list_fields", "page_url", "render_list", "render_not_found", "render_page", "session_href",
     "template", "views_nav",
 ]  # fmt: skip
 
@@ -40,6 +40,16 @@ ORDERS: Final = (("newest", "newest first"), ("relevance", "best match first"))
 @functools.cache
 def template(name: str) -> Template:
     return Template((TEMPLATES_DIR / name).read_text(encoding="utf-8"))
+
+
+WHERE: Final = '<span class="where">request logs</span>'
+
+
+def render_page(main: str, *, title: str, header: str = WHERE, main_attrs: str = "", script: str = "") -> str:
+    """``main`` inside the one layout every page shares (``page.html``). Every argument is HTML
+    already: ``title`` escaped, the rest built from escaped parts; ``script`` names a static file."""
+    tag = f'<script src="/static/{script}" defer></script>' if script else ""
+    return template("page.html").substitute(title=title, header=header, main_attrs=main_attrs, main=main, script=tag)
 
 
 def esc(value: Any) -> str:
@@ -171,40 +181,46 @@ def totals_html(totals: dict[str, Any] | None) -> str:
     )
 
 
+def list_fields(
+    query: Mapping[str, str], page: dict[str, Any] | None, error: str | None, *, noun: str,
+    next_label: str = "Older →",
+) -> dict[str, str]:  # fmt: skip
+    """What both list views put around their rows: the error, the pager, the empty notice."""
+    pager = ""
+    if query.get("cursor"):
+        pager += f'<a href="{esc(page_url(query, cursor=None))}">← newest</a> '
+    if page and page.get("next_cursor"):
+        pager += f'<a rel="next" href="{esc(page_url(query, cursor=page["next_cursor"]))}">{next_label}</a> '
+    empty = ""
+    if not (page and page["items"]) and error is None:
+        empty = f'<p class="empty" id="empty">No {noun} match these filters.</p>'
+    return {"error": f'<p class="error" role="alert">{esc(error)}</p>' if error else "", "pager": pager,
+            "empty": empty}  # fmt: skip
+
+
 def render_list(
     query: Mapping[str, str],
     page: dict[str, Any] | None,
     providers: Iterable[str],
     error: str | None = None,
 ) -> str:
-    """The whole ``/logs`` page. ``page`` is the API answer (items shaped by ``items``), None on a bad filter."""
-    items = page["items"] if page else []
+    """The requests view. ``page`` is the API answer (items shaped by ``items``), None on a bad filter."""
     by_rank = query.get("order") == "relevance" and bool(query.get("q", "").strip())
-    pager = ""
-    if query.get("cursor"):
-        pager += f'<a href="{esc(page_url(query, cursor=None))}">← newest</a> '
-    if page and page.get("next_cursor"):
-        label = "More matches →" if by_rank else "Older →"
-        pager += f'<a rel="next" href="{esc(page_url(query, cursor=page["next_cursor"]))}">{label}</a> '
     tail = not query.get("cursor") and not by_rank and error is None
-    empty = ""
-    if not items and error is None:
-        empty = '<p class="empty" id="empty">No requests match these filters.</p>'
-    return template("logs.html").substitute(
-        title="Request logs",
+    main = template("logs.html").substitute(
+        **list_fields(query, page, error, noun="requests", next_label="More matches →" if by_rank else "Older →"),
         views=views_nav(query, sessions=False),
         form=filter_form(query, providers),
-        error=f'<p class="error" role="alert">{esc(error)}</p>' if error else "",
         totals=totals_html(page.get("totals") if page else None),
         tail="1" if tail else "",
         tail_disabled="" if tail else " disabled",
         text_header="match" if query.get("q", "").strip() else "prompt",
-        rows="\n".join(row_html(item) for item in items),
-        empty=empty,
-        pager=pager,
+        rows="\n".join(row_html(item) for item in page["items"]) if page else "",
     )
+    return render_page(main, title="Request logs", script="logs.js")
 
 
 def render_not_found(wanted_id: str, what: str = "request") -> str:
     rows = "Log rows" if what == "request" else "Sessions"
-    return template("notfound.html").substitute(id=esc(wanted_id), what=esc(what), rows=rows)
+    main = template("notfound.html").substitute(id=esc(wanted_id), what=esc(what), rows=rows)
+    return render_page(main, title="Not found", header='<a href="/logs">← all sessions</a>')

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from finopsd.web.items import fmt_cost, fmt_duration, fmt_tokens
-from finopsd.web.pages import esc, filter_form, page_url, session_href, template, views_nav
+from finopsd.web.pages import esc, filter_form, list_fields, render_page, session_href, template, views_nav
 
 __all__ = ["render_sessions", "session_row", "status_badge"]
 
@@ -73,26 +73,15 @@ def render_sessions(
     error: str | None = None,
 ) -> str:
     """The whole sessions view. ``page`` is the ``/api/sessions`` answer, None on a bad filter."""
-    items = page["items"] if page else []
-    pager = ""
-    if query.get("cursor"):
-        pager += f'<a href="{esc(page_url(query, cursor=None))}">← newest</a> '
-    if page and page.get("next_cursor"):
-        pager += f'<a rel="next" href="{esc(page_url(query, cursor=page["next_cursor"]))}">Older →</a> '
     live = not query.get("cursor") and error is None
-    empty = ""
-    if not items and error is None:
-        empty = '<p class="empty" id="empty">No sessions match these filters.</p>'
-    return template("sessions.html").substitute(
-        title="Sessions",
+    main = template("sessions.html").substitute(
+        **list_fields(query, page, error, noun="sessions"),
         views=views_nav(query, sessions=True),
         form=filter_form(query, providers, sessions=True),
-        error=f'<p class="error" role="alert">{esc(error)}</p>' if error else "",
         totals=totals_html(page.get("totals") if page else None),
         live="1" if live else "",
         live_state=" checked" if live else " disabled",
         text_header="match" if query.get("q", "").strip() else "first words",
-        rows="\n".join(session_row(item) for item in items),
-        empty=empty,
-        pager=pager,
+        rows="\n".join(session_row(item) for item in page["items"]) if page else "",
     )
+    return render_page(main, title="Sessions", script="sessions.js")

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from finopsd.web.detail import call_names_of, message_html
 from finopsd.web.items import fmt_cost, fmt_duration, fmt_ms, fmt_tokens, reply_message
-from finopsd.web.pages import esc, template
+from finopsd.web.pages import esc, render_page, template
 from finopsd.web.sessions import STATUS_TITLES, status_badge
 
 __all__ = ["render_session"]
@@ -106,12 +106,16 @@ def render_session(detail: dict[str, Any], after: int = 0) -> str:
     first = " ".join(str(session.get("first_words") or "").split())
     title = first if len(first) <= TITLE_CHARS else first[: TITLE_CHARS - 1].rstrip() + "…"
     running = session.get("status") == "running"
-    return template("session.html").substitute(
-        title=esc(title or f"session {session['id']}"),
-        running="1" if running else "",
-        last_turn=max((int(t.get("turn") or 0) for t in turns), default=0),
+    title = esc(title or f"session {session['id']}")
+    main = template("session.html").substitute(
+        title=title,
         facts=_facts(session),
         notice=notice,
         turns="\n".join(_turn(t, call_names, stored) for t in turns if int(t.get("turn") or 0) > after),
         live_note="running: new turns appear as they are logged" if running else "",
     )
+    last_turn = max((int(t.get("turn") or 0) for t in turns), default=0)
+    return render_page(main, title=title,
+                       header='<a href="/logs">← all sessions</a>', script="sessions.js",
+                       main_attrs=f' class="detail timeline" data-running="{"1" if running else ""}"'
+                       f' data-last-turn="{last_turn}"')  # fmt: skip
