@@ -91,6 +91,12 @@ class Exchange:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     transcript: Transcript = field(default_factory=Transcript)
+    # for the log's sessions (finopsd.log.sessions): the client's own session id, the
+    # Responses API chain, and the body's size (the log queue is bounded in bytes)
+    session_hint: str | None = None
+    previous_response_id: str | None = None
+    response_id: str | None = None
+    body_bytes: int = 0
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.t0) * 1000

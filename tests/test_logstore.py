@@ -8,11 +8,11 @@ import sqlite3
 import time
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
-import aiosqlite
 import pytest
 
-from finopsd.log import store as logstore
+from finopsd.log import search as logsearch
 from finopsd.errors import BadRequest
 from finopsd.log.store import MIGRATIONS, LogStore, migrate, new_request_id, prompt_text, response_text
 
@@ -60,7 +60,7 @@ async def store(db_path: str) -> Any:
 def match_strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a text search both ways: few matches (looked up by id) and many (index walk)."""
     if request.param == "index-walk":
-        monkeypatch.setattr(logstore, "SELECTIVE", 1)
+        monkeypatch.setattr(logsearch, "SELECTIVE", 1)
     return str(request.param)
 
 
@@ -78,25 +78,28 @@ async def ids_for(store: LogStore, **kwargs: Any) -> set[str]:
 # ---------------------------------------------------------------- migrations
 
 
-async def test_blank_database_gets_tables_columns_and_fts_triggers(store: LogStore, db_path: str) -> None:
+async def test_blank_database_gets_tables_columns_and_fts_index(store: LogStore, db_path: str) -> None:
     with sqlite3.connect(db_path) as db:
         names = {r[0] for r in db.execute("select name from sqlite_master where type in ('table', 'trigger')")}
         columns = {r[1] for r in db.execute("pragma table_info(requests)")}
         pk = [r[1] for r in db.execute("pragma table_info(requests)") if r[5]]
-        fts_sql = db.execute("select sql from sqlite_master where name = 'requests_fts'").fetchone()[0]
+        fts_sql = db.execute("select sql from sqlite_master where name = 'content_fts'").fetchone()[0]
         applied = [r[0] for r in db.execute("select name from _migrations order by rowid")]
         team_index = {r[2] for r in db.execute("pragma index_info(requests_team)")}
         pragmas = [db.execute(f"pragma {p}").fetchone()[0] for p in ("journal_mode", "auto_vacuum")]
-    assert {"requests", "requests_fts", "_migrations", "requests_ai", "requests_ad", "requests_au"} <= names
-    assert pk == ["id"]  # explicit integer key: the FTS rowid must survive VACUUM
-    assert {"request_id", "prompt_text", "response_text", "request_json", "response_json", "attempts"} <= columns
-    assert {f for f in make_row("x") if f not in ("id", "request", "response")} <= columns
-    assert "content='requests'" in fts_sql and "content_rowid='id'" in fts_sql
+    assert {"requests", "content", "content_fts", "request_content", "sessions", "_migrations",
+            "requests_spend", "requests_preview_ad"} <= names
+    assert not {"requests_fts", "requests_m001", "requests_ai"} & names  # the whole-text index is gone
+    assert pk == ["id"]  # explicit integer key: the references must survive VACUUM
+    assert {"request_id", "attempts", "session", "turn", "parent", "prefix_len", "new_from"} <= columns
+    assert not {"prompt_text", "request_json", "response_json"} & columns
+    assert {f for f in make_row("x") if f not in ("id", "request", "response", "attempts")} <= columns
+    assert "content=''" in fts_sql
     assert applied == [fn.__name__ for fn in MIGRATIONS] == [
         "m001_requests", "m002_requests_fts", "m003_covering_indexes", "m004_stored_responses",
-        "m005_spend_by_day", "m006_request_previews"]
+        "m005_spend_by_day", "m006_request_previews", "m007_content_and_sessions"]
     assert "stored_responses" in names
-    assert {"key_name", "ts", "id", "cost_usd"} <= team_index  # a second filter and the totals stay in the index
+    assert {"key_name", "ts", "id", "cost_usd", "session"} <= team_index  # a second filter and the totals stay in it
     assert pragmas == ["wal", 2]  # 2 = incremental
 
 
@@ -107,27 +110,10 @@ async def test_reopen_does_not_rerun_migrations(db_path: str) -> None:
         before = db.execute("select name, applied_at from _migrations").fetchall()
     second = await LogStore.open(db_path)
     await second.close()
-    async with aiosqlite.connect(db_path, isolation_level=None) as db:
-        assert await migrate(db) == []
-        after = list(await db.execute_fetchall("select name, applied_at from _migrations"))
-    assert [tuple(r) for r in after] == before
-
-
-async def test_upgrade_from_m001_indexes_rows_logged_before_fts(db_path: str) -> None:
-    Path(db_path).parent.mkdir(parents=True)
-    async with aiosqlite.connect(db_path, isolation_level=None) as db:
-        await db.execute("create table _migrations (name text primary key, applied_at real not null)")
-        await MIGRATIONS[0](db)
-        await db.execute("insert into _migrations values ('m001_requests', 0)")
-        await db.execute(
-            "insert into requests (request_id, ts, prompt_text, status) values ('old', ?, 'legacy walrus', 'ok')",
-            (NOW,),
-        )
-    store = await LogStore.open(db_path)
-    try:
-        assert await ids_for(store, q="walrus") == {"old"}
-    finally:
-        await store.close()
+    with sqlite3.connect(db_path, isolation_level=None) as db:
+        assert migrate(db) == []
+        after = db.execute("select name, applied_at from _migrations").fetchall()
+    assert after == before
 
 
 # ---------------------------------------------------------------- writing
@@ -153,11 +139,11 @@ async def test_submit_flush_get_roundtrip(store: LogStore) -> None:
     await store.flush()
     got = await store.get(row["id"])
     # every field back, JSON columns decoded, stream a bool again, plus the newest user turn's first words
-    assert got == {**row, "preview": "read main.py"}
+    assert got == {**row, "preview": "read main.py", "session_id": got["session_id"], "turn": 1}
     assert await store.get("no-such-id") is None
     quiet = make_row("no-content", request=None, response=None)  # content logging off
     await fill(store, [quiet])
-    assert await store.get("no-content") == {**quiet, "preview": None}
+    assert await store.get("no-content") == {**quiet, "preview": None, "session_id": ANY, "turn": 1}
     assert (await store.search(q="hello"))["totals"]["requests"] == 0
 
 
@@ -339,13 +325,14 @@ FILTERED = [
 async def test_each_filter(store: LogStore, match_strategy: str, filters: dict[str, Any], expected: set[str]) -> None:
     await fill(store, FILTERED)
     assert await ids_for(store, **filters) == expected
-    assert await ids_for(store, q="hello", **filters) == expected
+    # the answer: every row said it (the prompt is resent unchanged, so only the first row added it)
+    assert await ids_for(store, q="hi", **filters) == expected
 
 
 @pytest.mark.parametrize(("order", "q"), [("newest", None), ("newest", "needle"), ("relevance", "needle")])
 async def test_keyset_pages_cover_every_row_once(store: LogStore, match_strategy: str, order: str, q: str | None) -> None:
     # 130 rows, ten to a timestamp: ties must be broken by id, not skipped or repeated.
-    await fill(store, [make_row(f"r{i:03}", ts=NOW - i // 10, **chat(f"needle {'x ' * (i % 7)}")) for i in range(130)])
+    await fill(store, [make_row(f"r{i:03}", ts=NOW - i // 10, **chat(f"needle {i} {'x ' * (i % 7)}")) for i in range(130)])
     seen: list[str] = []
     cursor = None
     pages = 0
@@ -392,6 +379,15 @@ async def test_totals_follow_the_filter(store: LogStore, match_strategy: str) ->
 
 # ---------------------------------------------------------------- retention
 
+# content no request refers to, and references to content that is gone
+ORPHANS = (
+    "select (select count(*) from content c where not exists"
+    " (select 1 from request_content rc where rc.content = c.id))"
+    " + (select count(*) from request_content rc where not exists (select 1 from content c where c.id = rc.content))"
+    " + (select count(*) from request_content rc where not exists (select 1 from requests r where r.id = rc.request))"
+    " + (select count(*) from requests r where not exists (select 1 from sessions s where s.id = r.session))"
+)
+
 
 async def test_prune_deletes_old_rows_their_index_entries_and_frees_pages(store: LogStore, db_path: str) -> None:
     bulky = "fjord " * 20_000  # spills to overflow pages, so deleting frees some
@@ -404,7 +400,8 @@ async def test_prune_deletes_old_rows_their_index_entries_and_frees_pages(store:
     await store.close()
     with sqlite3.connect(db_path) as db:
         assert db.execute("pragma freelist_count").fetchone()[0] == 0  # incremental_vacuum gave them back
-        db.execute("insert into requests_fts(requests_fts, rank) values ('integrity-check', 1)")  # raises if stale
+        db.execute("insert into content_fts(content_fts, rank) values ('integrity-check', 1)")  # raises if stale
+        assert db.execute(ORPHANS).fetchone()[0] == 0
 
 
 async def test_spend_survives_pruning_through_the_daily_rollup(db_path: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,26 +16,10 @@ from aiohttp import web
 
 from finopsd.appkeys import LOGSTORE, RUNTIME
 from finopsd.exchange import Exchange
+from finopsd.log.sessions import session_hint
 from finopsd.log.store import LogStore
+from finopsd.routes.inbound import RAW_BODY
 from finopsd.runtime import Runtime
-
-# base64 images would bloat every row; the log keeps their type and size
-DATA_URL = re.compile(r"data:([\w/+.-]+);base64,[A-Za-z0-9+/=\s]{256,}")
-
-
-def _shrink(match: re.Match[str]) -> str:
-    return f"data:{match.group(1)};base64,[{len(match.group(0))} bytes not logged]"
-
-
-def _without_images(value: Any) -> Any:
-    if isinstance(value, str):
-        return DATA_URL.sub(_shrink, value) if "base64," in value else value
-    if isinstance(value, list):
-        return [_without_images(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _without_images(v) for k, v in value.items()}
-    return value
-
 
 def _detail(usage: dict[str, Any] | None, group: str, name: str) -> int | None:
     details = (usage or {}).get(group)
@@ -73,9 +56,16 @@ def row_of(ex: Exchange, content: bool) -> dict[str, Any]:
         "cost_flags": ex.cost_flags,
         "upstream_key_name": ex.upstream_key_name,
         "attempts": ex.attempts + ([{"note": n} for n in ex.notes]),
-        "request": None if not content or ex.request is None else (
-            _without_images(ex.request) if ex.images else ex.request),
+        # The writer threads the request by its messages even when content is off, and
+        # then stores none of them; it replaces base64 images in what it stores.
+        "request": ex.request,
+        "images": ex.images,
+        "content": content,
         "response": ex.transcript.as_dict() if content else None,
+        "session_hint": ex.session_hint,
+        "previous_response_id": ex.previous_response_id,
+        "response_id": ex.response_id,
+        "body_bytes": ex.body_bytes,
     }
 
 
@@ -87,6 +77,8 @@ class RecordHook:
         self.store = store
 
     async def pre(self, ex: Exchange, request: web.Request) -> None:
+        ex.session_hint = session_hint(request.headers)
+        ex.body_bytes = len(request.get(RAW_BODY, b""))
         await self.store.wait_for_room()
 
     async def post(self, ex: Exchange) -> None:

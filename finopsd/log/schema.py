@@ -6,20 +6,24 @@ so its DDL and bookkeeping row land together. The list is append-only: a mistake
 gets a new migration. ``requests_fts`` is an external-content FTS5 index over
 ``requests`` kept current by triggers, keyed by an explicit ``id integer primary key``
 because implicit rowids may change on VACUUM.
+
+Migrations are plain functions on a ``sqlite3`` connection, run in a worker thread:
+m007 rewrites the whole log through the same code the writer uses, and that code is
+synchronous so that a batch never crosses the event loop row by row.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Final
 
-import aiosqlite
 
 log = logging.getLogger(__name__)
 
-Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
+Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[Migration] = []
 
 
@@ -39,10 +43,10 @@ SCALARS: Final = (
 
 
 @migration
-async def m001_requests(db: aiosqlite.Connection) -> None:
+def m001_requests(db: sqlite3.Connection) -> None:
     # The large text columns come last: an aggregate over the small ones then stops
     # reading a record before its overflow pages.
-    await db.execute(
+    db.execute(
         """
         create table requests (
             id integer primary key,
@@ -64,22 +68,22 @@ async def m001_requests(db: aiosqlite.Connection) -> None:
     )
     # The newest-first page walks this index backwards with no sort; the columns after
     # (ts, id) make it covering for the totals, so they never touch the wide table rows.
-    await db.execute(
+    db.execute(
         "create index requests_ts on requests(ts desc, id desc,"
         " status, prompt_tokens, completion_tokens, cost_usd)"
     )
     # Each filter index continues with (ts, id), so a filtered page is read in page
     # order, and carries the totals' columns, so filtered totals stay inside it.
     for column in ("provider", "model", "key_name", "team", "status"):
-        await db.execute(
+        db.execute(
             f"create index requests_{column} on requests({column}, ts desc, id desc,"
             " status, prompt_tokens, completion_tokens, cost_usd)"
         )
 
 
 @migration
-async def m002_requests_fts(db: aiosqlite.Connection) -> None:
-    await db.execute(
+def m002_requests_fts(db: sqlite3.Connection) -> None:
+    db.execute(
         """
         create virtual table requests_fts using fts5(
             prompt_text, response_text,
@@ -90,7 +94,7 @@ async def m002_requests_fts(db: aiosqlite.Connection) -> None:
     )
     # External content: FTS5 cannot see changes to `requests`, so triggers tell it. A
     # 'delete' must pass the old values, which is what the index tokenises to remove.
-    await db.execute(
+    db.execute(
         """
         create trigger requests_ai after insert on requests begin
             insert into requests_fts(rowid, prompt_text, response_text)
@@ -98,7 +102,7 @@ async def m002_requests_fts(db: aiosqlite.Connection) -> None:
         end
         """
     )
-    await db.execute(
+    db.execute(
         """
         create trigger requests_ad after delete on requests begin
             insert into requests_fts(requests_fts, rowid, prompt_text, response_text)
@@ -106,7 +110,7 @@ async def m002_requests_fts(db: aiosqlite.Connection) -> None:
         end
         """
     )
-    await db.execute(
+    db.execute(
         """
         create trigger requests_au after update of prompt_text, response_text on requests begin
             insert into requests_fts(requests_fts, rowid, prompt_text, response_text)
@@ -117,11 +121,11 @@ async def m002_requests_fts(db: aiosqlite.Connection) -> None:
         """
     )
     # Rows logged before this migration get indexed too.
-    await db.execute("insert into requests_fts(requests_fts) values ('rebuild')")
+    db.execute("insert into requests_fts(requests_fts) values ('rebuild')")
 
 
 @migration
-async def m003_covering_indexes(db: aiosqlite.Connection) -> None:
+def m003_covering_indexes(db: sqlite3.Connection) -> None:
     # m001's indexes covered the totals but no second filter: team and key together read
     # every row of the team from the wide table (0.8 s at 1M rows; 17 ms after this).
     # Now every index is (lead column, ts, id) plus every column a filter or the totals
@@ -133,33 +137,33 @@ async def m003_covering_indexes(db: aiosqlite.Connection) -> None:
     for lead in ("ts", "provider", "model", "key_name", "team", "status"):
         keys = "ts desc, id desc" if lead == "ts" else f"{lead}, ts desc, id desc"
         rest = ", ".join(c for c in covered if c != lead)
-        await db.execute(f"drop index if exists requests_{lead}")
-        await db.execute(f"create index requests_{lead} on requests({keys}, {rest})")
+        db.execute(f"drop index if exists requests_{lead}")
+        db.execute(f"create index requests_{lead} on requests({keys}, {rest})")
 
 
 @migration
-async def m004_stored_responses(db: aiosqlite.Connection) -> None:
+def m004_stored_responses(db: sqlite3.Connection) -> None:
     # Responses API `store: true`: the conversation so far, so `previous_response_id` works on any provider
-    await db.execute(
+    db.execute(
         "create table stored_responses (id text primary key, created real not null, body text not null)"
     )
 
 
 @migration
-async def m005_spend_by_day(db: aiosqlite.Connection) -> None:
+def m005_spend_by_day(db: sqlite3.Connection) -> None:
     # Budgets are rebuilt from spend at startup, and pruning old requests (logs.retention_days)
     # must not forget a month's or a total budget's spend: a daily roll-up that pruning never touches.
-    await db.execute(
+    db.execute(
         "create table spend_by_day (day real not null, key_name text not null, team text not null,"
         " cost_usd real not null, primary key (day, key_name, team))"
     )
-    await db.execute(
+    db.execute(
         "create trigger requests_spend after insert on requests when new.cost_usd > 0 and"
         " (new.key_name is not null or new.team is not null) begin insert into spend_by_day values"
         " (cast(new.ts / 86400 as integer) * 86400.0, coalesce(new.key_name, ''), coalesce(new.team, ''),"
         " new.cost_usd) on conflict do update set cost_usd = cost_usd + excluded.cost_usd; end"
     )
-    await db.execute(
+    db.execute(
         "insert into spend_by_day select cast(ts / 86400 as integer) * 86400.0, coalesce(key_name, ''),"
         " coalesce(team, ''), total(cost_usd) from requests where cost_usd > 0 and"
         " (key_name is not null or team is not null) group by 1, 2, 3"
@@ -167,21 +171,132 @@ async def m005_spend_by_day(db: aiosqlite.Connection) -> None:
 
 
 @migration
-async def m006_request_previews(db: aiosqlite.Connection) -> None:
+def m006_request_previews(db: sqlite3.Connection) -> None:
     # The list's "first words of the prompt", written with the row: reading them out of
     # request_json took one full row read and JSON parse per listed row. A table of its own,
     # because a column after the large text columns would be read through their overflow pages.
-    await db.execute("create table request_previews (request_id text primary key, preview text not null)")
-    await db.execute(
+    db.execute("create table request_previews (request_id text primary key, preview text not null)")
+    db.execute(
         "create trigger requests_preview_ad after delete on requests begin"
         " delete from request_previews where request_id = old.request_id; end"
     )
 
 
-async def migrate(db: aiosqlite.Connection) -> list[str]:
+# m007's requests table: the scalars, then how the row sits in its session and which
+# stored pieces rebuild its body. Literal, like every migration's DDL.
+REQUEST_COLUMNS: Final = (
+    "request_id", *SCALARS, "attempts", "session", "turn", "parent", "prefix_len", "new_from", "n_messages",
+    "response_id",
+)
+# (pos, content) of a request's messages: its own rows (pos >= prefix_len), then its
+# parent's below that, and so on up the chain (each request stores only what it added).
+MESSAGE_REFS_SQL: Final = """
+with recursive chain(id, lim) as (
+    select id, n_messages from requests where id = ?
+    union all
+    select r.parent, min(c.lim, r.prefix_len) from chain c join requests r on r.id = c.id
+    where r.parent is not null
+)
+select rc.pos, rc.content from chain c join request_content rc on rc.request = c.id
+where rc.pos >= 0 and rc.pos < c.lim order by rc.pos
+"""
+
+
+@migration
+def m007_content_and_sessions(db: sqlite3.Connection) -> None:
+    # Agents resend their whole history every turn: each message, tools list and body
+    # skeleton is now stored once by hash (``content``), indexed once (``content_fts``),
+    # and referenced by each request that added it (``request_content``); requests are
+    # threaded into ``sessions``. Every existing row is rewritten that way (finopsd.log.upgrade).
+    from finopsd.log.upgrade import rewrite_requests  # the writer's code, which imports this module
+
+    db.execute(
+        "create table content (id integer primary key, hash blob not null unique, kind text not null,"
+        " size integer not null, body blob not null)"
+    )
+    # Contentless: the text lives (compressed) in ``content``; snippets are made in Python.
+    db.execute(
+        "create virtual table content_fts using fts5(prompt_text, response_text, content='',"
+        " tokenize='unicode61 remove_diacritics 2')"
+    )
+    db.execute(
+        """
+        create table sessions (
+            id integer primary key,
+            session_id text not null unique,
+            source text not null,
+            client_session_id text, key_name text, team text, fingerprint blob,
+            ts real not null, last_ts real not null,
+            turns integer not null, errors integer not null,
+            prompt_tokens integer not null, completion_tokens integer not null, cached_tokens integer not null,
+            cost_usd real not null, models text not null, first_words text,
+            last_request integer
+        )
+        """
+    )
+    db.execute("create index sessions_last on sessions(last_ts desc, id desc)")
+    db.execute("create index sessions_client on sessions(client_session_id, key_name)"
+               " where client_session_id is not null")
+    db.execute("create index sessions_fingerprint on sessions(fingerprint, last_ts) where fingerprint is not null")
+    db.execute(
+        "create table request_content (request integer not null, pos integer not null, content integer not null,"
+        " primary key (request, pos)) without rowid"
+    )
+    db.execute("create index request_content_content on request_content(content)")
+    # The old table and its index go; the new one takes its name before the rows move,
+    # so the writer's code writes it as it will at run time.
+    for trigger in ("requests_ai", "requests_ad", "requests_au", "requests_spend", "requests_preview_ad"):
+        db.execute(f"drop trigger if exists {trigger}")
+    db.execute("drop table requests_fts")
+    db.execute("alter table requests rename to requests_m001")
+    db.execute(
+        """
+        create table requests (
+            id integer primary key,
+            request_id text not null unique,
+            ts real not null,
+            duration_ms real, ttft_ms real,
+            route text, provider text, model text, upstream_model text,
+            key_name text, team text, client_ip text, user_agent text,
+            status_code integer, status text, error_type text, error_message text,
+            stream integer, finish_reason text,
+            prompt_tokens integer, completion_tokens integer,
+            cached_tokens integer, reasoning_tokens integer,
+            cost_usd real, cost_flags text, upstream_key_name text,
+            attempts text,
+            session integer not null, turn integer not null,
+            parent integer, prefix_len integer, new_from integer, n_messages integer,
+            response_id text
+        )
+        """
+    )
+    rewrite_requests(db, "requests_m001")
+    db.execute("drop table requests_m001")
+    covered = ("status", "prompt_tokens", "completion_tokens", "cost_usd", "provider", "model", "key_name",
+               "team", "stream", "duration_ms", "session")  # fmt: skip
+    for lead in ("ts", "provider", "model", "key_name", "team", "status"):
+        keys = "ts desc, id desc" if lead == "ts" else f"{lead}, ts desc, id desc"
+        rest = ", ".join(c for c in covered if c != lead)
+        db.execute(f"create index requests_{lead} on requests({keys}, {rest})")
+    db.execute("create index requests_session on requests(session, turn)")
+    db.execute("create index requests_response on requests(response_id) where response_id is not null")
+    # as in m005 and m006, now on the new table (created after the rewrite: its spend is already rolled up)
+    db.execute(
+        "create trigger requests_spend after insert on requests when new.cost_usd > 0 and"
+        " (new.key_name is not null or new.team is not null) begin insert into spend_by_day values"
+        " (cast(new.ts / 86400 as integer) * 86400.0, coalesce(new.key_name, ''), coalesce(new.team, ''),"
+        " new.cost_usd) on conflict do update set cost_usd = cost_usd + excluded.cost_usd; end"
+    )
+    db.execute(
+        "create trigger requests_preview_ad after delete on requests begin"
+        " delete from request_previews where request_id = old.request_id; end"
+    )
+
+
+def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply every migration not yet recorded, each in its own transaction; return their names."""
-    await db.execute("create table if not exists _migrations (name text primary key, applied_at real not null)")
-    done = {row[0] for row in await db.execute_fetchall("select name from _migrations")}
+    db.execute("create table if not exists _migrations (name text primary key, applied_at real not null)")
+    done = {row[0] for row in db.execute("select name from _migrations")}
     applied: list[str] = []
     for fn in MIGRATIONS:
         name = fn.__name__
@@ -189,14 +304,14 @@ async def migrate(db: aiosqlite.Connection) -> list[str]:
             continue
         # `begin immediate` takes the write lock first, so a second process opening the
         # same file waits here and then sees the row below instead of migrating twice.
-        await db.execute("begin immediate")
+        db.execute("begin immediate")
         try:
-            if not await db.execute_fetchall("select 1 from _migrations where name = ?", (name,)):
-                await fn(db)
-                await db.execute("insert into _migrations (name, applied_at) values (?, ?)", (name, time.time()))
+            if not db.execute("select 1 from _migrations where name = ?", (name,)).fetchone():
+                fn(db)
+                db.execute("insert into _migrations (name, applied_at) values (?, ?)", (name, time.time()))
                 applied.append(name)
-            await db.execute("commit")
+            db.execute("commit")
         except BaseException:
-            await db.execute("rollback")
+            db.execute("rollback")
             raise
     return applied

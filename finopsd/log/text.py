@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import html
 import json
 import re
+import unicodedata
 from typing import Any, Final
 
 # snippet() brackets hits with these; flattened text never contains them, so after
@@ -127,3 +130,53 @@ def preview_of(request: Any) -> str | None:
             if text:
                 return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1].rstrip() + "…"
     return None
+
+
+# ---------------------------------------------------------------------------- snippets
+# The index is contentless (the text is stored compressed, once), so FTS5's snippet()
+# has nothing to read: the matched piece is decoded and its hits found here, folded the
+# way the index's tokenizer folds them (case, diacritics).
+
+_TOKEN: Final = re.compile(r"[^\W_]+(\*?)")
+_OPERATORS: Final = frozenset({"AND", "OR", "NOT", "NEAR"})
+SNIPPET_BEFORE: Final = 60
+SNIPPET_CHARS: Final = 200
+SNIPPET_SCAN: Final = 200_000  # hits are looked for in this much of a piece
+
+
+@functools.lru_cache(maxsize=4096)
+def _fold_char(c: str) -> str:
+    base = "".join(x for x in unicodedata.normalize("NFKD", c) if not unicodedata.combining(x)) or c
+    return base.lower()[:1] or c
+
+
+def fold(text: str) -> str:
+    """Lower case without diacritics, one character for each of ``text``'s (positions line up)."""
+    return text.lower() if text.isascii() else "".join(map(_fold_char, text))
+
+
+def _hit_pattern(q: str) -> re.Pattern[str] | None:
+    words = []
+    for m in _TOKEN.finditer(q):
+        word = m.group(0).rstrip("*")
+        if word in _OPERATORS:
+            continue
+        words.append(re.escape(fold(word)) + (r"[^\W_]*" if m.group(1) else r"(?![^\W_])"))
+    return re.compile(r"(?<![^\W_])(?:" + "|".join(words) + ")") if words else None
+
+
+def snippet(text: str, q: str) -> str:
+    """HTML-safe fragment of ``text`` around the first hit of ``q``, hits in ``<mark>``."""
+    text = text.translate(_NO_MARKS)[:SNIPPET_SCAN]
+    pattern = _hit_pattern(q)
+    hits = list(pattern.finditer(fold(text))) if pattern else []
+    start = max(0, hits[0].start() - SNIPPET_BEFORE) if hits else 0
+    end = min(len(text), start + SNIPPET_CHARS)
+    out, at = [], start
+    for hit in hits:
+        if hit.start() < at or hit.end() > end:
+            continue
+        out += [html.escape(text[at:hit.start()]), "<mark>", html.escape(text[hit.start():hit.end()]), "</mark>"]
+        at = hit.end()
+    out.append(html.escape(text[at:end]))
+    return ("…" if start else "") + "".join(out).strip() + ("…" if end < len(text) else "")

@@ -116,6 +116,8 @@ async def create(request: web.Request) -> web.StreamResponse:
     ex.request, ex.notes = chat, notes
     kept: list[dict[str, Any]] = []
     emitter = ResponsesEmitter(body, model, kept.append)
+    # the log threads a previous_response_id chain into one session
+    ex.previous_response_id, ex.response_id = body.get("previous_response_id"), emitter.id
     response = await run_exchange(request, ex, lambda: relay(request, ex, Leg(chat, emitter)))
     if kept and body.get("store", True) is not False:
         conversation = full["input"] if isinstance(full["input"], list) else [
