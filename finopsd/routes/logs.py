@@ -174,7 +174,9 @@ async def session_items(store: LogStore, kw: dict[str, Any], *, totals: bool = T
     """A page of sessions as ``/api/sessions`` answers it (page, API and CLI alike)."""
     try:
         page = await store.sessions(**kw, with_totals=totals)
-    except ValueError:  # the store's word for a cursor it did not make
+    except BadRequest:
+        raise  # the store's own 400, naming its parameter
+    except ValueError:  # the contract's word for a cursor the store did not make
         raise BadRequest("invalid cursor", param="cursor") from None
     items = [session_item(s) for s in page["items"]]
     return {"items": items, "next_cursor": page["next_cursor"], "totals": page["totals"]}
