@@ -325,6 +325,7 @@ async def test_logs_opens_on_the_sessions_view(gw: TestClient, two_tasks: tuple[
     assert "<b>2</b> sessions · <b>4</b> requests" in text
     assert 'data-live="1"' in text and 'id="live" checked' in text
     assert 'name="stream"' not in text and 'name="order"' not in text  # request-level knobs stay in that view
+    assert '<p class="totals" id="totals"></p>' in await page(gw, totals="false")  # how the live page polls
 
 
 async def test_sessions_view_search_links_to_the_turn(gw: TestClient, two_tasks: tuple[Task, Task]) -> None:

@@ -240,7 +240,8 @@ async def logs_page(request: web.Request) -> web.Response:
     store = request.app[LOGSTORE]
     try:
         if view == "sessions":
-            page = await session_items(store, kw)
+            # the live page asks for totals only every few refreshes (sessions.js)
+            page = await session_items(store, kw, totals=bool(parse_flag(request.query, "totals", True)))
         else:
             page = await search_items(store, kw, previews="q" not in kw)
     except BadRequest as e:  # a cursor the store did not make

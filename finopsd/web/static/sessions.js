@@ -18,6 +18,15 @@
     const there = doc.getElementById(id);
     if (here && there) here.replaceChildren(...Array.from(there.childNodes, (n) => document.importNode(n, true)));
   }
+  // a slow answer must not overlap the next poll: skip a tick while one is out
+  function single(fn) {
+    let busy = false;
+    return async () => {
+      if (busy || document.hidden) return; // a background tab need not cost the gateway a query every 2 s
+      busy = true;
+      try { await fn(); } finally { busy = false; }
+    };
+  }
   function stamp() {
     if (status) status.textContent = "updated " + new Date().toLocaleTimeString();
   }
@@ -26,25 +35,32 @@
   function liveList(table) {
     const box = document.getElementById("live");
     const body = table.tBodies[0];
+    // totals over a broad filter cost more than the rows: every 10 s, or on the poll after rows changed
+    const TOTALS_EVERY = 5;
     let timer = null;
-    async function refresh() {
-      if (document.hidden) return; // a background tab need not cost the gateway a query every 2 s
+    let polls = 0;
+    let changed = false;
+    const refresh = single(async () => {
       try {
-        const doc = await fetchPage(location.pathname + location.search);
+        const params = new URLSearchParams(location.search);
+        const withTotals = changed || ++polls % TOTALS_EVERY === 0;
+        if (!withTotals) params.set("totals", "false");
+        const doc = await fetchPage(location.pathname + "?" + params);
         const rows = doc.querySelector("#rows tbody");
         if (!rows) throw new Error("no rows in the answer");
         const before = new Map(Array.from(body.rows, (r) => [r.dataset.id, r.textContent]));
         const fresh = Array.from(rows.rows, (r) => document.importNode(r, true));
         for (const r of fresh) if (before.get(r.dataset.id) !== r.textContent) r.classList.add("fresh");
         body.replaceChildren(...fresh);
-        swapChildren("totals", doc);
+        if (withTotals) swapChildren("totals", doc);
+        changed = !withTotals && (fresh.length !== before.size || fresh.some((r) => r.classList.contains("fresh")));
         swapChildren("pager", doc);
         if (fresh.length) document.getElementById("empty")?.remove();
         stamp();
       } catch (err) {
         if (status) status.textContent = "live paused: " + err.message;
       }
-    }
+    });
     function toggle() {
       clearInterval(timer);
       timer = null;
@@ -62,8 +78,7 @@
     const turns = document.getElementById("turns");
     let last = Number(main.dataset.lastTurn) || 0;
     let timer = null;
-    async function refresh() {
-      if (document.hidden) return;
+    const refresh = single(async () => {
       try {
         const doc = await fetchPage(location.pathname + "?after=" + last);
         swapChildren("facts", doc);
@@ -85,7 +100,7 @@
       } catch (err) {
         if (status) status.textContent = "live paused: " + err.message;
       }
-    }
+    });
     timer = setInterval(refresh, EVERY_MS);
   }
 
