@@ -447,6 +447,15 @@ async def test_api_refuses_cross_site_browser_fetches(gateway: TestClient) -> No
             assert resp.status == status, (site, path)
     page = await gateway.get("/logs", headers={"Sec-Fetch-Site": "cross-site"})
     assert page.status == 200  # following a link is fine: a navigation's answer is not readable cross-site
+    for path in ("/logs", "/logs?view=requests", "/logs/sessions/s1", "/logs/r1"):
+        # a page's HTML is readable too when fetched (the CORS answer allows any origin)
+        fetched = await gateway.get(path, headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors",
+                                                   "Origin": "https://evil.example"})  # fmt: skip
+        assert fetched.status == 403 and "same-origin" in await fetched.text(), path
+        link = await gateway.get(path, headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"})
+        assert link.status in (200, 404), path
+    own = await gateway.get("/logs", headers={"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"})
+    assert own.status == 200  # the live page's own refresh
 
 
 async def test_without_a_token_a_rebound_host_name_is_refused(make_gateway: Any, fake_openai: FakeUpstream) -> None:
