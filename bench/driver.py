@@ -13,6 +13,16 @@ target's connections stay warm between slices). A request started before the end
 finishes and counts. Latency is from send to the last byte; TTFT (streams) is to
 the first ``data:`` line. The process stays up between commands so its start-up
 (importing aiohttp) is paid once.
+
+An agent-session command sends growing conversations instead of one body:
+
+    {"agents": 8, "url": ..., "model": ..., "headers": {...}, "duration": 60,
+     "system_kb": 26, "tool_kb": 9.5, "max_kb": 400, "seed": 0}
+    -> the same answer, plus "sent_mb"
+
+Each of ``agents`` workers runs one task after another: every turn resends the whole
+history plus one tool result (bench.agent_traffic), streamed, until the body would
+pass ``max_kb``; then it starts a new task.
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ import time
 from typing import Any
 
 import aiohttp
+
+from bench.agent_traffic import GrowingBody, system_prompt
 
 MAX_REQUEST_S = 30  # one request that takes longer is an error, not a hang
 MAX_WAIT_FOR_DONE_S = MAX_REQUEST_S + 5
@@ -86,6 +98,23 @@ async def worker(session: aiohttp.ClientSession, cmd: dict[str, Any], body: byte
             await asyncio.sleep(0.01)  # a refused connection must not spin
 
 
+async def agent(session: aiohttp.ClientSession, cmd: dict[str, Any], seed: int, system: str, deadline: float,
+                tally: Tally, sent: list[int]) -> None:
+    headers = {"Content-Type": "application/json", **cmd.get("headers", {})}
+    limit = float(cmd["max_kb"]) * 1024
+    while time.perf_counter() < deadline:
+        task = GrowingBody(cmd["model"], seed, system, float(cmd["tool_kb"]))
+        seed += 1_000  # the next task of this worker: new first words, so a new session
+        while time.perf_counter() < deadline and len(body := task.next()) <= limit:
+            sent[0] += len(body)
+            try:
+                async with asyncio.timeout(MAX_REQUEST_S):
+                    await one(session, cmd["url"], body, headers, True, tally)
+            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                tally.fail(f"{type(e).__name__}: {e}")
+                await asyncio.sleep(0.01)
+
+
 async def run(sessions: dict[str, aiohttp.ClientSession], cmd: dict[str, Any]) -> dict[str, Any]:
     url = cmd["url"]
     session = sessions.get(url)
@@ -94,12 +123,18 @@ async def run(sessions: dict[str, aiohttp.ClientSession], cmd: dict[str, Any]) -
         session = sessions[url] = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
         )
-    body = cmd["body"].encode()
     tally = Tally()
+    sent = [0]
     cpu0, t0 = time.process_time(), time.perf_counter()
     deadline = t0 + float(cmd["duration"])
-    tasks = [asyncio.create_task(worker(session, cmd, body, deadline, tally))
-             for _ in range(int(cmd["concurrency"]))]
+    if "agents" in cmd:
+        system = system_prompt(float(cmd["system_kb"]))
+        tasks = [asyncio.create_task(agent(session, cmd, int(cmd.get("seed", 0)) + i, system, deadline, tally, sent))
+                 for i in range(int(cmd["agents"]))]
+    else:
+        body = cmd["body"].encode()
+        tasks = [asyncio.create_task(worker(session, cmd, body, deadline, tally))
+                 for _ in range(int(cmd["concurrency"]))]
     done, pending = await asyncio.wait(tasks, timeout=float(cmd["duration"]) + MAX_WAIT_FOR_DONE_S)
     for task in pending:
         task.cancel()
@@ -109,7 +144,7 @@ async def run(sessions: dict[str, aiohttp.ClientSession], cmd: dict[str, Any]) -
     elapsed = time.perf_counter() - t0
     out: dict[str, Any] = {
         "n": len(tally.lat), "errors": tally.errors, "error_sample": tally.error_sample,
-        "elapsed": elapsed, "cpu_s": time.process_time() - cpu0,
+        "elapsed": elapsed, "cpu_s": time.process_time() - cpu0, "sent_mb": sent[0] / 1e6,
     }
     if cmd.get("record", True):
         out["lat"] = [round(x, 4) for x in tally.lat]

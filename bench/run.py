@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.agents import run_agents
 from bench.load import CLIENT_MODEL, HIGH, SCENARIOS, Load, Target, run_scenario, write_config
 from bench.procs import Background, Child, Children, Pinning, machine, memory_mb
 from bench.profile import profile_finopsd
@@ -138,7 +139,15 @@ async def bench(args: argparse.Namespace) -> int:
                 targets.append(Target("vs", vs_url(args.vs), args.vs_model, args.vs_pid))
                 if args.vs_pid:
                     idle["vs"] = memory_mb(args.vs_pid)["rss"]
-            out.update(await measure(load, targets, ours, idle, workdir / "finops.db", args))
+            if not args.agents_only:
+                out.update(await measure(load, targets, ours, idle, workdir / "finops.db", args))
+            if args.agents:
+                print(f"\nagent sessions: {args.agents} concurrent tasks growing 30 -> 400 KB, streamed tool-call"
+                      f" answers, {args.agents_duration:g} s per target", flush=True)
+                load.pins.apply(*ours, split=True)
+                db = workdir / "finops.db"
+                out["agents"] = await run_agents(load, targets[1:3], lambda: logged_rows(db), args.agents,
+                                                 args.agents_duration, idle)
         if args.profile:
             print("\nprofiling finopsd (a second instance under py-spy) …", flush=True)
             load.pins.apply(*ours, split=True)
@@ -192,12 +201,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "with py-spy for --duration s; FILE gets the collapsed stacks")
     p.add_argument("--profile-gil", action="store_true", help="sample only the thread holding the GIL")
     p.add_argument("--profile-only", action="store_true", help="skip the scenarios (needs --profile)")
+    p.add_argument("--agents", type=int, default=8, metavar="N",
+                   help="the agent-session scenario with N concurrent growing tasks (default 8; 0 skips it)")
+    p.add_argument("--agents-duration", type=float, default=60.0, metavar="S",
+                   help="seconds per target of the agent-session scenario (default 60)")
+    p.add_argument("--agents-only", action="store_true", help="run only the agent-session scenario")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, config, database)")
     args = p.parse_args(argv)
     if args.profile_only and not args.profile:
         p.error("--profile-only needs --profile FILE")
     if args.quick:
-        args.duration, args.warmup = 2.0, 0.5
+        args.duration, args.warmup, args.agents_duration = 2.0, 0.5, 5.0
     return args
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import time
@@ -14,6 +15,7 @@ import pytest
 
 from finopsd.log import search as logsearch
 from finopsd.errors import BadRequest
+from finopsd.log.schema import SCALARS
 from finopsd.log.store import MIGRATIONS, LogStore, migrate, new_request_id, prompt_text, response_text
 
 NOW = time.time()
@@ -114,6 +116,65 @@ async def test_reopen_does_not_rerun_migrations(db_path: str) -> None:
         assert migrate(db) == []
         after = db.execute("select name, applied_at from _migrations").fetchall()
     assert after == before
+
+
+def m006_database(path: str, rows: list[dict[str, Any]]) -> None:
+    """A log as m001-m006 wrote it: each request whole, in request_json and again as prompt_text."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path, isolation_level=None) as db:
+        db.execute("pragma auto_vacuum = incremental")
+        db.execute("create table _migrations (name text primary key, applied_at real not null)")
+        for fn in MIGRATIONS[:6]:
+            fn(db)
+            db.execute("insert into _migrations values (?, 0)", (fn.__name__,))
+        for row in rows:
+            scalars = [c for c in SCALARS]
+            db.execute(
+                f"insert into requests (request_id, {', '.join(scalars)}, attempts, prompt_text, response_text,"
+                f" request_json, response_json) values ({', '.join('?' * (len(scalars) + 6))})",
+                (row["id"], *[int(v) if isinstance(v, bool) else v for v in (row[c] for c in scalars)],
+                 json.dumps(row["attempts"]), prompt_text(row["request"]), response_text(row["response"]),
+                 json.dumps(row["request"]), json.dumps(row["response"])),
+            )  # fmt: skip
+    with sqlite3.connect(path) as db:
+        db.execute("pragma wal_checkpoint")
+
+
+async def test_upgrade_from_m006_keeps_every_row_searchable_and_threaded(
+    db_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    history: list[Any] = [{"role": "system", "content": "You are Roo. " * 300}]
+    rows = []
+    for turn in range(8):  # one agent task, its history resent each turn
+        history = [*history, {"role": "user", "content": f"step {turn} walrus{turn}"}]
+        request = {"model": "gpt-5", "messages": list(history), "stream": True}
+        rows.append(make_row(f"t{turn}", ts=NOW - 100 + turn, request=request,
+                             response={"content": f"done {turn}", "reasoning": "", "tool_calls": []}))
+        history.append({"role": "assistant", "content": f"done {turn}"})
+    rows.append(make_row("other", key_name="someone-else", ts=NOW, **chat("unrelated narwhal")))
+    rows.append(make_row("quiet", ts=NOW, request=None, response=None))
+    m006_database(db_path, rows)
+    with sqlite3.connect(db_path) as db:
+        spend_before = db.execute("select * from spend_by_day order by 1, 2, 3").fetchall()
+    store = await LogStore.open(db_path)
+    try:
+        assert "m007_content_and_sessions" in caplog.text and "requests rewritten" in caplog.text
+        for row in rows:
+            got = await store.get(row["id"])
+            assert got is not None
+            assert {k: got[k] for k in row} == row  # every field back, the conversation exactly
+        assert await ids_for(store, q="walrus5") == {"t5"}
+        assert (await store.get("t5"))["preview"] == "step 5 walrus5"  # type: ignore[index]
+        assert await ids_for(store, q="narwhal") == {"other"}
+        page = await store.sessions(with_totals=True)
+        assert sorted(i["turns"] for i in page["items"]) == [1, 1, 8]  # "quiet" has no text: its own session
+        assert page["totals"]["requests"] == len(rows)
+    finally:
+        await store.close()
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("select * from spend_by_day order by 1, 2, 3").fetchall() == spend_before
+        assert db.execute("select count(*) from content where kind = 'message' and size > 3000").fetchone()[0] == 1
 
 
 # ---------------------------------------------------------------- writing
@@ -437,3 +498,32 @@ async def test_previews_are_written_with_rows_and_pruned_with_them(db_path: str)
     with sqlite3.connect(db_path) as db:
         assert [r[0] for r in db.execute("select request_id from request_previews")] == ["p2"]
     await store.close()
+
+
+async def test_retention_prunes_whole_sessions_and_only_content_nothing_else_uses(
+    store: LogStore, db_path: str
+) -> None:
+    shared = {"role": "system", "content": "shared system prompt " * 100}
+    old_day, recent = NOW - 40 * 86_400, NOW - 60
+
+    def turn(rid: str, session: str, ts: float, *words: str) -> dict[str, Any]:
+        messages = [shared, *({"role": "user", "content": w} for w in words)]
+        return make_row(rid, ts=ts, session_hint=session, request={"messages": messages},
+                        response={"content": f"answer {rid}", "reasoning": "", "tool_calls": []})
+
+    await fill(store, [
+        turn("gone1", "a", old_day, "ancient aardvark"), turn("gone2", "a", old_day + 5, "ancient aardvark", "more"),
+        # began long ago, still going: kept whole
+        turn("kept1", "b", old_day, "long badger"), turn("kept2", "b", recent, "long badger", "today"),
+    ])  # fmt: skip
+    assert await store.prune(30) == 2
+    assert await ids_for(store) == {"kept1", "kept2"}
+    assert await ids_for(store, q="aardvark") == set()
+    assert await ids_for(store, q="shared") == {"kept1"}  # the shared prompt stays for the session that uses it
+    kept = await store.get("kept2")
+    assert kept is not None and kept["request"]["messages"][0] == shared
+    await store.close()
+    with sqlite3.connect(db_path) as db:
+        assert db.execute(ORPHANS).fetchone()[0] == 0
+        assert db.execute("select count(*) from sessions").fetchone()[0] == 1
+        db.execute("insert into content_fts(content_fts, rank) values ('integrity-check', 1)")
