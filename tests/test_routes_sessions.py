@@ -20,6 +20,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from finopsd.appkeys import LOGSTORE
+from finopsd.web.pages import TURNS_PER_PAGE
 from tests.conftest import GatewayFactory
 from tests.fakes import FakeUpstream
 from tests.test_governance import governed, key_line
@@ -405,3 +406,26 @@ async def test_without_content_a_session_keeps_turns_tokens_and_cost(
     text = await page(gw, f"/logs/sessions/{session['id']}")
     assert "was not stored" in text and "secret plans" not in text and "No answer was received" not in text
 
+
+
+async def test_a_long_task_pages_its_timeline_and_links_a_hit_to_its_page(
+    gw: TestClient, fake_openai: FakeUpstream
+) -> None:
+    fake_openai.answer_json(text_answer(1, "ok"))
+    headers = {"Authorization": f"Bearer {ROO_KEY}", "x-finops-session-id": "long-task"}
+    for n in range(1, TURNS_PER_PAGE + 2):
+        words = "the last turn mentions an axolotl" if n == TURNS_PER_PAGE + 1 else f"step {n}"
+        resp = await gw.post("/openai/chat/completions", headers=headers,
+                             json={"model": "openai/gpt-5", "messages": [{"role": "user", "content": words}]})
+        assert resp.status == 200, await resp.text()
+    sid = await session_of(gw, "roo")
+    first = await page(gw, f"/logs/sessions/{sid}")
+    assert 'id="turn-1"' in first and f'id="turn-{TURNS_PER_PAGE}"' in first
+    assert f'id="turn-{TURNS_PER_PAGE + 1}"' not in first and 'data-running=""' in first  # not the newest turns
+    later = html.unescape(first.split('rel="next" href="')[1].split('"')[0])
+    assert later == f"/logs/sessions/{sid}?after={TURNS_PER_PAGE}"
+    last = await page(gw, later)
+    assert f'id="turn-{TURNS_PER_PAGE + 1}"' in last and 'id="turn-1"' not in last and "axolotl" in last
+    assert "← earlier turns" in last and 'data-running="1"' in last
+    hit = await page(gw, q="axolotl")
+    assert f'href="/logs/sessions/{sid}?after={TURNS_PER_PAGE}#turn-{TURNS_PER_PAGE + 1}"' in hit

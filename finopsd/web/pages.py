@@ -20,8 +20,8 @@ from finopsd.web import TEMPLATES_DIR
 from finopsd.web.items import fmt_cost, fmt_ms, fmt_tokens
 
 __all__ = [
-    "FORM_FIELDS", "esc", "filter_form", "list_fields", "page_url", "render_list", "render_not_found", "render_page", "session_href",
-    "template", "views_nav",
+    "FORM_FIELDS", "TURNS_PER_PAGE", "esc", "filter_form", "list_fields", "page_url", "render_list",
+    "render_not_found", "render_page", "session_href", "template", "views_nav",
 ]  # fmt: skip
 
 # The filters the form round-trips, in form order; ``view``, ``cursor`` and ``limit`` ride along in links.
@@ -67,8 +67,15 @@ def page_url(query: Mapping[str, str], **changes: str | None) -> str:
     return "/logs" + (f"?{urlencode(params)}" if params else "")
 
 
+TURNS_PER_PAGE: Final = 100  # a task's timeline shows this many turns per page (a page of 60 Roo turns: ~380 KB)
+
+
 def session_href(session_id: str, turn: int | None = None) -> str:
-    return "/logs/sessions/" + quote(session_id, safe="") + (f"#turn-{turn}" if turn else "")
+    """A session's timeline, at ``turn`` (on the page that holds it)."""
+    href = "/logs/sessions/" + quote(session_id, safe="")
+    if turn and turn > TURNS_PER_PAGE:
+        href += f"?after={(turn - 1) // TURNS_PER_PAGE * TURNS_PER_PAGE}"
+    return href + (f"#turn-{turn}" if turn else "")
 
 
 def views_nav(query: Mapping[str, str], sessions: bool) -> str:

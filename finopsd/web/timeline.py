@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from finopsd.web.detail import call_names_of, message_html
 from finopsd.web.items import fmt_cost, fmt_duration, fmt_ms, fmt_tokens, reply_message
-from finopsd.web.pages import esc, render_page, template
+from finopsd.web.pages import TURNS_PER_PAGE, esc, render_page, template
 from finopsd.web.sessions import STATUS_TITLES, status_badge
 
 __all__ = ["render_session"]
@@ -92,9 +92,21 @@ def _turn(turn: dict[str, Any], call_names: dict[str, str], stored: bool) -> str
     return f'<section class="turn" id="turn-{n}" data-turn="{n}">{_turn_head(turn)}{"".join(body)}</section>'
 
 
+def _pager(session_id: str, after: int, end: int, more: bool) -> str:
+    """Links to the earlier and later pages of turns (``end``: the last turn shown)."""
+    base = "/logs/sessions/" + quote(session_id, safe="")
+    links = []
+    if after > 0:
+        earlier = max(0, after - TURNS_PER_PAGE)
+        links.append(f'<a href="{esc(base + (f"?after={earlier}" if earlier else ""))}">← earlier turns</a>')
+    if more:
+        links.append(f'<a rel="next" href="{esc(base + f"?after={end}")}">later turns →</a>')
+    return f'<nav class="pager">{" ".join(links)}</nav>' if links else ""
+
+
 def render_session(detail: dict[str, Any], after: int = 0) -> str:
-    """The whole page for one ``items.session_detail``; with ``after``, only the turns past it
-    (how ``sessions.js`` fetches what a running task added)."""
+    """The whole page for one ``items.session_detail``: TURNS_PER_PAGE turns after turn ``after``
+    (how ``sessions.js`` also fetches what a running task added)."""
     session, turns = detail["session"], detail["turns"]
     answers = [a for a in map(_answer, turns) if a is not None]
     messages = [m for t in turns for m in t.get("new_messages") or () if isinstance(m, dict)]
@@ -105,17 +117,22 @@ def render_session(detail: dict[str, Any], after: int = 0) -> str:
         " tokens, cost and timings only.</p>")  # fmt: skip
     first = " ".join(str(session.get("first_words") or "").split())
     title = first if len(first) <= TITLE_CHARS else first[: TITLE_CHARS - 1].rstrip() + "…"
-    running = session.get("status") == "running"
     title = esc(title or f"session {session['id']}")
+    later = [t for t in turns if int(t.get("turn") or 0) > after]
+    shown = later[:TURNS_PER_PAGE]
+    end = int(shown[-1].get("turn") or 0) if shown else after
+    more = len(later) > len(shown)
+    # live only where the newest turns are: a page of earlier turns stays as it is
+    running = session.get("status") == "running" and not more
     main = template("session.html").substitute(
         title=title,
         facts=_facts(session),
         notice=notice,
-        turns="\n".join(_turn(t, call_names, stored) for t in turns if int(t.get("turn") or 0) > after),
+        turns="\n".join(_turn(t, call_names, stored) for t in shown),
+        pager=_pager(str(session["id"]), after, end, more),
         live_note="running: new turns appear as they are logged" if running else "",
     )
-    last_turn = max((int(t.get("turn") or 0) for t in turns), default=0)
     return render_page(main, title=title,
                        header='<a href="/logs">← all sessions</a>', script="sessions.js",
                        main_attrs=f' class="detail timeline" data-running="{"1" if running else ""}"'
-                       f' data-last-turn="{last_turn}"')  # fmt: skip
+                       f' data-last-turn="{end}"')  # fmt: skip
