@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 from aiohttp.test_utils import TestClient
@@ -24,6 +25,7 @@ from finopsd.web.pages import TURNS_PER_PAGE
 from tests.conftest import GatewayFactory
 from tests.fakes import FakeUpstream
 from tests.test_governance import governed, key_line
+from tests.test_routes_anthropic import ANT_TOOLS, MESSAGE
 from tests.test_routes_openai import TOOLS
 
 ROO_KEY, CLINE_KEY = "sk-fo-roo-000000000000000001", "sk-fo-cline-0000000000000002"
@@ -429,3 +431,30 @@ async def test_a_long_task_pages_its_timeline_and_links_a_hit_to_its_page(
     assert "← earlier turns" in last and 'data-running="1"' in last
     hit = await page(gw, q="axolotl")
     assert f'href="/logs/sessions/{sid}?after={TURNS_PER_PAGE}#turn-{TURNS_PER_PAGE + 1}"' in hit
+
+
+async def test_a_claude_code_task_reads_as_a_timeline(make_gateway: GatewayFactory, fake_anthropic: FakeUpstream) -> None:
+    """The Anthropic dialect (native to an Anthropic upstream) threads by Claude Code's session header,
+    and its tool_use / tool_result blocks read on the timeline as calls and the results under them."""
+    gw = await make_gateway(f"providers:\n  anthropic: {{base_url: '{fake_anthropic.url}',"
+                            " keys: [{value: sk-ant-upstream}], models: [claude-sonnet-4-6]}\n")  # fmt: skip
+    fake_anthropic.answer_json(MESSAGE)
+    fake_anthropic.answer_json({**MESSAGE, "content": [{"type": "text", "text": "a.py prints a capybara."}],
+                                "stop_reason": "end_turn"})  # fmt: skip
+    history: list[Any] = [{"role": "user", "content": "What does a.py print?"}]
+    async with anthropic.AsyncAnthropic(base_url=str(gw.make_url("/anthropic")), api_key="vk", max_retries=0,
+                                        default_headers={"X-Claude-Code-Session-Id": "cc-7"}) as client:  # fmt: skip
+        first = await client.messages.create(model="claude-sonnet-4-6", max_tokens=100, messages=history,
+                                             tools=ANT_TOOLS)  # type: ignore[arg-type]
+        history += [{"role": "assistant", "content": [b.model_dump() for b in first.content]},
+                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01A",
+                                                  "content": "print('capybara')"}]}]  # fmt: skip
+        await client.messages.create(model="claude-sonnet-4-6", max_tokens=100, messages=history, tools=ANT_TOOLS)  # type: ignore[arg-type]
+    (session,) = (await api(gw))["items"]
+    assert session["turns"] == 2 and session["source"] == "header"
+    assert session["first_words"] == "What does a.py print?"
+    text = await page(gw, f"/logs/sessions/{session['id']}")
+    turn1, turn2 = (text.split(f'id="turn-{n}"')[1].split("</section>")[0] for n in (1, 2))
+    assert 'calls <b class="tool-name">read_file</b>' in turn1 and "Reading." in turn1
+    assert 'tool result for <b class="tool-name">read_file</b>' in turn2 and "capybara" in turn2
+    assert "What does a.py print?" not in turn2 and "a.py prints a capybara." in turn2
