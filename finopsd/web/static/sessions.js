@@ -55,7 +55,7 @@
         if (withTotals) swapChildren("totals", doc);
         changed = !withTotals && (fresh.length !== before.size || fresh.some((r) => r.classList.contains("fresh")));
         swapChildren("pager", doc);
-        if (fresh.length) document.getElementById("empty")?.remove();
+        swapChildren("notice", doc); // "no sessions match" comes and goes with the rows
         stamp();
       } catch (err) {
         if (status) status.textContent = "live paused: " + err.message;
