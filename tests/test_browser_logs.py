@@ -124,13 +124,18 @@ async def test_logs_page_search_detail_and_live_tail_in_chromium(
 async def test_sessions_view_search_timeline_and_live_updates_in_chromium(
     gateway: TestClient, fake_openai: FakeUpstream, browser: Any
 ) -> None:
-    await send_traffic(gateway, fake_openai)
     page, problems = await open_page(browser)
-
-    # /logs opens on sessions: the two requests are one task, still running
-    await page.goto(str(gateway.make_url("/logs")))
     rows = page.locator("#rows tbody tr")
-    await rows.first.wait_for(timeout=1000)
+
+    # /logs opens on sessions, live: the first task shows up by itself, the empty notice goes
+    await page.goto(str(gateway.make_url("/logs")))
+    assert await page.inner_text("#empty") == "No sessions match these filters."
+    await send_traffic(gateway, fake_openai)
+    await rows.first.wait_for(timeout=6000)  # refreshes every 2 s
+    assert await page.locator("#empty").count() == 0
+
+    # the two requests are one task, still running
+    await page.reload()
     assert await rows.count() == 1
     cells = await rows.first.locator("td").all_inner_texts()
     assert cells[1] == "—" and cells[2] == "Read src/main.py and list tests." and cells[3] == "openai/gpt-5"
