@@ -225,7 +225,7 @@ def session_line(item: dict[str, Any], *, bold: bool = False) -> str:
     length, id, then the first words (or, for a search, the turn and snippet that matched)."""
     status = item.get("status") or "?"
     if item.get("errors"):
-        status = f"{status} ({item['errors']} err)" if status != "error" else f"error ({item['errors']})"
+        status = f"{status} ({item['errors']})"  # how many of its requests failed
     who = "/".join(str(x) for x in (item.get("key"), item.get("team")) if x) or "-"
     turns = item.get("turns") or 0
     cells = [(item.get("time") or "")[:19].replace("T", " "), f"{status:<9}", who,
