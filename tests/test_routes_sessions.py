@@ -21,6 +21,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from finopsd.appkeys import LOGSTORE
+from finopsd.web.items import fmt_duration
 from finopsd.web.pages import TURNS_PER_PAGE
 from tests.conftest import GatewayFactory
 from tests.fakes import FakeUpstream
@@ -458,3 +459,11 @@ async def test_a_claude_code_task_reads_as_a_timeline(make_gateway: GatewayFacto
     assert 'calls <b class="tool-name">read_file</b>' in turn1 and "Reading." in turn1
     assert 'tool result for <b class="tool-name">read_file</b>' in turn2 and "capybara" in turn2
     assert "What does a.py print?" not in turn2 and "a.py prints a capybara." in turn2
+
+
+@pytest.mark.parametrize(("ms", "shown"), [
+    (None, "—"), (12.4, "12 ms"), (59_000.0, "59.00 s"), (61_000.0, "1 min 01 s"), (3_599_000.0, "59 min 59 s"),
+    (3_600_000.0, "1 h 00 min"), (49_000_000.0, "13 h 36 min"),
+])  # fmt: skip
+def test_a_task_length_reads_in_the_unit_a_person_would_use(ms: float | None, shown: str) -> None:
+    assert fmt_duration(ms) == shown
