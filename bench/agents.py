@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,14 +47,7 @@ async def run_agents(load: Load, targets: list[Target], count_rows: Callable[[],
         cpu0 = cpu_ms(target.pid)
         cmd = {"agents": agents, "url": target.url, "model": CLIENT_MODEL, "headers": CLIENT_HEADERS,
                "duration": duration, "system_kb": 26, "tool_kb": 9.5, "max_kb": 400, "seed": seed * 100_000}
-        proc = load.driver.proc
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write((json.dumps(cmd) + "\n").encode())
-        await proc.stdin.drain()
-        line = await asyncio.wait_for(proc.stdout.readline(), duration + 120)
-        if not line:
-            raise RuntimeError(f"the driver exited:\n{load.driver.tail()}")
-        result = json.loads(line)
+        result = await load.command(cmd)
         cpu = cpu_ms(target.pid) - cpu0
         row: dict[str, Any] = {
             "target": target.name, "agents": agents, "requests": result["n"], "errors": result["errors"],

@@ -105,16 +105,19 @@ class Load:
                                                  CLIENT_HEADERS)
             return await run_wrk(self.children, self.wrk, self.scripts[key], target.url, concurrency,
                                  slice_seconds(seconds), self.pins.cpus("load", split=True))
-        cmd = {"url": target.url, "body": body, "headers": CLIENT_HEADERS, "stream": stream,
-               "concurrency": concurrency, "duration": seconds, "record": record}
+        return await self.command({"url": target.url, "body": body, "headers": CLIENT_HEADERS, "stream": stream,
+                                   "concurrency": concurrency, "duration": seconds, "record": record})
+
+    async def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """One command to the aiohttp driver, and its answer (bench/driver.py)."""
         proc = self.driver.proc
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write((json.dumps(cmd) + "\n").encode())
         await proc.stdin.drain()
-        line = await asyncio.wait_for(proc.stdout.readline(), seconds + 60)
+        line = await asyncio.wait_for(proc.stdout.readline(), float(cmd["duration"]) + 120)
         if not line:
             raise RuntimeError(f"the driver exited:\n{self.driver.tail()}")
-        return json.loads(line)
+        return dict(json.loads(line))
 
 
 def _cpu(target: Target) -> float | None:

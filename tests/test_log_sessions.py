@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from finopsd.appkeys import LOGSTORE, RUNTIME
+from finopsd.log import search as log_search
 from tests.conftest import GatewayFactory, gateway_yaml
 from tests.fakes import FakeUpstream
 from tests.test_governance import governed, key_line
@@ -125,9 +126,12 @@ async def test_a_turn_shows_only_what_it_added(gateway: TestClient, fake_openai:
     assert await store.session("no-such-session") is None
 
 
+@pytest.mark.parametrize("broad", [False, True], ids=["by-id", "walk"])
 async def test_search_names_the_session_and_the_turn_where_text_first_appeared(
-    gateway: TestClient, fake_openai: FakeUpstream
+    gateway: TestClient, fake_openai: FakeUpstream, monkeypatch: pytest.MonkeyPatch, broad: bool
 ) -> None:
+    if broad:
+        monkeypatch.setattr(log_search, "SELECTIVE", 1)  # as if the word were in most requests
     for body in roo_turns("tidy the okapi module", 4):
         await send(gateway, fake_openai, body)
     await send(gateway, fake_openai, roo_turns("unrelated zebra work", 1)[0])

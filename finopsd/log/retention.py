@@ -1,6 +1,6 @@
 """Retention: whole sessions whose last turn is older than the cutoff go, with the content only they used.
 
-Runs on the writer's connection in a worker thread, a few hundred sessions per
+Runs on the writer's connection in a worker thread, fifty sessions per
 transaction so live batches never wait long behind it. A piece of content is deleted
 when no remaining request refers to it; its index entries go with it (a contentless
 FTS5 table forgets a row only when told the text it indexed, so that is re-read first).
@@ -13,7 +13,7 @@ from typing import Final
 
 from finopsd.log.content import index_text, unpack
 
-SESSIONS_PER_STEP: Final = 200
+SESSIONS_PER_STEP: Final = 50
 
 
 def prune_step(db: sqlite3.Connection, cutoff: float) -> tuple[int, list[int]]:

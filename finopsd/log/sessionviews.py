@@ -18,7 +18,7 @@ import aiosqlite
 
 from finopsd.errors import BadRequest
 from finopsd.log.content import ANSWER, POS, unpack
-from finopsd.log.search import MATCHED_REQUESTS, MAX_LIMIT, parse, snippets_for, where_sql
+from finopsd.log.search import MATCHED_CONTENT, MATCHED_REQUESTS, MAX_LIMIT, parse, snippets_for, where_sql
 
 RUNNING_S: Final = 120  # a session whose last request ended this recently (without error) is "running"
 STATUSES: Final = ("ok", "error", "running")
@@ -30,6 +30,12 @@ TURN_SQL: Final = (
     "r.id, r.request_id, r.turn, r.ts, r.route, r.provider, r.model, r.status, r.status_code, r.stream,"
     " r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.cost_usd, r.duration_ms, r.ttft_ms,"
     " r.error_type, r.error_message"
+)
+
+
+ADDED_TO_SESSION: Final = (
+    "exists (select 1 from requests r join request_content rc on rc.request = r.id where r.session = s.id"
+    f" and +rc.content in ({MATCHED_CONTENT}))"
 )
 
 
@@ -100,16 +106,19 @@ async def sessions(
         parsed = await parse(db, text)
         if parsed is None:
             return {"items": [], "next_cursor": None, "totals": _totals(None) if with_totals else None}
-        match = parsed[0]
-        where.append(f"s.id in (select r.session from requests r where r.id in ({MATCHED_REQUESTS}))")
-        params.append(match)
+        match, selective = parsed
+        counted = f"s.id in (select r.session from requests r where r.id in ({MATCHED_REQUESTS}))"
+        # as in search(): a broad match walks the sessions in page order and tests each
+        page_where, page_params = [*where, counted if selective else ADDED_TO_SESSION], [*params, match]
+        where, params = [*where, counted], [*params, match]
+    else:
+        page_where, page_params = list(where), list(params)
     totals = None
     if with_totals:
         rows = await db.execute_fetchall(
             "select count(*), total(s.turns), total(s.prompt_tokens), total(s.completion_tokens),"
             f" total(s.cached_tokens), total(s.cost_usd) from sessions s{where_sql(where)}", params)
         totals = _totals(next(iter(rows)))
-    page_where, page_params = list(where), list(params)
     if after:
         page_where.append("(s.last_ts, s.id) < (?, ?)")
         page_params += list(after)

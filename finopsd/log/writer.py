@@ -14,6 +14,7 @@ counted. The batch around it commits either way.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import operator
@@ -118,7 +119,7 @@ class Writer:
             self.db.execute("savepoint one_row")
             try:
                 thread = self._insert(row, strict)
-            except (sqlite3.Error, ValueError, TypeError, OverflowError, RecursionError) as e:
+            except Exception as e:  # noqa: BLE001 - whatever one row holds, the batch goes on
                 self.db.execute("rollback to one_row")
                 self.db.execute("release one_row")
                 if strict:
@@ -311,8 +312,6 @@ def content_values(db: sqlite3.Connection, ids: set[int]) -> dict[int, Any]:
 
 
 def _json_list(text: str | None) -> list[str]:
-    import json
-
     value = json.loads(text) if text else []
     return value if isinstance(value, list) else []
 
