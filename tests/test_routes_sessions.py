@@ -223,6 +223,9 @@ async def test_a_failed_turn_marks_the_session_as_error(gw: TestClient, fake_ope
     assert turns[1]["error"]["message"] and turns[1]["new_messages"][-1]["content"] == "and the lexer"
     assert [s["id"] for s in (await api(gw, status="error"))["items"]] == [session["id"]]
     assert (await api(gw, status="running"))["items"] == []
+    failed = (await page(gw, f"/logs/sessions/{session['id']}")).split('id="turn-2"')[1]
+    assert '<span class="st st-error">error 400</span>' in failed and '<div class="error" role="alert">' in failed
+    assert "1 of 2 requests failed" in await page(gw)  # the list's status tooltip
 
 
 @pytest.mark.parametrize(("params", "keys"), [

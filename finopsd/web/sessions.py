@@ -20,10 +20,11 @@ __all__ = ["render_sessions", "session_row", "status_badge"]
 STATUS_TITLES: Final = {"running": "a request ended less than 2 minutes ago", "error": "a request failed"}
 
 
-def status_badge(status: str | None, title: str = "") -> str:
+def status_badge(status: str | None, title: str = "", code: int | None = None) -> str:
+    """``ok``, ``error 502``, ``running``… coloured by the status alone."""
     shown = status or "?"
     title_attr = f' title="{esc(title)}"' if title else ""
-    return f'<span class="st st-{esc(shown)}"{title_attr}>{esc(shown)}</span>'
+    return f'<span class="st st-{esc(shown)}"{title_attr}>{esc(shown)}{f" {esc(code)}" if code else ""}</span>'
 
 
 def session_row(item: dict[str, Any]) -> str:

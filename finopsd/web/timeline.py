@@ -61,13 +61,12 @@ def _turn_head(turn: dict[str, Any]) -> str:
     usage = turn.get("usage") or {}
     rid = str(turn.get("request_id") or "")
     latency = fmt_ms(turn.get("duration_ms")) + (f" (TTFT {fmt_ms(turn['ttft_ms'])})" if turn.get("ttft_ms") else "")
-    code = f" {turn['status_code']}" if turn.get("status_code") and turn.get("status") != "ok" else ""
     cached = usage.get("cached_tokens") or 0
     parts = [
         f'<a class="turn-no" href="#turn-{n}">turn {n}</a>',
         f'<span class="muted">{esc((turn.get("time") or "")[11:19])}</span>',
         esc(turn.get("model") or "?"),
-        status_badge(f"{turn.get('status') or '?'}{code}".strip()),
+        status_badge(turn.get("status"), code=turn.get("status_code") if turn.get("status") != "ok" else None),
         f'<span title="cached {cached:,}">{esc(fmt_tokens(usage))} tokens</span>',
         esc(fmt_cost(turn.get("cost_usd"))),
         esc(latency),
