@@ -470,3 +470,27 @@ async def test_a_claude_code_task_reads_as_a_timeline(make_gateway: GatewayFacto
 ])  # fmt: skip
 def test_a_task_length_reads_in_the_unit_a_person_would_use(ms: float | None, shown: str) -> None:
     assert fmt_duration(ms) == shown
+
+
+async def test_a_codex_task_reads_as_a_timeline(make_gateway: GatewayFactory, fake_openai: FakeUpstream) -> None:
+    """The Responses API (translated for a chat upstream) threads by Codex's session-id header;
+    its function_call_output items read as tool results under the calls they answer."""
+    gw = await make_gateway(f"providers:\n  groq: {{base_url: {fake_openai.url}, keys: [{{value: gsk}}],"
+                            " models: [llama]}\n")  # fmt: skip
+    fake_openai.answer_json(tool_answer(1, "src/main.py"))
+    fake_openai.answer_json(text_answer(2, "main.py prints a quokka."))
+    async with openai.AsyncOpenAI(base_url=str(gw.make_url("/openai/v1")), api_key="vk", max_retries=0,
+                                  default_headers={"session-id": "codex-1"}) as client:  # fmt: skip
+        first = await client.responses.create(model="groq/llama", input="What does main.py print?",
+                                              instructions="Be brief.", store=False)  # fmt: skip
+        items: list[Any] = [{"role": "user", "content": "What does main.py print?"},
+                            *(o.model_dump(exclude_none=True) for o in first.output),
+                            {"type": "function_call_output", "call_id": "call_1", "output": "print('quokka')"}]
+        await client.responses.create(model="groq/llama", input=items, instructions="Be brief.", store=False)
+    (session,) = (await api(gw))["items"]
+    assert session["turns"] == 2 and session["source"] == "header"
+    turns = (await api(gw, f"/api/sessions/{session['id']}"))["turns"]
+    assert [m["role"] for m in turns[1]["new_messages"]] == ["tool"] and turns[1]["route"] == "responses"
+    text = await page(gw, f"/logs/sessions/{session['id']}")
+    turn2 = text.split('id="turn-2"')[1].split("</section>")[0]
+    assert 'tool result for <b class="tool-name">read_file</b>' in turn2 and "main.py prints a quokka." in turn2
