@@ -94,7 +94,8 @@ async def test_a_roo_task_is_one_session_stored_once_and_rebuilt_exactly(
     assert summary["usage"]["prompt_tokens"] == 6 * 1520 and summary["status"] == "running"
     assert page["totals"]["sessions"] == 1 and page["totals"]["requests"] == 6
     items = (await store.search(limit=10))["items"]
-    assert {i["session_id"] for i in items} == {summary["id"]} and sorted(i["turn"] for i in items) == [1, 2, 3, 4, 5, 6]
+    assert {i["session_id"] for i in items} == {summary["id"]}
+    assert sorted(i["turn"] for i in items) == [1, 2, 3, 4, 5, 6]
     with db_of(gateway) as db:
         # the system prompt once, the tools list once, each distinct message once
         assert db.execute("select count(*) from content where kind = 'tools'").fetchone()[0] == 1
@@ -244,7 +245,8 @@ async def test_a_previous_response_id_chain_is_one_session(
 async def test_content_off_keeps_sessions_tokens_and_cost_but_no_text(
     make_gateway: GatewayFactory, fake_openai: FakeUpstream
 ) -> None:
-    gw = await make_gateway(gateway_yaml(fake_openai.url, "logs: {content: false}\npricing:\n  openai/gpt-5: {input: 1000, output: 2000}"))
+    priced = "logs: {content: false}\npricing:\n  openai/gpt-5: {input: 1000, output: 2000}"
+    gw = await make_gateway(gateway_yaml(fake_openai.url, priced))
     for body in roo_turns("secret okapi plans", 3):
         await send(gw, fake_openai, body)
     store = gw.server.app[LOGSTORE]

@@ -265,6 +265,22 @@ async def test_wait_for_room_blocks_when_full_and_releases_after_writer_catches_
         await store.close()
 
 
+async def test_the_queue_is_bounded_in_bytes_of_request_body(db_path: str) -> None:
+    store = await LogStore.open(db_path, flush_ms=1, max_queue=10_000, max_queue_bytes=1_000_000)
+    try:
+        async with store._write_lock:  # stall the writer
+            for i in range(3):
+                store.submit(make_row(f"big{i}", body_bytes=400_000))
+            waiter = asyncio.create_task(store.wait_for_room())
+            await asyncio.sleep(0.05)
+            assert not waiter.done()  # 1.2 MB of bodies queued: intake waits, with only 3 rows
+        await asyncio.wait_for(waiter, 10)
+        await store.flush()
+        assert (await store.search())["totals"]["requests"] == 3
+    finally:
+        await store.close()
+
+
 async def test_bad_row_is_logged_by_id_and_the_writer_goes_on(
     store: LogStore, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -41,7 +41,9 @@ MATCHED_REQUESTS: Final = f"select rc.request from request_content rc where rc.c
 # For a broad match, a page walks requests newest first and tests each one's few pieces
 # against the set of matches (the `+` keeps SQLite from probing the index of every match
 # instead: 6 s against 80 ms for a word in every request, at 100,000 requests).
-ADDED_MATCH: Final = f"exists (select 1 from request_content rc where rc.request = r.id and +rc.content in ({MATCHED_CONTENT}))"
+ADDED_MATCH: Final = (
+    f"exists (select 1 from request_content rc where rc.request = r.id and +rc.content in ({MATCHED_CONTENT}))"
+)
 MAX_LIMIT: Final = 500
 SELECTIVE: Final = 5_000  # fewer matching pieces than this: look requests up by id (see search())
 

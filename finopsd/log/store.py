@@ -108,7 +108,7 @@ class LogStore:
     @classmethod
     async def open(
         cls, path: str, *, batch_rows: int = 500, flush_ms: int = 100, max_queue: int = 10_000,
-        max_queue_bytes: int = 16 << 20,
+        max_queue_bytes: int = 8 << 20,
     ) -> LogStore:  # fmt: skip
         """Open (or create) the log database at ``path``, migrate it, and start the writer."""
         writer, applied = await asyncio.to_thread(_open_writer, path)

@@ -38,7 +38,7 @@ INSERT_REQUEST: Final = (
     f"insert into requests ({', '.join(REQUEST_COLUMNS)}) values ({', '.join('?' * len(REQUEST_COLUMNS))})"
 )
 CACHE_SESSIONS: Final = 256
-CACHE_BYTES: Final = 32 << 20
+CACHE_BYTES: Final = 12 << 20
 INT64: Final = 1 << 63
 
 
@@ -172,7 +172,8 @@ class Writer:
             ids = thread.content_ids[:reuse] + [
                 self._content(MESSAGE, without_images(m) if images else m) for m in msgs[reuse:]]
             parts = [(rid, pos, ids[pos]) for pos in range(reuse, len(msgs))]
-            parts.append((rid, POS[SKELETON], self._content(SKELETON, without_images(skeleton) if images else skeleton)))
+            body = without_images(skeleton) if images else skeleton
+            parts.append((rid, POS[SKELETON], self._content(SKELETON, body)))
             if tools is not None:
                 tools_id = thread.tools_id if thread.tools_id is not None and tools == thread.tools else (
                     self._content(TOOLS, tools))
