@@ -351,6 +351,7 @@ async def test_sessions_view_pages_and_round_trips_its_filters(gw: TestClient, f
     text = await page(gw, limit=2, status="running", team="web")
     assert "task number 2" in text and "task number 1" in text and "task number 0" not in text
     assert '<option value="running" selected>' in text and 'name="team" value="web"' in text
+    assert '<a href="/logs?view=requests&amp;team=web">Requests</a>' in text  # no request is "running"
     older = html.unescape(text.split('rel="next" href="')[1].split('"')[0])
     page2 = await page(gw, older)
     assert "task number 0" in page2 and "task number 2" not in page2 and "← newest" in page2
