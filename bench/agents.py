@@ -88,3 +88,20 @@ def _line(r: dict[str, Any]) -> str:
         text += (f"; log rows committed {r['rows_per_s']:.1f}/s, {r['rows_behind_at_end']} not yet written"
                  f" at the end, all written {r['drain_s']:.2f} s later")
     return text
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets for the writer under agent traffic."""
+    out = []
+    for r in rows:
+        if "rows_per_s" not in r:
+            continue
+        at_risk = r["rows_behind_at_end"] / max(r["rps"], 1e-9)
+        rss = r["peak_rss_mb"] / max(r["idle_rss_mb"] or 1e-9, 1e-9)
+        out += [
+            {"met": at_risk <= 1.0, "line": f"agents: rows at risk when the load stopped ≤ ~1 s of requests:"
+                                            f" {'met' if at_risk <= 1 else 'MISSED'} ({at_risk:.2f} s)"},
+            {"met": rss <= 2.0, "line": f"agents: peak RSS ≤ 2× idle: {'met' if rss <= 2 else 'MISSED'}"
+                                        f" ({r['peak_rss_mb']:.0f} MB = {rss:.2f}×)"},
+        ]  # fmt: skip
+    return out

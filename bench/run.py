@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.agents import run_agents
+from bench.agents import run_agents, verdicts as agent_verdicts
 from bench.load import CLIENT_MODEL, HIGH, SCENARIOS, Load, Target, run_scenario, write_config
 from bench.procs import Background, Child, Children, Pinning, machine, memory_mb
 from bench.profile import profile_finopsd
@@ -148,6 +148,10 @@ async def bench(args: argparse.Namespace) -> int:
                 db = workdir / "finops.db"
                 out["agents"] = await run_agents(load, targets[1:3], lambda: logged_rows(db), args.agents,
                                                  args.agents_duration, idle)
+                checks = agent_verdicts(out["agents"])
+                out["verdicts"] = [*out.get("verdicts", ()), *checks]
+                for v in checks:
+                    print(f"- {v['line']}")
         if args.profile:
             print("\nprofiling finopsd (a second instance under py-spy) …", flush=True)
             load.pins.apply(*ours, split=True)

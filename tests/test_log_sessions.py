@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from finopsd.log import search as log_search
 from tests.conftest import GatewayFactory, gateway_yaml
 from tests.fakes import FakeUpstream
 from tests.test_governance import governed, key_line
+from tests.test_logstore import m006_database, make_row
 from tests.test_routes_logs import ANSWER
 from tests.test_routes_openai import TOOLS
 
@@ -283,3 +285,22 @@ async def test_a_poisoned_row_costs_only_its_own_text(gateway: TestClient, fake_
     assert store.failed_rows == 1 and store.degraded_rows == 1
     page = await api(gateway, "/api/logs?totals=true")
     assert page["totals"]["requests"] == 7
+
+
+async def test_an_old_database_is_served_after_the_upgrade(
+    make_gateway: GatewayFactory, fake_openai: FakeUpstream, tmp_path: Path
+) -> None:
+    db = tmp_path / "data" / "finopsd" / "finops.db"  # where the config below keeps it (XDG_DATA_HOME)
+    history = [{"role": "system", "content": "You are Roo. " * 100}, {"role": "user", "content": "find the gnu"},
+               {"role": "assistant", "content": "said 0"}, {"role": "user", "content": "go on"}]
+    rows = [make_row(f"old{i}", ts=time.time() - 300 + i, request={"messages": history[: 2 + 2 * i], "model": "m"},
+                     response={"content": f"said {i}", "reasoning": "", "tool_calls": []}) for i in range(2)]
+    m006_database(str(db), rows)
+    gw = await make_gateway(gateway_yaml(fake_openai.url))
+    for row in rows:
+        item = await api(gw, f"/api/logs/{row['id']}")
+        assert item["request"] == row["request"] and item["response"] == row["response"]
+    found = await api(gw, "/api/logs?q=gnu")
+    assert [i["id"] for i in found["items"]] == ["old0"]
+    sessions = await gw.server.app[LOGSTORE].sessions()
+    assert [s["turns"] for s in sessions["items"]] == [2]

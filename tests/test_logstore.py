@@ -543,3 +543,15 @@ async def test_retention_prunes_whole_sessions_and_only_content_nothing_else_use
         assert db.execute(ORPHANS).fetchone()[0] == 0
         assert db.execute("select count(*) from sessions").fetchone()[0] == 1
         db.execute("insert into content_fts(content_fts, rank) values ('integrity-check', 1)")
+
+
+async def test_a_conversation_too_deep_to_thread_is_logged_without_it(store: LogStore) -> None:
+    deep: Any = "bottom"
+    for _ in range(5_000):  # past Python's recursion limit, as a hostile body of nested lists can be
+        deep = [deep]
+    await fill(store, [make_row("deep", request={"messages": [{"role": "user", "content": deep}]}),
+                       make_row("next", **chat("a normal request"))])
+    got = await store.get("deep")
+    assert got is not None and got["request"] is None and got["status"] == "ok"
+    assert await ids_for(store) == {"deep", "next"}
+    assert store.failed_rows == 0 and store.degraded_rows == 1

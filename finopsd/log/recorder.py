@@ -70,7 +70,8 @@ def row_of(ex: Exchange, content: bool) -> dict[str, Any]:
 
 
 class RecordHook:
-    """Slows intake while the log queue is full (rows are never dropped); logs in ``post``."""
+    """Notes the client's session id and body size in ``pre`` and slows intake while the log
+    queue is past its bounds (rows are never dropped); logs the exchange in ``post``."""
 
     def __init__(self, runtime: Runtime, store: LogStore) -> None:
         self.runtime = runtime

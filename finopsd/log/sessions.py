@@ -92,12 +92,33 @@ def new_from(old: list[Any], new: list[Any], loose: int) -> int:
 
 def fingerprint(key: str | None, messages: list[Any]) -> bytes | None:
     """A hash of the key and the messages up to the first user message: every request
-    that extends a history shares its first messages, so this finds the candidates."""
+    that extends a history shares its first messages, so this finds the candidates.
+    The strings are hashed as they are (no JSON encoding of a 30 KB system prompt per request)."""
     if not messages:
         return None
     end = next((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"), 0)
-    head = [_without_cache_control(m) for m in messages[: end + 1]]
-    return hashlib.blake2b(_dumps([key, head]).encode(), digest_size=16).digest()
+    h = hashlib.blake2b(digest_size=16)
+    _feed(h, [key, [_without_cache_control(m) for m in messages[: end + 1]]])
+    return h.digest()
+
+
+def _feed(h: Any, value: Any) -> None:
+    """Hash a JSON-like value: a type tag, a length where the next field's end would be ambiguous."""
+    if isinstance(value, str):
+        data = value.encode("utf-8", "surrogatepass")
+        h.update(b"s%d:" % len(data))
+        h.update(data)
+    elif isinstance(value, dict):
+        h.update(b"d%d:" % len(value))
+        for k, v in value.items():
+            _feed(h, str(k))
+            _feed(h, v)
+    elif isinstance(value, list):
+        h.update(b"l%d:" % len(value))
+        for v in value:
+            _feed(h, v)
+    else:
+        h.update(b"v" + _dumps(value).encode() + b";")
 
 
 def first_words(messages: list[Any]) -> str | None:

@@ -42,7 +42,7 @@ import aiosqlite
 from finopsd.exchange import new_request_id
 from finopsd.log import search as searching
 from finopsd.log import sessionviews
-from finopsd.log.content import POS, SKELETON, TOOLS, ANSWER, join_request, unpack
+from finopsd.log.content import ANSWER, POS, SKELETON, TOOLS, join_request, unpack
 from finopsd.log.retention import prune_step
 from finopsd.log.schema import MESSAGE_REFS_SQL, MIGRATIONS, migrate
 from finopsd.log.search import SUMMARY_SQL, summary

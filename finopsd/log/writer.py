@@ -140,7 +140,8 @@ class Writer:
         request = row.get("request") if isinstance(row.get("request"), dict) else None
         store_text = strict and request is not None and row.get("content", True) is not False
         skeleton, messages, tools = split_request(request) if request is not None else ({}, None, None)
-        msgs = messages or []
+        # the second try threads by header only: messages too deep to compare or hash fail the first
+        msgs = (messages or []) if strict else []
         values = [_scalar(k, row.get(k), strict) for k in SCALARS]
         if values[0] is None:
             values[0] = time.time()  # ts is the keyset; a row without one still gets logged
