@@ -6,10 +6,11 @@ HMAC of the token, never the token. Without a token, only clients on the
 loopback interface are let in (the server binds 127.0.0.1 by default).
 
 Two more refusals close the ways a web page the admin merely visits could read
-conversations through the admin's own browser: JSON endpoints refuse cross-site
-fetches (``Sec-Fetch-Site``; the CORS middleware would otherwise let any origin read
-the answer), and without a token a request must name a loopback host (DNS rebinding
-points an attacker's name at 127.0.0.1).
+conversations through the admin's own browser: JSON endpoints and pages refuse
+cross-site fetches (``Sec-Fetch-Site``; the CORS middleware would otherwise let any
+origin read the answer; pages still open from a link, ``Sec-Fetch-Mode: navigate``),
+and without a token a request must name a loopback host (DNS rebinding points an
+attacker's name at 127.0.0.1).
 
 Wrong tokens (at /login or as a Bearer) are throttled per client address: after
 ``Throttle.FAILURES`` in ``Throttle.WINDOW_S`` that address gets 429 until the window has
@@ -93,8 +94,10 @@ def is_loopback(remote: str | None) -> bool:
 def _foreign(request: web.Request, *, api: bool) -> GatewayError | None:
     """A browser reading admin data on behalf of another site, or through a rebound DNS name."""
     # Navigations may come from anywhere (a link in a chat): their answer is not readable
-    # cross-site. A fetch's answer is, under CORS; browsers label every request they send.
-    if api and request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+    # cross-site. A fetch's answer is, under CORS, pages included (the live /logs reads its
+    # own HTML); browsers label every request they send.
+    navigation = not api and request.headers.get("Sec-Fetch-Mode", "navigate") == "navigate"
+    if not navigation and request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
         return GatewayError("admin data answers only same-origin browser requests", status=403,
                             type="permission_error", code="cross_site_refused")
     try:

@@ -21,10 +21,10 @@ from finopsd.deps import missing
 from finopsd.errors import BadRequest
 from finopsd.governance import new_virtual_key, offline_report
 from finopsd.log.store import LogStore
-from finopsd.routes.logs import parse_time, search_items
+from finopsd.routes.logs import SESSION_STATUSES, parse_time, search_items, session_items
 from finopsd.server import run, serve
 from finopsd.spend import iso, window_start
-from finopsd.web.items import terminal_line
+from finopsd.web.items import session_line, terminal_line
 
 
 @click.group()
@@ -156,15 +156,56 @@ def logs_search(
     config, _ = _load(config_path)
     kw = {"q": text, "provider": provider, "model": model, "limit": limit}
     body = asyncio.run(_with_logstore(config.storage.path, lambda store: search_items(store, kw)))
+    _print_page(body, terminal_line, as_json, lambda t: f"{t['requests']} matching requests, ${t['cost_usd']:.4f}")
+
+
+def _print_page(body: dict[str, Any], line: Callable[..., str], as_json: bool,
+                summary: Callable[[dict[str, Any]], str]) -> None:  # fmt: skip
+    """An API answer as JSON, or one line per item and the totals on stderr."""
     if as_json:
         click.echo(json.dumps(body, indent=2, ensure_ascii=False))
         return
     bold = sys.stdout.isatty()
     for item in body["items"]:
-        click.echo(terminal_line(item, bold=bold))
-    totals = body["totals"]
+        click.echo(line(item, bold=bold))
     more = " (more: raise --limit)" if body["next_cursor"] else ""
-    click.echo(f"{totals['requests']} matching requests, ${totals['cost_usd']:.4f}{more}", err=True)
+    click.echo(summary(body["totals"]) + more, err=True)
+
+
+@logs_group.command(name="sessions")
+@_config_option
+@click.option("--search", "text", help="Only sessions whose text matches (FTS5 syntax, as `logs search`).")
+@click.option("--provider", help="Only sessions with a request routed to this provider.")
+@click.option("--model", help="Only sessions with a request for this model (provider/model).")
+@click.option("--key", help="Only this virtual key's sessions (its name).")
+@click.option("--team", help="Only this team's sessions.")
+@click.option("--status", type=click.Choice(SESSION_STATUSES),
+              help="ok, error (a request failed) or running (a request ended under 2 minutes ago).")
+@click.option("--since", help="Active since: ISO 8601 (UTC unless it has an offset) or epoch seconds.")
+@click.option("--until", help="Active before: ISO 8601 or epoch seconds.")
+@click.option("--min-cost", type=click.FloatRange(min=0), help="Only sessions that cost at least this (USD).")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500), help="Sessions to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print the /api/sessions answer (items, next_cursor, totals).")
+def logs_sessions(config_path: str | None, text: str | None, since: str | None, until: str | None,
+                  min_cost: float | None, limit: int, as_json: bool, **filters: str | None) -> None:  # fmt: skip
+    """List agent sessions (one task each), newest-active first: turns, tokens, cost, status.
+
+    \b
+    finopsd logs sessions --status running
+    finopsd logs sessions --search read_file --key roo-team-a --json
+    """
+    config, _ = _load(config_path)
+    kw: dict[str, Any] = {k: v for k, v in filters.items() if v}
+    kw.update(limit=limit, **({"q": text} if text else {}), **({"min_cost": min_cost} if min_cost is not None else {}))
+    for name, value in (("since", since), ("until", until)):
+        if value:
+            try:
+                kw[name] = parse_time(value, f"--{name}")
+            except BadRequest as e:
+                raise click.BadParameter(e.message, param_hint=f"--{name}") from None
+    body = asyncio.run(_with_logstore(config.storage.path, lambda store: session_items(store, kw)))
+    _print_page(body, session_line, as_json,
+                lambda t: f"{t['sessions']} sessions, {t['requests']} requests, ${t['cost_usd']:.4f}")
 
 
 @logs_group.command(name="tail")
@@ -352,14 +393,14 @@ USAGE_COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "cached_token
 
 @main.command(name="usage")
 @_config_option
-@click.option("--by", type=click.Choice(["key", "team", "model", "provider"]), default="key", show_default=True,
-              help="What to group by.")
+@click.option("--by", type=click.Choice(["key", "team", "model", "provider", "session"]), default="key",
+              show_default=True, help="What to group by (session: one row per agent task).")
 @click.option("--since", help="ISO 8601 date or time (UTC unless it has an offset) or epoch seconds;"
               " default: the start of this month (UTC).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
 def usage_command(config_path: str | None, by: str, since: str | None, as_json: bool, as_csv: bool) -> None:
-    """Requests, tokens and cost per key, team, model or provider.
+    """Requests, tokens and cost per key, team, model, provider or session.
 
     Rows flagged `unpriced` cost 0 (no price known: add one under `pricing:`);
     `estimated` rows had no usage from the upstream (e.g. the client hung up).
@@ -368,6 +409,7 @@ def usage_command(config_path: str | None, by: str, since: str | None, as_json: 
     \b
     finopsd usage --by team --since 2026-01-01
     finopsd usage --by model --csv > usage.csv
+    finopsd usage --by session --since 2026-01-31    # the costliest agent tasks first
     """
     config, _ = _load(config_path)
     try:
@@ -385,12 +427,15 @@ def usage_command(config_path: str | None, by: str, since: str | None, as_json: 
             writer.writerow([row[by], *(row[c] for c in USAGE_COLUMNS)])
         return
     click.echo(f"since {iso(start)}, by {by}")
-    click.echo(f"{by:<32} {'requests':>9} {'prompt':>12} {'completion':>11} {'cost USD':>11} {'saved USD':>10}  flags")
-    for row in rows:
+    names = [str(row[by] if row[by] is not None else "(none)") for row in rows]
+    width = max(32, *map(len, names)) if names else 32  # session ids run past 32 characters
+    click.echo(f"{by:<{width}} {'requests':>9} {'prompt':>12} {'completion':>11} {'cost USD':>11} {'saved USD':>10}  flags")
+    for name, row in zip(names, rows):
         flags = ", ".join(f"{row[f]} {f}" for f in ("unpriced", "estimated") if row[f])
-        click.echo(f"{str(row[by] if row[by] is not None else '(none)'):<32} {row['requests']:>9,} "
+        click.echo(f"{name:<{width}} {row['requests']:>9,} "
                    f"{row['prompt_tokens']:>12,} {row['completion_tokens']:>11,} {row['cost_usd']:>11.4f} "
                    f"{row['cache_savings_usd']:>10.4f}  {flags}")
-    click.echo(f"{'total':<32} {sum(r['requests'] for r in rows):>9,} {sum(r['prompt_tokens'] for r in rows):>12,} "
+    click.echo(f"{'total':<{width}} {sum(r['requests'] for r in rows):>9,} "
+               f"{sum(r['prompt_tokens'] for r in rows):>12,} "
                f"{sum(r['completion_tokens'] for r in rows):>11,} {sum(r['cost_usd'] for r in rows):>11.4f} "
                f"{sum(r['cache_savings_usd'] for r in rows):>10.4f}")

@@ -146,18 +146,29 @@ def document() -> dict[str, Any]:
                                **_errors(400, 401, 404)}},
         "delete": {"summary": "End an MCP session", "responses": {"200": {"description": "ended"}}},
     }
-    query = [{"name": n, "in": "query", "schema": {"type": "string"}} for n in (
-        "q", "provider", "model", "key", "team", "status", "stream", "since", "until", "min_cost",
-        "min_latency_ms", "limit", "cursor", "order")]
-    paths["/api/logs"] = {"get": {"summary": "Search request logs (admin)", "parameters": query,
-                                  "security": [{"bearer": []}],
-                                  "responses": {"200": {"description": "items, next_cursor, totals"},
-                                                **_errors(400, 401, 403)}}}
-    paths["/api/logs/{id}"] = {"get": {"summary": "One logged request with its conversation (admin)",
-                                       "parameters": [{"name": "id", "in": "path", "required": True,
-                                                       "schema": {"type": "string"}}],
-                                       "security": [{"bearer": []}],
-                                       "responses": {"200": {"description": "the row"}, **_errors(401, 403, 404)}}}
+    def admin_get(summary: str, parameters: list[dict[str, Any]], answer: str, *statuses: int) -> dict[str, Any]:
+        return {"get": {"summary": summary, "parameters": parameters, "security": [{"bearer": []}],
+                        "responses": {"200": {"description": answer}, **_errors(*statuses)}}}
+
+    def strings(*names: str) -> list[dict[str, Any]]:
+        return [{"name": n, "in": "query", "schema": {"type": "string"}} for n in names]
+
+    path_id = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    shared = ("q", "provider", "model", "key", "team", "status", "since", "until", "min_cost", "limit", "cursor",
+              "totals")  # fmt: skip
+    paths["/api/logs"] = admin_get("Search request logs (admin)",
+                                   strings(*shared, "stream", "min_latency_ms", "order", "preview"),
+                                   "items, next_cursor, totals", 400, 401, 403)
+    paths["/api/logs/{id}"] = admin_get("One logged request with its conversation (admin)", path_id,
+                                        "the row", 401, 403, 404)
+    paths["/api/sessions"] = admin_get(
+        "Agent sessions (one task each), newest-active first; a filter matches a session with a request that"
+        " matches it; status is ok, error or running (admin)", strings(*shared),
+        "items (sessions; with q each carries the match: request_id, turn, snippet), next_cursor, totals",
+        400, 401, 403)
+    paths["/api/sessions/{id}"] = admin_get(
+        "One session: its summary and its turns, each with only the messages it added, the answer,"
+        " tokens, cost and latency (admin)", path_id, "session, turns", 401, 403, 404)
     return {
         "openapi": "3.1.0",
         "info": {"title": "finopsd", "version": __version__},

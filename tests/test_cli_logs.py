@@ -1,4 +1,4 @@
-"""``finopsd logs search`` and ``finopsd logs tail``: read the gateway's SQLite file directly."""
+"""``finopsd logs search|tail|sessions`` and ``finopsd usage --by session``: read the gateway's SQLite file directly."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from finopsd.appkeys import LOGSTORE
 from finopsd.cli import main
 from finopsd.log.store import LogStore
+from tests.test_governance import governed
 from tests.test_routes_logs import row, said
+from tests.test_routes_sessions import CLINE_KEY, KEYS, ROO_KEY, run_task
 
 NOW = time.time()
 
@@ -126,3 +129,72 @@ async def test_tail_follows_new_rows_until_interrupted(config: Path, db: Path) -
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+# ---------------------------------------------------------------- sessions, read from what a gateway logged
+
+
+@pytest.fixture
+async def logged_tasks(make_gateway: Any, fake_openai: Any, tmp_path: Path) -> tuple[Any, Path, list[Any]]:
+    """A gateway that logged two agent tasks (three turns for roo, one for cline) to gw.db."""
+    db = tmp_path / "gw.db"
+    gw = await make_gateway(governed(fake_openai.url, KEYS, "{web: {}, data: {}}",
+                                     extra=f"storage: {{path: {db}}}\n"))  # fmt: skip
+    roo = await run_task(gw, fake_openai, ROO_KEY, "Fix the flaky test", ["assert read() == 'quokka'", "ok"], "done")
+    cline = await run_task(gw, fake_openai, CLINE_KEY, "Summarise the README", [], "a gateway")
+    await gw.server.app[LOGSTORE].flush()
+    config = tmp_path / "cli.yaml"
+    config.write_text(f"storage: {{path: {db}}}\n")
+    return gw, config, [roo, cline]
+
+
+async def cli(*args: str) -> Any:
+    # the command runs its own event loop (asyncio.run), so off this test's loop
+    return await asyncio.to_thread(run, *args)
+
+
+async def test_logs_sessions_lists_tasks_newest_active_first(logged_tasks: tuple[Any, Path, list[Any]]) -> None:
+    _, config, _ = logged_tasks
+    result = await cli("logs", "sessions", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    cline, roo = result.stdout.splitlines()
+    assert "cline/data" in cline and "1 turn " in cline and cline.endswith("Summarise the README")
+    assert "roo/web" in roo and "3 turns" in roo and "600 → 30" in roo and "$0.6600" in roo
+    assert "running" in roo and "openai/gpt-5" in roo and roo.endswith("Fix the flaky test")
+    assert "2 sessions, 4 requests, $0.7800" in result.stderr
+
+
+async def test_logs_sessions_filters_and_search_name_the_turn(logged_tasks: tuple[Any, Path, list[Any]]) -> None:
+    _, config, _ = logged_tasks
+    hit = await cli("logs", "sessions", "--search", "quokka", "--config", str(config))
+    (line,) = hit.stdout.splitlines()
+    assert "roo/web" in line and "  turn 2: " in line and "[quokka]" in line.split("  turn 2: ")[1]
+    for args, count in ((("--key", "cline"), 1), (("--team", "web"), 1), (("--status", "error"), 0),
+                        (("--min-cost", "0.5"), 1), (("--until", "2020-01-01"), 0), (("--limit", "1"), 1)):
+        result = await cli("logs", "sessions", *args, "--config", str(config))
+        assert result.exit_code == 0 and len(result.stdout.splitlines()) == count, args
+    bad = await asyncio.to_thread(CliRunner().invoke, main, ["logs", "sessions", "--since", "soon", "--config",
+                                                             str(config)])  # fmt: skip
+    assert bad.exit_code == 2 and "--since must be an ISO 8601 time" in bad.output
+
+
+async def test_logs_sessions_json_is_the_api_answer(logged_tasks: tuple[Any, Path, list[Any]]) -> None:
+    gw, config, _ = logged_tasks
+    result = await cli("logs", "sessions", "--key", "roo", "--json", "--config", str(config))
+    body = json.loads(result.stdout)
+    api = await (await gw.get("/api/sessions", params={"key": "roo", "limit": "20"})).json()
+    assert body == api and body["items"][0]["turns"] == 3
+
+
+async def test_usage_by_session_sums_each_task(logged_tasks: tuple[Any, Path, list[Any]]) -> None:
+    gw, config, _ = logged_tasks
+    sessions = {s["key"]: s for s in (await (await gw.get("/api/sessions")).json())["items"]}
+    result = await cli("usage", "--by", "session", "--since", "2020-01-01", "--json", "--config", str(config))
+    rows = {r["session"]: r for r in json.loads(result.stdout)["rows"]}
+    roo = rows[sessions["roo"]["id"]]
+    assert roo["requests"] == 3 and roo["prompt_tokens"] == 600 and roo["cost_usd"] == pytest.approx(0.66)
+    assert rows[sessions["cline"]["id"]]["requests"] == 1 and len(rows) == 2
+    text = await cli("usage", "--by", "session", "--since", "2020-01-01", "--config", str(config))
+    first, second = text.stdout.splitlines()[2:4]
+    assert first.startswith(sessions["roo"]["id"]) and second.startswith(sessions["cline"]["id"])  # costliest first
+    assert text.stdout.splitlines()[-1].split()[:2] == ["total", "4"]

@@ -85,6 +85,12 @@ async def api(gw: TestClient, expect: int = 200, **params: Any) -> Any:
     return body
 
 
+async def api_sessions(gw: TestClient, **params: Any) -> Any:
+    resp = await gw.get("/api/sessions", params={k: str(v) for k, v in params.items()})
+    assert resp.status == 200
+    return await resp.json()
+
+
 async def ids(gw: TestClient, **params: Any) -> list[str]:
     return [item["id"] for item in (await api(gw, limit=500, **params))["items"]]
 
@@ -182,8 +188,9 @@ async def test_hostile_search_input_never_answers_500(gateway: TestClient, q: st
     await seed(gateway, [row("r1", **said("plain text with a (paren and a \"quote"))])
     body = await api(gateway, q=q)
     assert isinstance(body["items"], list) and body["totals"]["requests"] == len(body["items"])
-    page = await gateway.get("/logs", params={"q": q})
-    assert page.status == 200 and 'id="rows"' in await page.text()
+    for view in ("requests", "sessions"):
+        page = await gateway.get("/logs", params={"q": q, "view": view})
+        assert page.status == 200 and 'id="rows"' in await page.text(), view
 
 
 async def test_unicode_search_folds_diacritics_and_finds_the_row(gateway: TestClient) -> None:
@@ -264,7 +271,7 @@ async def test_bad_parameters_answer_400_naming_the_parameter(
 
 
 async def test_bad_filter_on_the_page_keeps_the_form_and_says_why(gateway: TestClient) -> None:
-    resp = await gateway.get("/logs", params={"since": "yesterday", "provider": "groq"})
+    resp = await gateway.get("/logs", params={"since": "yesterday", "provider": "groq", "view": "requests"})
     text = await resp.text()
     assert resp.status == 400 and resp.content_type == "text/html"
     assert "since must be an ISO 8601 time" in text and 'name="provider" value="groq"' in text
@@ -317,7 +324,8 @@ async def test_tail_poll_skips_totals_and_adds_previews(gateway: TestClient) -> 
 
 async def test_list_page_shows_rows_totals_and_round_trips_the_filters(gateway: TestClient) -> None:
     await seed(gateway, [row(f"r{i}", ts=NOW - 100 + i, **said(f"task number {i}")) for i in range(3)])
-    resp = await gateway.get("/logs", params={"provider": "openai", "limit": "2", "status": "ok", "stream": "true"})
+    resp = await gateway.get("/logs", params={"provider": "openai", "limit": "2", "status": "ok", "stream": "true",
+                                              "view": "requests"})
     text = await resp.text()
     assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
     assert text.index('data-id="r2"') < text.index('data-id="r1"') and 'data-id="r0"' not in text
@@ -327,6 +335,7 @@ async def test_list_page_shows_rows_totals_and_round_trips_the_filters(gateway: 
     older = html.unescape(text.split('rel="next" href="')[1].split('"')[0])
     query = parse_qs(urlsplit(older).query)
     assert query["provider"] == ["openai"] and query["limit"] == ["2"] and query["cursor"]
+    assert query["view"] == ["requests"]
     page2 = await (await gateway.get(older)).text()
     assert 'data-id="r0"' in page2 and 'data-id="r2"' not in page2 and "← newest" in page2
     assert 'id="tail" disabled' in page2  # live tail only makes sense on the newest page
@@ -334,7 +343,7 @@ async def test_list_page_shows_rows_totals_and_round_trips_the_filters(gateway: 
 
 async def test_search_results_show_highlighted_snippets(gateway: TestClient) -> None:
     await seed(gateway, [row("r1", **said("please refactor the wombat module"))])
-    text = await (await gateway.get("/logs", params={"q": "wombat"})).text()
+    text = await (await gateway.get("/logs", params={"q": "wombat", "view": "requests"})).text()
     assert "<mark>wombat</mark>" in text and 'value="wombat"' in text and "<th>match</th>" in text
 
 
@@ -376,7 +385,8 @@ async def test_row_text_is_escaped_everywhere(gateway: TestClient) -> None:
                              error_type=evil, request={"messages": [{"role": evil, "content": evil}]},
                              response={"content": evil, "reasoning": evil,
                                        "tool_calls": [{"id": evil, "name": evil, "arguments": evil}]})])  # fmt: skip
-    pages = [await gateway.get("/logs"), await gateway.get("/logs", params={"q": "script"}),
+    pages = [await gateway.get("/logs", params={"view": "requests"}),
+             await gateway.get("/logs", params={"q": "script", "view": "requests"}),
              await gateway.get("/logs/x1")]  # fmt: skip
     for resp in pages:
         text = await resp.text()
@@ -391,6 +401,8 @@ async def test_static_assets_are_served(gateway: TestClient) -> None:
     css, js = await gateway.get("/static/logs.css"), await gateway.get("/static/logs.js")
     assert css.status == 200 and "table.rows" in await css.text()
     assert js.status == 200 and "/api/logs?" in await js.text()
+    live = await gateway.get("/static/sessions.js")
+    assert live.status == 200 and "DOMParser" in await live.text()
 
 
 # ---------------------------------------------------------------- access
@@ -399,18 +411,19 @@ async def test_static_assets_are_served(gateway: TestClient) -> None:
 async def test_admin_token_guards_pages_and_api(make_gateway: Any, fake_openai: FakeUpstream) -> None:
     gw = await make_gateway(gateway_yaml(fake_openai.url, "server: {admin_token: adm-tok-789}"))
     await seed(gw, [row("r1")])
-    for path in ("/api/logs", "/api/logs/r1"):
+    for path in ("/api/logs", "/api/logs/r1", "/api/sessions", "/api/sessions/s1"):
         resp = await gw.get(path)
         assert resp.status == 401 and (await resp.json())["error"]["code"] == "admin_token_required"
         ok = await gw.get(path, headers={"Authorization": "Bearer adm-tok-789"})
-        assert ok.status == 200
-    for path in ("/logs", "/logs/r1", "/logs?q=x"):
+        assert ok.status == (404 if path == "/api/sessions/s1" else 200), path
+    for path in ("/logs", "/logs/r1", "/logs?q=x", "/logs?view=requests", "/logs/sessions/s1"):
         resp = await gw.get(path, allow_redirects=False)
         assert resp.status == 303 and resp.headers["Location"].startswith("/login?next=/logs")
     resp = await gw.post("/login", data={"token": "adm-tok-789", "next": "/logs/r1"}, allow_redirects=False)
     assert resp.status == 303 and "HttpOnly" in resp.headers["Set-Cookie"]
     assert (await gw.get("/logs/r1")).status == 200  # the session cookie
     assert (await gw.get("/api/logs")).status == 200
+    assert (await gw.get("/api/sessions")).status == 200
 
 
 def test_without_a_token_only_loopback_clients_get_in() -> None:
@@ -425,7 +438,7 @@ def test_without_a_token_only_loopback_clients_get_in() -> None:
         request._match_info = match  # as aiohttp routes it, so the access middleware sees the mark
         await access.authenticate(request, match.handler)
 
-    for path in ("/api/logs", "/logs"):
+    for path in ("/api/logs", "/logs", "/api/sessions", "/logs/sessions/s"):
         with pytest.raises(GatewayError) as refused:
             asyncio.run(through_access(path))
         assert refused.value.status == 403 and refused.value.code == "admin_loopback_only"
@@ -434,15 +447,25 @@ def test_without_a_token_only_loopback_clients_get_in() -> None:
 async def test_api_refuses_cross_site_browser_fetches(gateway: TestClient) -> None:
     # CORS would let any origin read an answer; a page the admin visits must not read the log
     for site, status in (("cross-site", 403), ("same-site", 403), ("same-origin", 200), ("none", 200)):
-        resp = await gateway.get("/api/logs", headers={"Sec-Fetch-Site": site, "Origin": "https://evil.example"})
-        assert resp.status == status, site
+        for path in ("/api/logs", "/api/sessions"):
+            resp = await gateway.get(path, headers={"Sec-Fetch-Site": site, "Origin": "https://evil.example"})
+            assert resp.status == status, (site, path)
     page = await gateway.get("/logs", headers={"Sec-Fetch-Site": "cross-site"})
     assert page.status == 200  # following a link is fine: a navigation's answer is not readable cross-site
+    for path in ("/logs", "/logs?view=requests", "/logs/sessions/s1", "/logs/r1"):
+        # a page's HTML is readable too when fetched (the CORS answer allows any origin)
+        fetched = await gateway.get(path, headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors",
+                                                   "Origin": "https://evil.example"})  # fmt: skip
+        assert fetched.status == 403 and "same-origin" in await fetched.text(), path
+        link = await gateway.get(path, headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"})
+        assert link.status in (200, 404), path
+    own = await gateway.get("/logs", headers={"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"})
+    assert own.status == 200  # the live page's own refresh
 
 
 async def test_without_a_token_a_rebound_host_name_is_refused(make_gateway: Any, fake_openai: FakeUpstream) -> None:
     gw = await make_gateway(gateway_yaml(fake_openai.url))
-    for path in ("/api/logs", "/logs"):
+    for path in ("/api/logs", "/logs", "/api/sessions", "/logs/sessions/s1"):
         resp = await gw.get(path, headers={"Host": "attacker.example:8080"})
         assert resp.status == 403 and "loopback host names" in await resp.text()
     for host in ("localhost:8080", "127.0.0.1", "[::1]:8080", "app.localhost"):
@@ -481,8 +504,15 @@ async def test_provider_and_virtual_keys_never_reach_the_database_or_any_answer(
         for path in (f"/api/logs/{item['id']}", f"/logs/{item['id']}"):
             answers.append(await (await gw.get(path, headers=auth)).text())
     for params in ({}, {"q": "Roo"}, {"q": "leak"}, {"status": "error"}):
-        answers.append(await (await gw.get("/logs", params=params, headers=auth)).text())
+        for view in ("requests", "sessions"):
+            answers.append(await (await gw.get("/logs", params={**params, "view": view}, headers=auth)).text())
         answers.append(await (await gw.get("/api/logs", params={**params, "preview": "true"})).text())
+        answers.append(await (await gw.get("/api/sessions", params=params)).text())
+    sessions = (await api_sessions(gw))["items"]
+    assert sessions and sum(s["turns"] for s in sessions) == 3
+    for session in sessions:
+        for path in (f"/api/sessions/{session['id']}", f"/logs/sessions/{session['id']}"):
+            answers.append(await (await gw.get(path, headers=auth)).text())
     files = [p for p in tmp_path.iterdir() if p.name.startswith("leak.db")]
     assert db in files
     stored = b"".join(p.read_bytes() for p in files)

@@ -1,19 +1,25 @@
-"""``/logs`` and ``/api/logs``: the request log as HTML pages and as JSON.
+"""``/logs`` and ``/api/logs``, ``/api/sessions``: the request log as HTML pages and as JSON.
 
-    GET /logs                 list page: filters, search, totals, newest first
-    GET /logs/{id}            one exchange as a conversation
-    GET /api/logs             {"items", "next_cursor", "totals"} for the same filters
-    GET /api/logs/{id}        one item with the full conversation
-    GET /static/…             the pages' CSS and JS
+    GET /logs                  sessions view (the default): one row per agent task
+    GET /logs?view=requests    requests view: filters, search, totals, newest first
+    GET /logs/sessions/{id}    one task as a timeline of turns (``after=N``: only turns past N)
+    GET /logs/{id}             one exchange as a conversation
+    GET /api/sessions          {"items", "next_cursor", "totals"}: sessions for the filters
+    GET /api/sessions/{id}     {"session", "turns"}
+    GET /api/logs              {"items", "next_cursor", "totals"} for the same filters
+    GET /api/logs/{id}         one item with the full conversation
+    GET /static/…              the pages' CSS and JS
 
 Filters (page and API alike): ``q`` (FTS5 syntax; input FTS5 rejects is searched as a
 literal phrase by the store), ``provider``, ``model``, ``key``, ``team``, ``status``
-(ok | error | client_closed), ``stream`` (true | false), ``since``/``until`` (ISO 8601
-or epoch seconds; a time without a zone is UTC), ``min_cost`` (USD),
-``min_latency_ms``, ``limit`` (1-500), ``cursor`` (the previous ``next_cursor``),
-``order`` (newest | relevance). The API also takes ``totals=false`` (skip the
-totals: live tail polls every 2 s and shows none) and ``preview=true`` (add the first
-words of the newest user turn to each item; costs one row read per item).
+(requests: ok | error | client_closed; sessions: ok | error | running), ``since``/``until``
+(ISO 8601 or epoch seconds; a time without a zone is UTC), ``min_cost`` (USD), ``limit``
+(1-500), ``cursor`` (the previous ``next_cursor``). Requests only: ``stream`` (true |
+false), ``min_latency_ms``, ``order`` (newest | relevance); a session filter means "the
+session has a request that matches", so these request-level knobs are refused there
+with a 400 rather than silently ignored. Both APIs take ``totals=false`` (skip the
+totals: live tail polls every 2 s and shows none); /api/logs also ``preview=true`` (add
+the first words of the newest user turn to each item; costs one row read per item).
 
 All of them need the admin token when one is set, else a loopback client, and refuse
 cross-site fetches and DNS-rebound host names (``finopsd.admin``). Pages answer
@@ -37,14 +43,19 @@ from finopsd.errors import BadRequest, NotFound
 from finopsd.log.store import LogStore
 from finopsd.web import STATIC_DIR
 from finopsd.web.detail import render_detail
-from finopsd.web.items import detail_item, summary_item
+from finopsd.web.items import detail_item, session_detail, session_item, summary_item
 from finopsd.web.pages import render_list, render_not_found
+from finopsd.web.sessions import render_sessions
+from finopsd.web.timeline import render_session
 
-__all__ = ["add_routes", "parse_filters", "parse_time", "search_items"]
+__all__ = ["add_routes", "parse_filters", "parse_time", "search_items", "session_items"]
 
 MAX_LIMIT: Final = 500
 DEFAULT_LIMIT: Final = 50
 STATUSES: Final = ("ok", "error", "client_closed")
+SESSION_STATUSES: Final = ("ok", "error", "running")
+REQUEST_ONLY: Final = ("stream", "min_latency_ms", "order")  # per request, not per session
+VIEWS: Final = ("sessions", "requests")
 _EPOCH: Final = re.compile(r"[+-]?[0-9]{1,20}(\.[0-9]{1,20})?")
 _DIGITS: Final = re.compile(r"[0-9]{1,6}")  # ASCII only: "²".isdigit() is true and int("²") fails
 TRUE: Final = ("true", "1", "yes", "on")
@@ -102,8 +113,9 @@ def parse_flag(query: Mapping[str, str], param: str, default: bool | None) -> bo
     raise BadRequest(f"{param} must be true or false, got {value[:40]!r}", param=param)
 
 
-def parse_filters(query: Mapping[str, str]) -> dict[str, Any]:
-    """Query parameters as ``LogStore.search`` keywords; a clear 400 for any bad value.
+def parse_filters(query: Mapping[str, str], *, sessions: bool = False) -> dict[str, Any]:
+    """Query parameters as ``LogStore.search`` (or, with ``sessions``, ``LogStore.sessions``)
+    keywords; a clear 400 for any bad value.
 
     An empty parameter means "any" (an HTML form sends every field, filled or not).
     """
@@ -114,25 +126,32 @@ def parse_filters(query: Mapping[str, str]) -> dict[str, Any]:
     for param in ("provider", "model", "key", "team", "cursor"):
         if query.get(param):
             kw[param] = query[param]
+    statuses = SESSION_STATUSES if sessions else STATUSES
     status = query.get("status", "")
     if status:
-        if status not in STATUSES:
-            raise BadRequest(f"status must be one of {', '.join(STATUSES)}, got {status[:40]!r}", param="status")
+        if status not in statuses:
+            raise BadRequest(f"status must be one of {', '.join(statuses)}, got {status[:40]!r}", param="status")
         kw["status"] = status
-    stream = parse_flag(query, "stream", None)
-    if stream is not None:
-        kw["stream"] = stream
     for param in ("since", "until"):
         if query.get(param, "").strip():
             kw[param] = parse_time(query[param], param)
-    for param in ("min_cost", "min_latency_ms"):
-        if query.get(param, "").strip():
-            kw[param] = _number(query[param].strip(), param)
+    if query.get("min_cost", "").strip():
+        kw["min_cost"] = _number(query["min_cost"].strip(), "min_cost")
     if query.get("limit", "").strip():
         limit = query["limit"].strip()
         if not _DIGITS.fullmatch(limit) or not 1 <= int(limit) <= MAX_LIMIT:
             raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit[:40]!r}", param="limit")
         kw["limit"] = int(limit)
+    if sessions:
+        for param in REQUEST_ONLY:
+            if query.get(param, "").strip():
+                raise BadRequest(f"{param} filters requests, not sessions: use /api/logs", param=param)
+        return kw
+    stream = parse_flag(query, "stream", None)
+    if stream is not None:
+        kw["stream"] = stream
+    if query.get("min_latency_ms", "").strip():
+        kw["min_latency_ms"] = _number(query["min_latency_ms"].strip(), "min_latency_ms")
     order = query.get("order", "") or "newest"
     if order not in ("newest", "relevance"):
         raise BadRequest(f"order must be newest or relevance, got {order[:40]!r}", param="order")
@@ -152,7 +171,23 @@ async def search_items(
     return {"items": items, "next_cursor": page["next_cursor"], "totals": page["totals"]}
 
 
+async def session_items(store: LogStore, kw: dict[str, Any], *, totals: bool = True) -> dict[str, Any]:
+    """A page of sessions as ``/api/sessions`` answers it (page, API and CLI alike)."""
+    try:
+        page = await store.sessions(**kw, with_totals=totals)
+    except BadRequest:
+        raise  # the store's own 400, naming its parameter
+    except ValueError:  # the contract's word for a cursor the store did not make
+        raise BadRequest("invalid cursor", param="cursor") from None
+    items = [session_item(s) for s in page["items"]]
+    return {"items": items, "next_cursor": page["next_cursor"], "totals": page["totals"]}
+
+
 # ---------------------------------------------------------------- handlers
+
+
+def _json(body: Any) -> web.Response:
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 
 @access.admin
@@ -160,8 +195,7 @@ async def api_logs(request: web.Request) -> web.Response:
     kw = parse_filters(request.query)
     totals = parse_flag(request.query, "totals", True)
     previews = parse_flag(request.query, "preview", False)
-    body = await search_items(request.app[LOGSTORE], kw, totals=bool(totals), previews=bool(previews))
-    return web.json_response(body, headers={"Cache-Control": "no-store"})
+    return _json(await search_items(request.app[LOGSTORE], kw, totals=bool(totals), previews=bool(previews)))
 
 
 @access.admin
@@ -169,7 +203,23 @@ async def api_log(request: web.Request) -> web.Response:
     row = await request.app[LOGSTORE].get(request.match_info["id"])
     if row is None:
         raise NotFound(f"no log row with id {request.match_info['id'][:80]!r}", param="id", code="log_not_found")
-    return web.json_response(detail_item(row), headers={"Cache-Control": "no-store"})
+    return _json(detail_item(row))
+
+
+@access.admin
+async def api_sessions(request: web.Request) -> web.Response:
+    kw = parse_filters(request.query, sessions=True)
+    totals = parse_flag(request.query, "totals", True)
+    return _json(await session_items(request.app[LOGSTORE], kw, totals=bool(totals)))
+
+
+@access.admin
+async def api_session(request: web.Request) -> web.Response:
+    body = await request.app[LOGSTORE].session(request.match_info["id"])
+    if body is None:
+        raise NotFound(f"no session with id {request.match_info['id'][:80]!r}", param="id",
+                       code="session_not_found")  # fmt: skip
+    return _json(session_detail(body))
 
 
 def _html(text: str, status: int = 200) -> web.Response:
@@ -179,13 +229,37 @@ def _html(text: str, status: int = 200) -> web.Response:
 @access.admin_page
 async def logs_page(request: web.Request) -> web.Response:
     providers = sorted(request.app[RUNTIME].config.providers)
+    view = request.query.get("view") or "sessions"
+    render = render_sessions if view == "sessions" else render_list
     try:
-        kw = parse_filters(request.query)
+        if view not in VIEWS:
+            raise BadRequest(f"view must be sessions or requests, got {view[:40]!r}", param="view")
+        kw = parse_filters(request.query, sessions=view == "sessions")
     except BadRequest as e:
         # the form stays, filled as sent, so the person can fix the field
-        return _html(render_list(request.query, None, providers, error=e.message), status=400)
-    page = await search_items(request.app[LOGSTORE], kw, previews="q" not in kw)
-    return _html(render_list(request.query, page, providers))
+        return _html(render(request.query, None, providers, error=e.message), status=400)
+    store = request.app[LOGSTORE]
+    try:
+        if view == "sessions":
+            # the live page asks for totals only every few refreshes (sessions.js)
+            page = await session_items(store, kw, totals=bool(parse_flag(request.query, "totals", True)))
+        else:
+            page = await search_items(store, kw, previews="q" not in kw)
+    except BadRequest as e:  # a cursor the store did not make
+        return _html(render(request.query, None, providers, error=e.message), status=400)
+    return _html(render(request.query, page, providers))
+
+
+@access.admin_page
+async def session_page(request: web.Request) -> web.Response:
+    session_id = request.match_info["id"]
+    after = request.query.get("after", "").strip()
+    if after and not _DIGITS.fullmatch(after):
+        raise BadRequest(f"after must be a turn number, got {after[:40]!r}", param="after")
+    body = await request.app[LOGSTORE].session(session_id)
+    if body is None:
+        return _html(render_not_found(session_id, what="session"), status=404)
+    return _html(render_session(session_detail(body), after=int(after or 0)))
 
 
 @access.admin_page
@@ -199,8 +273,11 @@ async def log_page(request: web.Request) -> web.Response:
 
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/logs", logs_page)
+    router.add_get("/logs/sessions/{id}", session_page)
     router.add_get("/logs/{id}", log_page)
     router.add_get("/api/logs", api_logs)
     router.add_get("/api/logs/{id}", api_log)
+    router.add_get("/api/sessions", api_sessions)
+    router.add_get("/api/sessions/{id}", api_session)
     # no secrets in CSS or JS: served to anyone, so the login page could use them too
     router.add_static("/static/", STATIC_DIR, name="static")

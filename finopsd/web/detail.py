@@ -14,9 +14,9 @@ from typing import Any, Final
 
 from finopsd.log.text import text_of
 from finopsd.web.items import fmt_cost, fmt_ms, pretty_json
-from finopsd.web.pages import esc, template
+from finopsd.web.pages import esc, render_page, session_href, template
 
-__all__ = ["render_detail"]
+__all__ = ["call_names_of", "message_html", "render_detail"]
 
 FOLD_CHARS: Final = 600  # system prompts longer than this start folded
 ROLE_LABELS: Final = {"system": "system", "developer": "developer", "user": "user", "assistant": "assistant",
@@ -65,7 +65,8 @@ def _tool_call(call: Any) -> str:
     )
 
 
-def _message(message: dict[str, Any], call_names: dict[str, str], partial: bool) -> str:
+def message_html(message: dict[str, Any], call_names: dict[str, str], partial: bool) -> str:
+    """One turn as an ``<article>`` (a long system prompt as a folded ``<details>``)."""
     role = str(message.get("role") or "?")
     label = esc(ROLE_LABELS.get(role, role))
     body = ""
@@ -97,17 +98,21 @@ def _message(message: dict[str, Any], call_names: dict[str, str], partial: bool)
     return f'<article class="{classes}"><div class="who">{label}</div>{body}</article>'
 
 
+def call_names_of(messages: list[dict[str, Any]]) -> dict[str, str]:
+    """Tool-call id -> name: tool results name their call by id only; the page shows the name."""
+    return {
+        str(call.get("id")): str((call.get("function") or {}).get("name"))
+        for message in messages for call in message.get("tool_calls") or () if isinstance(call, dict)
+    }  # fmt: skip
+
+
 def _conversation(item: dict[str, Any]) -> str:
     turns = item.get("conversation")
     if turns is None:
         return '<p class="muted">The conversation was not stored (<code>logs.content: false</code>).</p>'
-    # tool results name their call by id only; the page shows the call's name with them
-    call_names = {
-        str(call.get("id")): str((call.get("function") or {}).get("name"))
-        for turn in turns for call in turn.get("tool_calls") or () if isinstance(call, dict)
-    }  # fmt: skip
+    call_names = call_names_of(turns)
     partial = item.get("status") != "ok"
-    out = [_message(turn, call_names, partial) for turn in turns]
+    out = [message_html(turn, call_names, partial) for turn in turns]
     if not any(turn.get("final") for turn in turns):
         out.append('<p class="muted no-answer">No answer was received.</p>')
     request = item["request"] if isinstance(item.get("request"), dict) else {}
@@ -177,11 +182,19 @@ def render_detail(item: dict[str, Any]) -> str:
             f' {esc(error.get("message") or "")}</div>'
         )
     raw = {k: v for k, v in item.items() if k != "conversation"}  # the conversation is derived from these
-    return template("detail.html").substitute(
-        title=esc(f"{item.get('model') or 'request'} · {(item.get('time') or '')[:19].replace('T', ' ')}"),
+    session = ""
+    if item.get("session_id"):
+        turn = item.get("turn")
+        href = session_href(str(item["session_id"]), turn if isinstance(turn, int) else None)
+        session = f'<a class="session-link" href="{esc(href)}">← its session{f" (turn {turn})" if turn else ""}</a>'
+    title = esc(f"{item.get('model') or 'request'} · {(item.get('time') or '')[:19].replace('T', ' ')}")
+    main = template("detail.html").substitute(
+        title=title,
         facts=_facts(item),
         error=error_html,
         attempts=_attempts(item),
         conversation=_conversation(item),
         raw=esc(json.dumps(raw, indent=2, ensure_ascii=False, default=str)),
     )
+    header = f'{session} <a href="/logs?view=requests">← all requests</a>'
+    return render_page(main, title=title, header=header, main_attrs=' class="detail"')

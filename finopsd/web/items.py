@@ -1,4 +1,4 @@
-"""How a log row reads: as an ``/api/logs`` item, as a conversation, as table cells and terminal lines.
+"""How a log row and a session read: as API items, as a conversation, as table cells and terminal lines.
 
 The store's rows keep column names (``key_name``, ``prompt_tokens``…); the API
 answers in the issue's shape (``key``, ``time``, ``usage``, ``error``) so that
@@ -21,8 +21,9 @@ from finopsd.jsonwire import loads
 from finopsd.log.text import WHITESPACE, as_messages
 
 __all__ = [
-    "conversation_of", "detail_item", "fmt_cost", "fmt_ms", "fmt_tokens", "iso_time",
-    "safe_snippet", "summary_item", "terminal_line",
+    "conversation_of", "detail_item", "fmt_cost", "fmt_duration", "fmt_ms", "fmt_tokens", "iso_time",
+    "reply_message", "safe_snippet", "session_detail", "session_item", "session_line", "summary_item",
+    "terminal_line",
 ]  # fmt: skip
 
 # The store escapes the snippet's text and adds only <mark>…</mark>; anything else that
@@ -83,6 +84,8 @@ def summary_item(row: dict[str, Any]) -> dict[str, Any]:
         "upstream_key": row.get("upstream_key_name"),
         "client_ip": row.get("client_ip"),
         "user_agent": row.get("user_agent"),
+        "session_id": row.get("session_id"),
+        "turn": row.get("turn"),
     }
     if "snippet" in row:
         item["snippet"] = safe_snippet(row["snippet"])
@@ -108,10 +111,26 @@ def detail_item(row: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
+def session_item(summary: dict[str, Any]) -> dict[str, Any]:
+    """A ``LogStore.sessions`` summary as an ``/api/sessions`` item: the store's fields plus ISO times."""
+    item = {"id": summary["id"], "time": iso_time(summary.get("ts")), "last_time": iso_time(summary.get("last_ts")),
+            **{k: v for k, v in summary.items() if k != "id"}}  # fmt: skip
+    match = summary.get("match")
+    if isinstance(match, dict):
+        item["match"] = {**match, "snippet": safe_snippet(match.get("snippet"))}
+    return item
+
+
+def session_detail(body: dict[str, Any]) -> dict[str, Any]:
+    """``LogStore.session`` as ``/api/sessions/{id}``: the summary, then each turn with its ISO time."""
+    turns = [{"time": iso_time(t.get("ts")), **t} for t in body["turns"]]
+    return {"session": session_item(body["session"]), "turns": turns}
+
+
 # ---------------------------------------------------------------- the conversation
 
 
-def _reply(response: dict[str, Any]) -> dict[str, Any] | None:
+def reply_message(response: dict[str, Any]) -> dict[str, Any] | None:
     """The transcript as an OpenAI assistant message; None when the upstream said nothing."""
     calls = [c for c in response.get("tool_calls") or () if isinstance(c, dict)]
     content, reasoning = response.get("content") or "", response.get("reasoning") or ""
@@ -137,7 +156,7 @@ def conversation_of(request: Any, response: Any) -> list[dict[str, Any]] | None:
     if not isinstance(request, dict) and not isinstance(response, dict):
         return None
     turns = as_messages(request) if isinstance(request, dict) else []
-    reply = _reply(response) if isinstance(response, dict) else None
+    reply = reply_message(response) if isinstance(response, dict) else None
     if reply is not None:
         turns.append({**reply, "final": True})
     return turns
@@ -161,6 +180,16 @@ def fmt_ms(ms: float | None) -> str:
     if ms is None:
         return "—"
     return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
+
+
+def fmt_duration(ms: float | None) -> str:
+    """A task's length: ms and s as ``fmt_ms``, then minutes, then hours."""
+    if ms is None or ms < 60_000:
+        return fmt_ms(ms)
+    seconds = round(ms / 1000)
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def fmt_cost(usd: float | None) -> str:
@@ -196,5 +225,26 @@ def terminal_line(item: dict[str, Any], *, bold: bool = False) -> str:
              fmt_tokens(item.get("usage") or {}), fmt_cost(item.get("cost_usd")), item["id"]]  # fmt: skip
     if who:
         cells.insert(2, who)
+    line = "  ".join(cells)
+    return f"{line}  {WHITESPACE.sub(' ', text).strip()}" if text else line
+
+
+def session_line(item: dict[str, Any], *, bold: bool = False) -> str:
+    """One session for ``finopsd logs sessions``: start, status, who, models, turns, tokens, cost,
+    length, id, then the first words (or, for a search, the turn and snippet that matched)."""
+    status = item.get("status") or "?"
+    if item.get("errors"):
+        status = f"{status} ({item['errors']})"  # how many of its requests failed
+    who = "/".join(str(x) for x in (item.get("key"), item.get("team")) if x) or "-"
+    turns = item.get("turns") or 0
+    cells = [(item.get("time") or "")[:19].replace("T", " "), f"{status:<9}", who,
+             ",".join(item.get("models") or ()) or "?", f"{turns} turn{'' if turns == 1 else 's'}",
+             fmt_tokens(item.get("usage") or {}), fmt_cost(item.get("cost_usd")),
+             fmt_duration(item.get("duration_ms")), item["id"]]  # fmt: skip
+    match = item.get("match")
+    if isinstance(match, dict) and match.get("snippet"):
+        text = f"turn {match.get('turn')}: {_unmark(match['snippet'], bold)}"
+    else:
+        text = item.get("first_words") or ""
     line = "  ".join(cells)
     return f"{line}  {WHITESPACE.sub(' ', text).strip()}" if text else line
