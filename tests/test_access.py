@@ -97,9 +97,11 @@ async def test_every_route_is_marked_and_refuses_a_caller_without_credentials(
         for auth in ({}, {"Authorization": "Bearer sk-fo-not-a-key"}):
             resp = await gw.request(method, url, json=ANY_BODY, allow_redirects=False,
                                     headers={"Accept": "application/json, text/event-stream", **auth})
+            if resp.status == 429 and getattr(handler, access.ATTR).level == "admin":
+                continue  # wrong admin tokens get throttled, on pages too
             if getattr(handler, access.ATTR).page:  # a browser goes to the login form instead
                 assert resp.status == 303 and resp.headers["Location"].startswith("/login?"), (method, path)
-            elif getattr(handler, access.ATTR).level == "admin":  # wrong admin tokens get throttled
+            elif getattr(handler, access.ATTR).level == "admin":
                 assert resp.status in (401, 429), (method, path, resp.status, await resp.text())
             else:
                 assert resp.status == 401, (method, path, resp.status, await resp.text())

@@ -112,8 +112,13 @@ async def test_roo_code_session_pays_cached_prices_from_its_second_turn(
     total = listed["totals"]
     assert total["cache_savings_usd"] == pytest.approx(total["cost_without_cache_usd"] - total["cost_usd"])
     assert total["cache_savings_usd"] > total["cost_usd"]
-    page = await (await gw.get("/logs")).text()
+    page = await (await gw.get("/logs?view=requests")).text()
     assert "saved by prompt caching" in page and page.count('class="saved">saved $') == 3
+    (task,) = (await (await gw.get("/api/sessions")).json())["items"]  # every turn is one task
+    assert task["turns"] == len(rows)
+    assert task["cache_savings_usd"] == pytest.approx(total["cache_savings_usd"])
+    sessions_page = await (await gw.get("/logs")).text()
+    assert "saved by prompt caching" in sessions_page and sessions_page.count('class="saved">saved $') == 1
     detail = await (await gw.get(f"/logs/{rows[-1]['id']}")).text()
     assert "without cache" in detail and "(saved $" in detail
     cli = await asyncio.to_thread(CliRunner().invoke, main, ["usage", "--config", str(tmp_path / "config.yaml"),

@@ -248,6 +248,8 @@ def m007_content_and_sessions(db: sqlite3.Connection) -> None:
             turns integer not null, errors integer not null,
             prompt_tokens integer not null, completion_tokens integer not null, cached_tokens integer not null,
             cost_usd real not null, models text not null, first_words text,
+            -- the same turns with nothing read from or written to a prompt cache (issue #18)
+            cost_without_cache_usd real not null default 0,
             last_request integer
         )
         """

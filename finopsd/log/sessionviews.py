@@ -24,7 +24,7 @@ RUNNING_S: Final = 120  # a session whose last request ended this recently (with
 STATUSES: Final = ("ok", "error", "running")
 SESSION_SQL: Final = (
     "s.id, s.session_id, s.source, s.key_name, s.team, s.ts, s.last_ts, s.turns, s.errors, s.prompt_tokens,"
-    " s.completion_tokens, s.cached_tokens, s.cost_usd, s.models, s.first_words"
+    " s.completion_tokens, s.cached_tokens, s.cost_usd, s.models, s.first_words, s.cost_without_cache_usd"
 )
 TURN_SQL: Final = (
     "r.id, r.request_id, r.turn, r.ts, r.route, r.provider, r.model, r.status, r.status_code, r.stream,"
@@ -55,7 +55,9 @@ def summary(row: sqlite3.Row, now: float) -> dict[str, Any]:
         "id": row["session_id"], "ts": row["ts"], "last_ts": row["last_ts"], "key": row["key_name"],
         "team": row["team"], "first_words": row["first_words"], "models": models, "turns": row["turns"],
         "errors": row["errors"], "usage": _usage(row["prompt_tokens"], row["completion_tokens"], row["cached_tokens"]),
-        "cost_usd": float(row["cost_usd"]), "duration_ms": (row["last_ts"] - row["ts"]) * 1000, "status": status,
+        "cost_usd": float(row["cost_usd"]), "cost_without_cache_usd": float(row["cost_without_cache_usd"]),
+        "cache_savings_usd": float(row["cost_without_cache_usd"]) - float(row["cost_usd"]),
+        "duration_ms": (row["last_ts"] - row["ts"]) * 1000, "status": status,
         "source": row["source"], "match": None,
     }  # fmt: skip
 
@@ -117,7 +119,8 @@ async def sessions(
     if with_totals:
         rows = await db.execute_fetchall(
             "select count(*), total(s.turns), total(s.prompt_tokens), total(s.completion_tokens),"
-            f" total(s.cached_tokens), total(s.cost_usd) from sessions s{where_sql(where)}", params)
+            f" total(s.cached_tokens), total(s.cost_usd), total(s.cost_without_cache_usd)"
+            f" from sessions s{where_sql(where)}", params)
         totals = _totals(next(iter(rows)))
     if after:
         page_where.append("(s.last_ts, s.id) < (?, ?)")
@@ -136,10 +139,11 @@ async def sessions(
 
 
 def _totals(row: Any) -> dict[str, Any]:
-    count, requests, prompt, completion, cached, cost = row or (0, 0, 0, 0, 0, 0)
+    count, requests, prompt, completion, cached, cost, uncached = row or (0, 0, 0, 0, 0, 0, 0)
     return {"sessions": int(count), "requests": int(requests), "prompt_tokens": int(prompt),
             "completion_tokens": int(completion), "cached_tokens": int(cached),
-            "total_tokens": int(prompt) + int(completion), "cost_usd": float(cost)}  # fmt: skip
+            "total_tokens": int(prompt) + int(completion), "cost_usd": float(cost),
+            "cost_without_cache_usd": float(uncached), "cache_savings_usd": float(uncached) - float(cost)}  # fmt: skip
 
 
 async def _add_matches(

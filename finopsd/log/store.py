@@ -34,6 +34,7 @@ import logging
 import math
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -86,10 +87,10 @@ class LogStore:
 
     def __init__(
         self, writer: sqlite3.Connection, reader: aiosqlite.Connection, batch_rows: int, flush_ms: int,
-        max_queue: int, max_queue_bytes: int,
+        max_queue: int, max_queue_bytes: int, scrub: Callable[[Any], Any] | None,
     ) -> None:  # fmt: skip
         self._db = writer
-        self._writer = Writer(writer)
+        self._writer = Writer(writer, scrub)
         self._reader = reader
         self._batch_rows = max(1, batch_rows)
         self._flush_s = max(0, flush_ms) / 1000
@@ -108,9 +109,10 @@ class LogStore:
     @classmethod
     async def open(
         cls, path: str, *, batch_rows: int = 500, flush_ms: int = 100, max_queue: int = 10_000,
-        max_queue_bytes: int = 8 << 20,
+        max_queue_bytes: int = 8 << 20, scrub: Callable[[Any], Any] | None = None,
     ) -> LogStore:  # fmt: skip
-        """Open (or create) the log database at ``path``, migrate it, and start the writer."""
+        """Open (or create) the log database at ``path``, migrate it, and start the writer;
+        ``scrub`` (``Scrubber.value``) takes secrets out of what rows store."""
         writer, applied = await asyncio.to_thread(_open_writer, path)
         if applied:
             log.info("log database %s: applied %s", path, ", ".join(applied))
@@ -128,7 +130,7 @@ class LogStore:
             if reader is not None:
                 await reader.close()
             raise
-        return cls(writer, reader, batch_rows, flush_ms, max_queue, max_queue_bytes)
+        return cls(writer, reader, batch_rows, flush_ms, max_queue, max_queue_bytes, scrub)
 
     @property
     def failed_rows(self) -> int:

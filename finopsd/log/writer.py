@@ -21,6 +21,7 @@ import operator
 import sqlite3
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -38,6 +39,11 @@ INSERT_REQUEST: Final = (
     f"insert into requests ({', '.join(REQUEST_COLUMNS)}) values ({', '.join('?' * len(REQUEST_COLUMNS))})"
 )
 CACHE_SESSIONS: Final = 256
+# a session's list of models is kept in memory and rewritten on every turn: bounded, since
+# a client names its models (a task that tries more is still logged, row by row)
+MAX_MODELS: Final = 16
+MAX_DURATION_MS: Final = 86_400_000
+MODEL_CHARS: Final = 200
 CACHE_BYTES: Final = 12 << 20
 INT64: Final = 1 << 63
 
@@ -85,11 +91,20 @@ class Thread:
     size: int = 0
 
 
-class Writer:
-    """Owns the write connection's session cache and failure counts; not thread-safe (one caller at a time)."""
+def _as_is(value: Any) -> Any:
+    return value
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+
+class Writer:
+    """Owns the write connection's session cache and failure counts; not thread-safe (one caller at a time).
+
+    ``scrub`` takes secrets out of what is stored (``Scrubber.value``). It runs here, in the
+    worker thread, on the row's own fields and on each new piece only: a whole conversation
+    scrubbed per request would cost the event loop time that grows with the history."""
+
+    def __init__(self, db: sqlite3.Connection, scrub: Callable[[Any], Any] | None = None) -> None:
         self.db = db
+        self.scrub = scrub or _as_is
         self.threads: OrderedDict[int, Thread] = OrderedDict()
         self.cached_bytes = 0
         self.failed = 0  # rows lost: not even their metadata could be written
@@ -139,6 +154,8 @@ class Writer:
 
     def _insert(self, row: dict[str, Any], strict: bool) -> Thread:
         request = row.get("request") if isinstance(row.get("request"), dict) else None
+        # everything but the conversation, which is scrubbed piece by piece as it is stored
+        row = {**self.scrub({k: v for k, v in row.items() if k != "request"}), "request": request}
         store_text = strict and request is not None and row.get("content", True) is not False
         skeleton, messages, tools = split_request(request) if request is not None else ({}, None, None)
         # the second try threads by header only: messages too deep to compare or hash fail the first
@@ -183,22 +200,26 @@ class Writer:
             if isinstance(row.get("response"), dict):
                 parts.append((rid, POS[ANSWER], self._content(ANSWER, row["response"])))
             self.db.executemany("insert into request_content (request, pos, content) values (?, ?, ?)", parts)
-            preview = preview_of(request)
+            preview = self.scrub(preview_of(request))
             if preview is not None:
                 self.db.execute("insert or replace into request_previews (request_id, preview) values (?, ?)",
                                 (str(row["id"]), preview))
         models = thread.models
-        if isinstance(scalars["model"], str) and scalars["model"] not in models:
-            models = [*models, scalars["model"]]
+        model = scalars["model"][:MODEL_CHARS] if isinstance(scalars["model"], str) else None
+        if model is not None and model not in models and len(models) < MAX_MODELS:
+            models = [*models, model]
         source = thread.source if thread.source != "new" else source
-        end = ts + _count(scalars["duration_ms"]) / 1000
+        # a session ends when its last request did; a duration past a day is an odd value, not a request
+        end = ts + min(_count(scalars["duration_ms"]), MAX_DURATION_MS) / 1000
         self.db.execute(
             "update sessions set ts = min(ts, ?), last_ts = max(last_ts, ?), turns = ?, errors = errors + ?,"
             " prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?,"
-            " cached_tokens = cached_tokens + ?, cost_usd = cost_usd + ?, models = ?, source = ?, last_request = ?"
+            " cached_tokens = cached_tokens + ?, cost_usd = cost_usd + ?, cost_without_cache_usd ="
+            " cost_without_cache_usd + ?, models = ?, source = ?, last_request = ?"
             " where id = ?",
             (ts, end, turn, int(scalars["status"] == "error"), _count(scalars["prompt_tokens"]),
              _count(scalars["completion_tokens"]), _count(scalars["cached_tokens"]), _count(scalars["cost_usd"]),
+             _count(scalars["cost_usd"] if scalars["cost_without_cache_usd"] is None else scalars["cost_without_cache_usd"]),
              _dumps(models), source, rid, thread.rowid),
         )  # fmt: skip
         size = row.get("body_bytes")
@@ -240,12 +261,12 @@ class Writer:
             " turns, errors, prompt_tokens, completion_tokens, cached_tokens, cost_usd, models, first_words)"
             " values (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, 0, '[]', ?)",
             (new_request_id(), source, hint, key, scalars["team"], mark, scalars["ts"], scalars["ts"],
-             first_words(msgs) if store_text else None),
+             self.scrub(first_words(msgs)) if store_text else None),
         )  # fmt: skip
         return Thread(int(cur.lastrowid or 0), source)
 
     def _content(self, kind: str, value: Any) -> int:
-        digest, size, body, stored = pack(kind, value)
+        digest, size, body, stored = pack(kind, self.scrub(value))
         found = self.db.execute("select id from content where hash = ?", (digest,)).fetchone()
         if found:
             return int(found[0])

@@ -35,7 +35,10 @@ def iso_time(ts: float | None) -> str | None:
     """Epoch seconds as ISO 8601 UTC with milliseconds (``2026-01-31T12:00:00.123Z``)."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):  # a time an odd stored value put past year 9999
+        return None
 
 
 def safe_snippet(snippet: str | None) -> str | None:

@@ -173,12 +173,12 @@ def row_html(item: dict[str, Any]) -> str:
         f"<td>{who}</td><td>{what}</td><td>{_status_cell(item)}</td>"
         f'<td class="num">{fmt_ms(item.get("duration_ms"))}</td><td class="num">{fmt_ms(item.get("ttft_ms"))}</td>'
         f'<td class="num" title="{esc(tokens_title)}">{esc(fmt_tokens(usage))}</td>'
-        f'<td class="num">{esc(fmt_cost(item.get("cost_usd")))}{_saved(item.get("cache_savings_usd"))}</td>'
+        f'<td class="num">{esc(fmt_cost(item.get("cost_usd")))}{saved_cell(item.get("cache_savings_usd"))}</td>'
         f'<td class="prompt"><a href="{href}">{text or "<span class=muted>(no text)</span>"}</a></td></tr>'
     )
 
 
-def _saved(usd: float | None) -> str:
+def saved_cell(usd: float | None) -> str:
     """What prompt caching saved on a row, under its cost (nothing when it saved nothing)."""
     if not usd or abs(usd) < 5e-7:
         return ""
@@ -186,15 +186,19 @@ def _saved(usd: float | None) -> str:
     return f'<br><small class="saved">{word} {esc(fmt_cost(abs(usd)))}</small>'
 
 
+def saved_total(totals: dict[str, Any]) -> str:
+    saved = totals.get("cache_savings_usd") or 0.0
+    return f" (<b>{esc(fmt_cost(saved))}</b> saved by prompt caching)" if saved > 0 else ""
+
+
 def totals_html(totals: dict[str, Any] | None) -> str:
     if not totals:
         return ""
-    saved = totals.get("cache_savings_usd") or 0.0
     return (
         f"<b>{totals['requests']:,}</b> request{'' if totals['requests'] == 1 else 's'} · "
         f"<b>{totals['prompt_tokens']:,}</b> prompt + <b>{totals['completion_tokens']:,}</b> completion tokens · "
         f"<b>{esc(fmt_cost(totals['cost_usd']))}</b>"
-        + (f" (<b>{esc(fmt_cost(saved))}</b> saved by prompt caching)" if saved > 0 else "")
+        + saved_total(totals)
         + f" · <b>{totals['error_rate'] * 100:.1f} %</b> errors"
     )
 

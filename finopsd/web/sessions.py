@@ -13,7 +13,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from finopsd.web.items import fmt_cost, fmt_duration, fmt_tokens
-from finopsd.web.pages import esc, filter_form, list_fields, render_page, session_href, template, views_nav
+from finopsd.web.pages import (
+    esc, filter_form, list_fields, render_page, saved_cell, saved_total, session_href, template, views_nav,
+)
 
 __all__ = ["render_sessions", "session_row", "status_badge"]
 
@@ -50,7 +52,7 @@ def session_row(item: dict[str, Any]) -> str:
         f'<td>{who}</td><td class="prompt">{text}</td><td class="models">{models}</td>'
         f'<td class="num">{turns:,}</td>'
         f'<td class="num" title="{esc(tokens_title)}">{esc(fmt_tokens(usage))}</td>'
-        f'<td class="num">{esc(fmt_cost(item.get("cost_usd")))}</td>'
+        f'<td class="num">{esc(fmt_cost(item.get("cost_usd")))}{saved_cell(item.get("cache_savings_usd"))}</td>'
         f'<td class="num">{esc(fmt_duration(item.get("duration_ms")))}</td>'
         f"<td>{status_badge(item.get('status'), status_title)}</td></tr>"
     )
@@ -63,7 +65,7 @@ def totals_html(totals: dict[str, Any] | None) -> str:
     return (
         f"<b>{n:,}</b> session{'' if n == 1 else 's'} · <b>{requests:,}</b> request{'' if requests == 1 else 's'} · "
         f"<b>{totals['prompt_tokens']:,}</b> prompt + <b>{totals['completion_tokens']:,}</b> completion tokens · "
-        f"<b>{esc(fmt_cost(totals['cost_usd']))}</b>"
+        f"<b>{esc(fmt_cost(totals['cost_usd']))}</b>" + saved_total(totals)
     )
 
 
