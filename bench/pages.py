@@ -9,7 +9,6 @@ the sessions page under 100 ms at 100,000 requests in 2,000 sessions (the defaul
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import tempfile
 from pathlib import Path
@@ -17,19 +16,14 @@ from pathlib import Path
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from bench.search import fill, timed
+from bench.search import fill, parse_args, timed
 from finopsd import config as cfg
 from finopsd.app import build_app
 from finopsd.log.store import LogStore
 
 
 async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=100_000)
-    ap.add_argument("--turns", type=int, default=50, help="requests per session (default 50: 2,000 sessions)")
-    ap.add_argument("--db", type=Path, help="database to fill or reuse (default: a temporary one)")
-    ap.add_argument("--repeat", type=int, default=20)
-    args = ap.parse_args()
+    args = parse_args(__doc__ or "")
     with tempfile.TemporaryDirectory() as tmp:
         db = args.db or Path(tmp) / "pages.db"
         store = await LogStore.open(str(db), max_queue=50_000)

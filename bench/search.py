@@ -108,13 +108,18 @@ async def timed(label: str, call: Any, repeat: int) -> None:
     print(f"| {label} | {statistics.median(times):.1f} | {p95:.1f} |", flush=True)
 
 
-async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(doc: str) -> argparse.Namespace:
+    """The options this bench and bench.pages share: how big a log, where, how many timings."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--turns", type=int, default=50, help="requests per session (default 50: 2,000 sessions)")
     ap.add_argument("--db", type=Path, help="database to fill or reuse (default: a temporary one)")
     ap.add_argument("--repeat", type=int, default=20)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+async def main() -> None:
+    args = parse_args(__doc__ or "")
     with tempfile.TemporaryDirectory() as tmp:
         store = await LogStore.open(str(args.db or Path(tmp) / "search.db"), max_queue=50_000)
         try:
