@@ -119,6 +119,8 @@ async def test_roo_code_session_pays_cached_prices_from_its_second_turn(
     assert task["cache_savings_usd"] == pytest.approx(total["cache_savings_usd"])
     sessions_page = await (await gw.get("/logs")).text()
     assert "saved by prompt caching" in sessions_page and sessions_page.count('class="saved">saved $') == 1
+    timeline = await (await gw.get(f"/logs/sessions/{task['id']}")).text()
+    assert f"(saved ${task['cache_savings_usd']:.4f} by prompt caching)" in timeline
     detail = await (await gw.get(f"/logs/{rows[-1]['id']}")).text()
     assert "without cache" in detail and "(saved $" in detail
     cli = await asyncio.to_thread(CliRunner().invoke, main, ["usage", "--config", str(tmp_path / "config.yaml"),

@@ -46,7 +46,9 @@ def _facts(s: dict[str, Any]) -> str:
         ("turns", f"{turns:,}" + (f" ({errors} failed)" if errors else "")),
         ("tokens", f"{usage.get('prompt_tokens') or 0:,} prompt ({usage.get('cached_tokens') or 0:,} cached)"
                    f" → {usage.get('completion_tokens') or 0:,} completion"),
-        ("cost", fmt_cost(s.get("cost_usd"))),
+        ("cost", fmt_cost(s.get("cost_usd")) + (
+            f" (saved {fmt_cost(s['cache_savings_usd'])} by prompt caching)"
+            if (s.get("cache_savings_usd") or 0) > 5e-7 else "")),
         ("threaded by", SOURCES.get(str(s.get("source")), str(s.get("source") or "—"))),
         ("session id", s.get("id")),
     ]
