@@ -13,6 +13,7 @@ import asyncio
 import json
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 from aiohttp.test_utils import TestClient
@@ -128,6 +129,7 @@ CHAT_SHAPES = [
     {"choices": [{"message": {"role": "assistant", "tool_calls": "oops"}}]},
     {"choices": [{"message": {"role": "assistant", "tool_calls": ["a", "b"]}}]},
     {"choices": [{"message": {"tool_calls": [{"function": "f"}]}}]},
+    {"choices": [{"message": {"role": "assistant", "content": 5}}]},
     {"choices": [], "usage": "lots"},
 ]
 CHUNK_SHAPES = [
@@ -138,6 +140,7 @@ CHUNK_SHAPES = [
     {"choices": [{"delta": {"tool_calls": ["a"]}}]},
     {"choices": [{"delta": {"tool_calls": [{"index": "0", "function": {"name": "f"}}]}}]},
     {"choices": [{"delta": {"tool_calls": [{"index": [0]}]}}]},
+    {"choices": [{"delta": {"content": {"text": "x"}}}]},
     {"choices": [], "usage": [1, 2]},
 ]
 
@@ -180,6 +183,19 @@ async def test_openai_protocol_answers_of_the_wrong_shape_are_502_with_a_row(
     rows = await logged_rows(gateway)
     assert len(rows) == len(CHAT_SHAPES) + len(CHUNK_SHAPES)
     assert all(r["status"] == "error" and r["status_code"] == 502 for r in rows)
+
+
+async def test_wrong_shapes_are_502_on_the_messages_route_too(gateway: TestClient, fake_openai: FakeUpstream) -> None:
+    # the Messages dialect reads the canonical answer itself: a content of the wrong type must not crash it
+    async with anthropic.AsyncAnthropic(base_url=str(gateway.make_url("/anthropic")), api_key="vk",
+                                        max_retries=0) as client:
+        for shape in CHAT_SHAPES:
+            fake_openai.replies[:] = [Reply(json={"id": "x", "object": "chat.completion", **shape},
+                                            content_type="application/json")]
+            with pytest.raises(anthropic.APIStatusError) as refused:
+                await client.messages.create(model="openai/gpt-5", max_tokens=64,
+                                             messages=[{"role": "user", "content": "hi"}])
+            assert refused.value.status_code == 502, (shape, refused.value.message)
 
 
 def gemini_answer(candidate: Any) -> dict[str, Any]:

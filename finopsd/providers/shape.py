@@ -62,6 +62,9 @@ def _choices(body: dict[str, Any], provider: str, field: str) -> None:
                 continue
             if type(part) is not dict:
                 raise _wrong(provider, f"choices[{i}].{field}", part, "an object")
+            content = part.get("content")
+            if content is not None and type(content) is not str and type(content) is not list:
+                raise _wrong(provider, f"choices[{i}].{field}.content", content, "a string or a list")
             calls = part.get("tool_calls")
             if calls is not None:
                 _tool_calls(calls, provider, f"choices[{i}].{field}.tool_calls")
