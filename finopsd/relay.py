@@ -10,6 +10,7 @@ dialect by default, another dialect's translator, or the upstream's own bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -364,10 +365,14 @@ async def _stream(
                 if not data:
                     break
     except EventTooLarge:
+        _keep_usage(fixer, name, adapter, state)
         raise event_too_large(provider) from None
     except (TimeoutError, aiohttp.ClientError) as e:
-        _repair(fixer, name, parsed(name, adapter.finish_stream, state))  # keep what usage arrived
+        _keep_usage(fixer, name, adapter, state)
         raise read_error(provider, e) from None
+    except (GatewayError, ClientGone):  # an in-band error event, a cap, the client gone
+        _keep_usage(fixer, name, adapter, state)
+        raise
     if not response.prepared:  # a 200 with no event at all (an HTML proxy page, an empty body)
         kind = upstream.headers.get("Content-Type", "no content type")
         raise UpstreamError(f"{target.provider.name}: the stream ended without any event ({kind})",
@@ -380,6 +385,13 @@ async def _stream(
         await response.write_eof()
     except ConnectionResetError:
         raise ClientGone() from None
+
+
+def _keep_usage(fixer: StreamNormaliser | UsageTap, name: str, adapter: Adapter, state: Any) -> None:
+    """A stream that ends in an error still bills what the upstream reported of it (a prompt's
+    tokens arrive first): the adapter's pending usage goes into the transcript."""
+    with contextlib.suppress(GatewayError):  # a state the error left unreadable: the estimate stands
+        _repair(fixer, name, parsed(name, adapter.finish_stream, state))
 
 
 def _repair(fixer: StreamNormaliser | UsageTap, provider: str,

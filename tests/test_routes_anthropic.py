@@ -129,7 +129,7 @@ async def test_anthropic_429_keeps_retry_after_and_529_becomes_503(
 
 
 async def test_error_event_mid_stream_reaches_openai_client(
-    oai_client: openai.AsyncOpenAI, fake_anthropic: FakeUpstream
+    both: TestClient, oai_client: openai.AsyncOpenAI, fake_anthropic: FakeUpstream
 ) -> None:
     fake_anthropic.play("anthropic/error_overloaded.sse")
     stream = await oai_client.chat.completions.create(
@@ -138,6 +138,10 @@ async def test_error_event_mid_stream_reaches_openai_client(
         async for _ in stream:
             pass
     assert "Overloaded" in info.value.message
+    row = await last_row(both)
+    # the upstream billed the prompt before it failed: the row counts what message_start reported
+    assert row["status"] == "error" and row["prompt_tokens"] == 2210
+    assert "estimated" not in (row["cost_flags"] or "")
 
 
 # --- anthropic SDK → /anthropic → anthropic provider (native) ----------------------------
