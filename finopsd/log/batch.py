@@ -160,6 +160,7 @@ class Batch:
     def _prefetch(self, rows: list[dict[str, Any]]) -> None:
         """What the rows will look up, read in one statement per kind (a row that looks up
         something else, as its scrubbed values may, asks for it alone)."""
+        self.marks_of: dict[int, tuple[Any, bytes | None]] = {}  # id(messages) -> (key, fingerprint)
         hints: set[tuple[str, Any]] = set()
         responses: set[tuple[str, Any]] = set()
         marks: set[bytes] = set()
@@ -177,10 +178,13 @@ class Batch:
                 responses.add((previous, key))
             request = row.get("request")
             messages = request.get("messages") if isinstance(request, dict) else None
+            if not isinstance(messages, list):
+                continue
             try:
-                mark = fingerprint(key, messages) if isinstance(messages, list) else None
+                mark = fingerprint(key, messages)
             except Exception:  # noqa: BLE001 - too deep to hash: its row's own lookup fails or skips it
                 continue
+            self.marks_of[id(messages)] = (key, mark)  # the rows, and so their lists, outlive the batch
             if mark is not None:
                 marks.add(mark)
         # hint or response -> the lowest id stored for it, None if none is
@@ -261,7 +265,9 @@ class Batch:
             sid = self._response_session(previous, key)
             if sid is not None:
                 return self._thread(sid), "response_chain", None
-        mark = fingerprint(key if isinstance(key, str) else None, msgs)
+        key = key if isinstance(key, str) else None
+        known = self.marks_of.get(id(msgs))
+        mark = known[1] if known is not None and known[0] == key else fingerprint(key, msgs)
         if mark is not None:
             for sid in self._candidates(mark, ts):
                 thread = self._thread(sid)
