@@ -92,3 +92,15 @@ async def test_a_batch_with_a_row_sqlite_refuses_falls_back_to_one_row_at_a_time
     assert "log batch of 15 rows: SQLITE_CONSTRAINT_UNIQUE; writing it row by row" in caplog.text
     assert await write(tmp_path / "rows.db", rows, one_by_one=True) == (1, 1)
     assert dump(tmp_path / "batch.db") == dump(tmp_path / "rows.db")
+
+
+async def test_a_time_sqlite_cannot_hold_costs_its_row_its_values_not_the_batch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = mixed_rows()[:3]
+    rows.insert(1, make_row("far", ts=-(10**30), request=rows[0]["request"]))  # past 64 bits
+    assert await write(tmp_path / "batch.db", rows, one_by_one=False) == (0, 1)
+    assert "row by row" not in caplog.text
+    with sqlite3.connect(tmp_path / "batch.db") as db:
+        got = db.execute("select request_id, ts > 0, n_messages from requests order by id").fetchall()
+    assert got == [("r00-a", 1, 2), ("far", 1, None), ("r01-b", 1, 2), ("r02-kilo", 1, 1)]

@@ -158,16 +158,22 @@ class Batch:
     # ------------------------------------------------------------------ lookups, once per batch
 
     def _prefetch(self, rows: list[dict[str, Any]]) -> None:
-        """What the rows will look up, read in one statement per kind (a row that looks up
-        something else, as its scrubbed values may, asks for it alone)."""
+        """What the rows will look up, read in one statement per kind. A row that looks up
+        something else (its scrubbed values may differ), or whose lookup could not be made
+        here (a value SQLite cannot bind), asks for it alone: it then fails alone."""
         self.marks_of: dict[int, tuple[Any, bytes | None]] = {}  # id(messages) -> (key, fingerprint)
+        self.hints: dict[tuple[str, Any], int | None] = {}  # -> the lowest session id stored for it
+        self.stored_responses: dict[tuple[str, Any], int | None] = {}  # -> the session of its lowest row
+        # fingerprint -> (the oldest last_ts asked for, its sessions from then on: id, last_ts)
+        self.candidates: dict[bytes, tuple[float, list[tuple[int, float]]]] = {}
         hints: set[tuple[str, Any]] = set()
         responses: set[tuple[str, Any]] = set()
         marks: set[bytes] = set()
         floor = time.time()
         for row in rows:
-            if _count(row.get("ts")):
-                floor = min(floor, row["ts"])
+            ts = row.get("ts")
+            if _count(ts) and -INT64 <= ts < INT64:
+                floor = min(floor, ts)
             key, hint, previous = row.get("key_name"), row.get("session_hint"), row.get("previous_response_id")
             if not _plain(key):
                 continue
@@ -187,34 +193,36 @@ class Batch:
             self.marks_of[id(messages)] = (key, mark)  # the rows, and so their lists, outlive the batch
             if mark is not None:
                 marks.add(mark)
-        # hint or response -> the lowest id stored for it, None if none is
-        self.hints: dict[tuple[str, Any], int | None] = {}
-        for hint, key, sid in self._select_in(
-            "select client_session_id, key_name, id from sessions where client_session_id in ({}) order by id",
-            sorted({h for h, _ in hints}),
-        ):
-            self.hints.setdefault((hint, key), sid)
-        self.stored_responses: dict[tuple[str, Any], int | None] = {}
-        for response, key, sid in self._select_in(
-            "select response_id, key_name, session from requests where response_id in ({}) order by id",
-            sorted({r for r, _ in responses}),
-        ):
-            self.stored_responses.setdefault((response, key), sid)
-        for pair in hints:
-            self.hints.setdefault(pair, None)
-        for pair in responses:
-            self.stored_responses.setdefault(pair, None)
-        # fingerprint -> (the oldest last_ts asked for, its sessions from then on: id, last_ts)
         self.floor = floor - PREFIX_IDLE_S
-        self.candidates: dict[bytes, tuple[float, list[tuple[int, float]]]] = {m: (self.floor, []) for m in marks}
+        asks = (
+            (self.hints, hints, "select client_session_id, key_name, id from sessions"
+             " where client_session_id in ({}) order by id"),
+            (self.stored_responses, responses, "select response_id, key_name, session from requests"
+             " where response_id in ({}) order by id"),
+        )  # fmt: skip
+        for found, asked, sql in asks:
+            try:
+                got: dict[tuple[str, Any], int | None] = {}
+                for value, key, sid in self._select_in(sql, sorted({v for v, _ in asked})):
+                    got.setdefault((value, key), sid)
+            except Exception:  # noqa: BLE001 - see above
+                continue
+            found.update(got)
+            for pair in asked:
+                found.setdefault(pair, None)
         ordered = sorted(marks)
-        step = min(MAX_CHUNK, 250)  # two arguments each, and at most 500 selects in one compound
+        step = 250  # two arguments each, and at most 500 selects in one compound
         for start in range(0, len(ordered), step):
             chunk = ordered[start:start + step]
             n = _shape(len(chunk))
             args = [v for m in chunk for v in (m, self.floor)] + [None, None] * (n - len(chunk))
-            for mark, sid, last_ts in self.db.execute(" union all ".join([CANDIDATES_SQL] * n), args):
-                self.candidates[mark][1].append((sid, last_ts))
+            sessions: dict[bytes, list[tuple[int, float]]] = {m: [] for m in chunk}
+            try:
+                for mark, sid, last_ts in self.db.execute(" union all ".join([CANDIDATES_SQL] * n), args):
+                    sessions[mark].append((sid, last_ts))
+            except Exception:  # noqa: BLE001 - see above
+                continue
+            self.candidates.update((m, (self.floor, found)) for m, found in sessions.items())
 
     def _select_in(self, sql: str, values: list[Any]) -> Iterator[tuple[Any, ...]]:
         for n, args in _chunks(self.writer, [(v,) for v in values], 1):
