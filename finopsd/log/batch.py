@@ -50,9 +50,10 @@ MAX_CHUNK: Final = 512  # rows per statement; a batch is 500 rows, a few pieces 
 SESSION_COLUMNS: Final = ("id", "session_id", "source", "client_session_id", "key_name", "team", "fingerprint",
                           "ts", "last_ts", "first_words")  # fmt: skip
 # the batch's sums per session; a session it created starts from the inserted zeros
+DELTA_COLUMNS: Final = ("id", "ts", "last_ts", "turns", "errors", "prompt_tokens", "completion_tokens", "cached_tokens",
+                        "cost_usd", "cost_without_cache_usd", "models", "source", "last_request")  # fmt: skip
 SESSION_UPDATE: Final = (
-    "with v(id, ts, last_ts, turns, errors, prompt_tokens, completion_tokens, cached_tokens, cost_usd,"
-    " cost_without_cache_usd, models, source, last_request) as (values {rows})"
+    f"with v({', '.join(DELTA_COLUMNS)}) as (values {{rows}})"
     " update sessions set ts = min(sessions.ts, v.ts), last_ts = max(sessions.last_ts, v.last_ts),"
     " turns = v.turns, errors = sessions.errors + v.errors, prompt_tokens = sessions.prompt_tokens +"
     " v.prompt_tokens, completion_tokens = sessions.completion_tokens + v.completion_tokens,"
@@ -350,7 +351,8 @@ class Batch:
         # a session ends when its last request did; a duration past a day is an odd value, not a request
         end = ts + min(_count(scalars["duration_ms"]), MAX_DURATION_MS) / 1000
         cost = _count(scalars["cost_usd"])
-        uncached = scalars["cost_usd"] if scalars["cost_without_cache_usd"] is None else scalars["cost_without_cache_usd"]
+        uncached = scalars["cost_without_cache_usd"]
+        uncached = scalars["cost_usd"] if uncached is None else uncached
         delta = [ts, end, turn, int(scalars["status"] == "error"), _count(scalars["prompt_tokens"]),
                  _count(scalars["completion_tokens"]), _count(scalars["cached_tokens"]), cost, _count(uncached),
                  _dumps(models), source, rid]  # fmt: skip
@@ -430,7 +432,7 @@ class Batch:
         self._insert("insert into request_content (request, pos, content)",
                      [(r, pos, real(c)) for r, pos, c in self.parts])  # fmt: skip
         self._insert("insert or replace into request_previews (request_id, preview)", self.previews)
-        width = 13
+        width = len(DELTA_COLUMNS)
         for n, args in _chunks(self.writer, [(sid, *d) for sid, d in self.deltas.items()], width):
             self.db.execute(SESSION_UPDATE.format(rows=", ".join([_marks(width)] * n)), args)
         for thread in self.threads.values():

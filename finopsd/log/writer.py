@@ -87,7 +87,8 @@ class Writer:
                 log.error("log row %s not written (%s)", row.get("id"), _err(e))
 
     def _write(self, rows: list[dict[str, Any]], strict: bool | None) -> None:
-        """Plan and write ``rows`` in a savepoint; ``strict`` None tries each row whole, then without its conversation."""
+        """Plan and write ``rows`` in a savepoint; with ``strict`` None each row is tried whole,
+        then without its conversation."""
         batch = Batch(self, rows)
         for row in rows:
             if strict is not None:
