@@ -49,13 +49,15 @@ def rewrite_requests(db: sqlite3.Connection, old: str) -> int:
         ).fetchall()
         if not rows:
             break
+        batch: list[dict[str, Any]] = []
         for r in rows:
             row: dict[str, Any] = dict(zip(("id", *SCALARS), r[1:-3]))
             row["stream"] = None if row["stream"] is None else bool(row["stream"])
             row["attempts"] = _loads(r[-3]) or []
             row["request"], row["response"] = _loads(r[-2]), _loads(r[-1])
             row["images"] = False  # the old writer already replaced them
-            writer.write_row(row)
+            batch.append(row)
+        writer.write_rows(batch)
         moved += len(rows)
         after = (rows[-1][2], rows[-1][0])
         if time.monotonic() - shown >= PROGRESS_EVERY_S:
