@@ -101,6 +101,9 @@ class Exchange:
     error_message: str | None = None
     ttft_ms: float | None = None
     duration_ms: float | None = None
+    # seconds spent waiting on the upstream (calls, answers, retry backoff): the rest of
+    # ``duration_ms`` is the gateway's own overhead (finopsd.metrics)
+    upstream_s: float = 0.0
     cost_usd: float | None = None
     cost_without_cache_usd: float | None = None  # the same tokens with no cache read or write
     cost_flags: str | None = None

@@ -104,6 +104,8 @@ class LogStore:
         self._room.set()
         self._write_lock = asyncio.Lock()  # one write transaction at a time: batches, prune, responses
         self._closing = False
+        # told (rows committed, seconds) after each batch: the metrics' rows written and write latency
+        self.on_batch: Callable[[int, float], None] | None = None
         self._task = asyncio.create_task(self._run(), name="logstore-writer")
 
     @classmethod
@@ -141,6 +143,11 @@ class LogStore:
     def degraded_rows(self) -> int:
         """Rows written without their conversation or without values SQLite could not hold."""
         return self._writer.degraded
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting for the writer."""
+        return self._queue.qsize()
 
     # ------------------------------------------------------------------ intake
 
@@ -230,9 +237,13 @@ class LogStore:
                 self._room.set()
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
+        failed = self._writer.failed
         try:
             async with self._write_lock:
+                started = time.perf_counter()
                 await asyncio.to_thread(self._writer.write, rows)
+                if self.on_batch is not None:
+                    self.on_batch(len(rows) - (self._writer.failed - failed), time.perf_counter() - started)
         except Exception as e:  # noqa: BLE001 - the writer outlives any one batch
             self._writer.failed += len(rows)
             log.error("log batch of %d rows failed (%s): ids %s", len(rows), _err(e), [r.get("id") for r in rows])
