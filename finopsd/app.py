@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from finopsd import access, admin, catalog, governance, mcp_upstream, openapi
+from finopsd import access, admin, attribution, catalog, governance, mcp_upstream, openapi
 from finopsd.log import recorder
 from finopsd.metrics import endpoint as metrics
 from finopsd.appkeys import CONFIG, GOVERNANCE, RUNTIME
@@ -45,8 +45,9 @@ def build_app(config: Config) -> web.Application:
     app[RUNTIME] = Runtime(config)
     app[GOVERNANCE] = governance.Governance(config, app[RUNTIME])
     app[admin.THROTTLE] = admin.Throttle()
-    # open_logstore puts the logging hook first; metrics before governance, to count what it charged
-    app[RUNTIME].hooks = (metrics.install(app), app[GOVERNANCE])
+    # open_logstore puts the logging hook first; metrics before governance, to count what it
+    # charged; attribution before it, so a bad x-finops-* header is refused before it counts
+    app[RUNTIME].hooks = (metrics.install(app), attribution.AttributionHook(app[RUNTIME]), app[GOVERNANCE])
     app.on_response_prepare.append(on_prepare)
     # cleanup runs in reverse: the log store closes last, after draining every row
     app.cleanup_ctx.append(recorder.open_logstore)

@@ -94,6 +94,10 @@ class Exchange:
     upstream_key_name: str | None = None
     key_name: str | None = None
     team: str | None = None
+    # attribution inside a key (finopsd.attribution): the client's headers or the key's pins
+    user: str | None = None
+    project: str | None = None
+    tags: tuple[str, ...] = ()
     allowed_models: tuple[str, ...] | None = None  # the key's ``models`` globs: what fallbacks may reach
     status_code: int | None = None
     status: str = "ok"

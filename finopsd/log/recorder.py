@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -53,6 +54,9 @@ def row_of(ex: Exchange, content: bool) -> dict[str, Any]:
         "upstream_model": ex.upstream_model,
         "key_name": ex.key_name,
         "team": ex.team,
+        "user": ex.user,
+        "project": ex.project,
+        "tags": json.dumps(list(ex.tags)) if ex.tags else None,
         "client_ip": ex.client_ip,
         "user_agent": ex.user_agent,
         "status_code": ex.status_code,

@@ -29,7 +29,7 @@ from finopsd.exchange import new_request_id
 from finopsd.log.content import (
     ANSWER, MESSAGE, POS, SKELETON, TOOLS, index_text, pack, split_request, unpack, without_images,
 )  # fmt: skip
-from finopsd.log.schema import MESSAGE_REFS_SQL, REQUEST_COLUMNS, SCALARS
+from finopsd.log.schema import LATE_COLUMNS, MESSAGE_REFS_SQL, REQUEST_COLUMNS, SCALARS
 from finopsd.log.sessions import PREFIX_IDLE_S, common_prefix, extends, fingerprint, first_words, new_from, same_message
 from finopsd.log.text import _dumps, preview_of
 
@@ -107,6 +107,11 @@ class Writer:
         self.scrub = scrub or _as_is
         self.threads: OrderedDict[int, Thread] = OrderedDict()
         self.cached_bytes = 0
+        columns = {r[1] for r in db.execute("pragma table_info(requests)")}
+        self.late = [c for c in LATE_COLUMNS if c in columns]  # none while m007 rewrites old logs
+        self.insert_request = INSERT_REQUEST if not self.late else (
+            f"insert into requests ({', '.join((*REQUEST_COLUMNS, *self.late))})"
+            f" values ({', '.join('?' * (len(REQUEST_COLUMNS) + len(self.late)))})")
         self.failed = 0  # rows lost: not even their metadata could be written
         self.degraded = 0  # rows written without their conversation or some values
 
@@ -178,11 +183,12 @@ class Writer:
         attempts = row.get("attempts") or []
         if not strict:
             attempts = [*attempts, {"note": "log: conversation or unstorable values dropped"}]
-        cur = self.db.execute(INSERT_REQUEST, (
+        cur = self.db.execute(self.insert_request, (
             str(row["id"]), *values, _dumps(attempts), thread.rowid, turn,
             thread.last_request if reuse else None, reuse, new_from(old, msgs, loose) if old else 0,
             len(messages) if store_text and messages is not None else None,
             _scalar("response_id", row.get("response_id"), strict),
+            *(_scalar(c, row.get(c), strict) for c in self.late),
         ))  # fmt: skip
         rid = int(cur.lastrowid or 0)
         ids: list[int] = []
