@@ -79,6 +79,14 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class OtelConfig:
+    endpoint: str | None = None  # OTLP/HTTP traces URL (…/v1/traces); None: no tracing
+    content: bool = False  # export the conversation as span attributes
+    service_name: str = "finopsd"
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # e.g. a collector's API key
+
+
+@dataclass(frozen=True)
 class Timeouts:
     """Seconds. ``first_byte`` waits for response headers; ``idle`` between stream reads."""
 
@@ -146,6 +154,7 @@ class Config:
     pricing: Mapping[str, Price] = field(default_factory=dict)
     mcp: McpConfig = field(default_factory=McpConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    otel: OtelConfig = field(default_factory=OtelConfig)
     source: str = "<embedded default>"
 
     @property
@@ -269,7 +278,7 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
     env = os.environ if env is None else env
     doc = Doc(filename, text)
     top = Reader(doc, doc.data, "", {"server", "storage", "logs", "providers", "aliases", "fallbacks", "anthropic",
-                                      "gemini", "auth", "teams", "virtual_keys", "pricing", "mcp", "metrics"})
+                                      "gemini", "auth", "teams", "virtual_keys", "pricing", "mcp", "metrics", "otel"})
     st = Reader(doc, top.data.get("storage"), "storage", {"path"})
     storage = StorageConfig(path=st.get("path", str) or str(default_data_dir(env) / "finops.db"))
     pr = Reader(doc, top.data.get("providers"), "providers", set(top.data.get("providers") or {}))
@@ -291,6 +300,15 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
     logs = LogsConfig(content=lg.get("content", bool, True), retention_days=lg.number("retention_days", 30))
     mt = Reader(doc, top.data.get("metrics"), "metrics", {"public", "per_key"})
     metrics = MetricsConfig(public=mt.get("public", bool, False), per_key=mt.get("per_key", bool, False))
+    ot = Reader(doc, top.data.get("otel"), "otel", {"endpoint", "content", "service_name", "headers"})
+    endpoint = ot.get("endpoint", str)
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise doc.error(ot.sub("endpoint"), "must be an http:// or https:// URL (OTLP over HTTP, …/v1/traces)")
+    oh = Reader(doc, ot.data.get("headers"), ot.sub("headers"), set(ot.data.get("headers") or {}))
+    otel = OtelConfig(endpoint=endpoint, content=ot.get("content", bool, False),
+                      service_name=ot.get("service_name", str, "finopsd"),
+                      headers={k: resolve_env(oh.get(k, str), env, lambda m, k=k: doc.error(oh.sub(k), m))
+                               for k in oh.data})
     auth, teams, virtual_keys, pricing = governance_section(doc, top, env)
     return Config(
         server=_server(doc, top.data.get("server"), env),
@@ -307,6 +325,7 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
         pricing=pricing,
         mcp=mcp_section(doc, top.data.get("mcp"), env),
         metrics=metrics,
+        otel=otel,
         source=filename,
     )
 

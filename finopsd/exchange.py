@@ -108,6 +108,9 @@ class Exchange:
     # seconds spent waiting on the upstream (calls, answers, retry backoff): the rest of
     # ``duration_ms`` is the gateway's own overhead (finopsd.metrics)
     upstream_s: float = 0.0
+    # (start, end) perf_counter times of each attempt's upstream call, beside ``attempts``
+    # (kept off the log row): the trace's child spans (finopsd.otel)
+    attempt_times: list[tuple[float, float]] = field(default_factory=list)
     cost_usd: float | None = None
     cost_without_cache_usd: float | None = None  # the same tokens with no cache read or write
     cost_flags: str | None = None

@@ -228,8 +228,10 @@ async def open_upstream(
             err = e
             attempt["status"] = e.status
         finally:
+            done = time.perf_counter()
             if sent:
-                ex.upstream_s += time.perf_counter() - sent
+                ex.upstream_s += done - sent
+            ex.attempt_times.append((sent or done, done))
         attempt["error"] = err.message
         status = err.status
         if status in (401, 403) and len(provider.keys) > 1:
