@@ -27,8 +27,8 @@ from finopsd.middleware import ERROR_SHAPE, ErrorShape, Handler
 if TYPE_CHECKING:
     from finopsd.config import VirtualKey
 
-__all__ = ["CALLER", "Mark", "access_of", "admin", "admin_page", "authenticate", "dialect_exchange", "exchange", "key",
-           "public"]
+__all__ = ["CALLER", "Mark", "access_of", "admin", "admin_page", "admin_unless", "authenticate", "dialect_exchange",
+           "exchange", "key", "public"]
 
 # the admitted caller of a ``key`` route: its key, or None for an anonymous caller (auth optional)
 CALLER: Final[web.RequestKey[VirtualKey | None]] = web.RequestKey("caller")
@@ -45,6 +45,7 @@ class Mark:
     page: bool = False  # admin: an HTML page (a browser without the token goes to /login)
     shape: ErrorShape | None = None  # refusals in the route's own dialect
     presented: KeySource | None = None  # key and exchange: a key presented outside the headers
+    open_when: Callable[[web.Request], bool] | None = None  # admin: open to anyone while this holds
 
 
 H = TypeVar("H", bound=Handler)
@@ -66,6 +67,11 @@ admin_page: Final = _marker(Mark("admin", page=True))
 
 def key(shape: ErrorShape | None = None, presented: KeySource | None = None) -> Callable[[H], H]:
     return _marker(Mark("key", shape=shape, presented=presented))
+
+
+def admin_unless(open_when: Callable[[web.Request], bool]) -> Callable[[H], H]:
+    """``admin``, but open to anyone while ``open_when(request)`` holds (a config switch read per request)."""
+    return _marker(Mark("admin", open_when=open_when))
 
 
 def dialect_exchange(shape: ErrorShape, presented: KeySource | None = None) -> Callable[[H], H]:
@@ -95,7 +101,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             request[PRESENTED_KEY] = presented  # for the governance hook of an ``exchange`` route, too
         if mark.level == "key":
             request[CALLER] = await request.app[GOVERNANCE].caller(request.headers, presented)
-        elif mark.level == "admin":
+        elif mark.level == "admin" and not (mark.open_when is not None and mark.open_when(request)):
             (admin_access.require_admin_page if mark.page else admin_access.require_admin)(request)
     return await handler(request)
 

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from finopsd import access, admin, catalog, governance, mcp_upstream, openapi
+from finopsd import access, admin, attribution, catalog, governance, mcp_upstream, openapi, otel
 from finopsd.log import recorder
+from finopsd.metrics import endpoint as metrics
 from finopsd.appkeys import CONFIG, GOVERNANCE, RUNTIME
 from finopsd.config import Config
 from finopsd.middleware import (
@@ -44,10 +45,16 @@ def build_app(config: Config) -> web.Application:
     app[RUNTIME] = Runtime(config)
     app[GOVERNANCE] = governance.Governance(config, app[RUNTIME])
     app[admin.THROTTLE] = admin.Throttle()
-    app[RUNTIME].hooks = (app[GOVERNANCE],)  # open_logstore puts the logging hook first
+    # open_logstore puts the logging hook first; metrics before governance, to count what it
+    # charged; attribution before it, so a bad x-finops-* header is refused before it counts
+    app[otel.TRACING] = otel.TracingHook()  # after governance's post too: spans carry the cost
+    app[RUNTIME].hooks = (metrics.install(app), app[otel.TRACING], attribution.AttributionHook(app[RUNTIME]),
+                          app[GOVERNANCE])
     app.on_response_prepare.append(on_prepare)
     # cleanup runs in reverse: the log store closes last, after draining every row
     app.cleanup_ctx.append(recorder.open_logstore)
+    app.cleanup_ctx.append(metrics.count_log_batches)
+    app.cleanup_ctx.append(otel.open_tracing)  # spans of the last exchanges flushed before the log closes
     app.cleanup_ctx.append(governance.open_governance)  # spend rebuilt from the log before serving
     app.cleanup_ctx.append(recorder.prune_old_rows)
     app.cleanup_ctx.append(upstream_session)  # the one pooled ClientSession
@@ -64,6 +71,7 @@ def build_app(config: Config) -> web.Application:
     logs.add_routes(app.router)
     keys.add_routes(app.router)
     mcp.add_routes(app.router)
+    metrics.add_routes(app.router)
     return app
 
 

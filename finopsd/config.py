@@ -73,6 +73,20 @@ class LogsConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    public: bool = False  # /metrics without the admin token (a scraper on another host)
+    per_key: bool = False  # virtual key names as labels (bounded by the config's key list)
+
+
+@dataclass(frozen=True)
+class OtelConfig:
+    endpoint: str | None = None  # OTLP/HTTP traces URL (…/v1/traces); None: no tracing
+    content: bool = False  # export the conversation as span attributes
+    service_name: str = "finopsd"
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # e.g. a collector's API key
+
+
+@dataclass(frozen=True)
 class Timeouts:
     """Seconds. ``first_byte`` waits for response headers; ``idle`` between stream reads."""
 
@@ -139,6 +153,8 @@ class Config:
     # "provider/model" or a glob of it → price; wins over genai-prices
     pricing: Mapping[str, Price] = field(default_factory=dict)
     mcp: McpConfig = field(default_factory=McpConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    otel: OtelConfig = field(default_factory=OtelConfig)
     source: str = "<embedded default>"
 
     @property
@@ -262,7 +278,7 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
     env = os.environ if env is None else env
     doc = Doc(filename, text)
     top = Reader(doc, doc.data, "", {"server", "storage", "logs", "providers", "aliases", "fallbacks", "anthropic",
-                                      "gemini", "auth", "teams", "virtual_keys", "pricing", "mcp"})
+                                      "gemini", "auth", "teams", "virtual_keys", "pricing", "mcp", "metrics", "otel"})
     st = Reader(doc, top.data.get("storage"), "storage", {"path"})
     storage = StorageConfig(path=st.get("path", str) or str(default_data_dir(env) / "finops.db"))
     pr = Reader(doc, top.data.get("providers"), "providers", set(top.data.get("providers") or {}))
@@ -282,6 +298,17 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
     model_map, gemini_map = (_model_map(doc, top, section, providers, aliases) for section in ("anthropic", "gemini"))
     lg = Reader(doc, top.data.get("logs"), "logs", {"content", "retention_days"})
     logs = LogsConfig(content=lg.get("content", bool, True), retention_days=lg.number("retention_days", 30))
+    mt = Reader(doc, top.data.get("metrics"), "metrics", {"public", "per_key"})
+    metrics = MetricsConfig(public=mt.get("public", bool, False), per_key=mt.get("per_key", bool, False))
+    ot = Reader(doc, top.data.get("otel"), "otel", {"endpoint", "content", "service_name", "headers"})
+    endpoint = ot.get("endpoint", str)
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise doc.error(ot.sub("endpoint"), "must be an http:// or https:// URL (OTLP over HTTP, …/v1/traces)")
+    oh = Reader(doc, ot.data.get("headers"), ot.sub("headers"), set(ot.data.get("headers") or {}))
+    otel = OtelConfig(endpoint=endpoint, content=ot.get("content", bool, False),
+                      service_name=ot.get("service_name", str, "finopsd"),
+                      headers={k: resolve_env(oh.get(k, str), env, lambda m, k=k: doc.error(oh.sub(k), m))
+                               for k in oh.data})
     auth, teams, virtual_keys, pricing = governance_section(doc, top, env)
     return Config(
         server=_server(doc, top.data.get("server"), env),
@@ -297,6 +324,8 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
         virtual_keys=virtual_keys,
         pricing=pricing,
         mcp=mcp_section(doc, top.data.get("mcp"), env),
+        metrics=metrics,
+        otel=otel,
         source=filename,
     )
 

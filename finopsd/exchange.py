@@ -94,6 +94,10 @@ class Exchange:
     upstream_key_name: str | None = None
     key_name: str | None = None
     team: str | None = None
+    # attribution inside a key (finopsd.attribution): the client's headers or the key's pins
+    user: str | None = None
+    project: str | None = None
+    tags: tuple[str, ...] = ()
     allowed_models: tuple[str, ...] | None = None  # the key's ``models`` globs: what fallbacks may reach
     status_code: int | None = None
     status: str = "ok"
@@ -101,6 +105,12 @@ class Exchange:
     error_message: str | None = None
     ttft_ms: float | None = None
     duration_ms: float | None = None
+    # seconds spent waiting on the upstream (calls, answers, retry backoff): the rest of
+    # ``duration_ms`` is the gateway's own overhead (finopsd.metrics)
+    upstream_s: float = 0.0
+    # (start, end) perf_counter times of each attempt's upstream call, beside ``attempts``
+    # (kept off the log row): the trace's child spans (finopsd.otel)
+    attempt_times: list[tuple[float, float]] = field(default_factory=list)
     cost_usd: float | None = None
     cost_without_cache_usd: float | None = None  # the same tokens with no cache read or write
     cost_flags: str | None = None

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Final, Mapping
 
+from finopsd import attribution
 from finopsd.caching import CachingConfig, caching_section
 from finopsd.yamldoc import Doc, Reader, kind_of, resolve_env
 
@@ -52,6 +53,9 @@ class VirtualKey:
     expires: float | None = None  # epoch seconds (UTC); the key is refused from then on
     enabled: bool = True
     caching: CachingConfig = field(default_factory=CachingConfig)
+    # pinned attribution: wins over the client's x-finops-user / x-finops-project
+    user: str | None = None
+    project: str | None = None
 
     def __repr__(self) -> str:  # the digest is not a secret, but it has no business in a log line
         return f"VirtualKey(name={self.name!r}, team={self.team!r})"
@@ -78,6 +82,7 @@ class Price:
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 _VIRTUAL_KEY_KEYS: Final = {
     "name", "key", "key_sha256", "team", "models", "mcp_tools", "rate_limit", "budgets", "expires", "enabled",
+    "user", "project",
     "caching",
 }
 
@@ -162,7 +167,17 @@ def _virtual_key(doc: Doc, path: str, data: Any, env: Mapping[str, str], teams: 
         expires=_expiry(doc, r.sub("expires"), r.data.get("expires")),
         enabled=r.get("enabled", bool, True),
         caching=caching_section(doc, r.data.get("caching"), r.sub("caching")),
+        user=_pinned(doc, r, "user"),
+        project=_pinned(doc, r, "project"),
     )
+
+
+def _pinned(doc: Doc, r: Reader, field_name: str) -> str | None:
+    value = r.get(field_name, str)
+    try:
+        return None if value is None else attribution.valid(value, field_name)
+    except ValueError as e:
+        raise doc.error(r.sub(field_name), str(e)) from None
 
 
 def governance_section(

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -264,7 +265,10 @@ async def _answer(
     try:
         async with upstream:
             if not ex.stream:
-                whole = _whole(ex, adapter, target, await read_body(target.provider, upstream), leg.emitter)
+                waited = time.perf_counter()
+                body = await read_body(target.provider, upstream)
+                ex.upstream_s += time.perf_counter() - waited
+                whole = _whole(ex, adapter, target, body, leg.emitter)
                 if leg.before_end is not None:
                     await leg.before_end()
                 return whole
@@ -344,7 +348,9 @@ async def _stream(
         async with asyncio.timeout(None) as idle:
             while True:
                 idle.reschedule(min(loop.time() + timeouts.idle, deadline))
+                waited = time.perf_counter()
                 data = await content.readany()
+                ex.upstream_s += time.perf_counter() - waited
                 left -= len(data)
                 if left < 0:
                     raise answer_too_large(provider, stream=True)

@@ -204,8 +204,11 @@ async def open_upstream(
             scrubber.learn(target.api_key)  # a token fetched just now (Vertex) is a secret too
         attempt: dict[str, object] = {"provider": provider.name, "model": model, "key": target.key_name}
         ex.attempts.append(attempt)
+        sent = 0.0
         try:
-            upstream = await send(session, provider, build(adapter, target))
+            outgoing = build(adapter, target)
+            sent = time.perf_counter()  # from here on the time is the upstream's, not ours
+            upstream = await send(session, provider, outgoing)
             if upstream.status < 400 and has_followup(adapter):
                 async with upstream:
                     first = await read_body(provider, upstream)
@@ -224,6 +227,11 @@ async def open_upstream(
         except GatewayError as e:
             err = e
             attempt["status"] = e.status
+        finally:
+            done = time.perf_counter()
+            if sent:
+                ex.upstream_s += done - sent
+            ex.attempt_times.append((sent or done, done))
         attempt["error"] = err.message
         status = err.status
         if status in (401, 403) and len(provider.keys) > 1:
@@ -240,12 +248,14 @@ async def open_upstream(
             if retries < provider.max_retries and wait is not None and wait <= MAX_RETRY_AFTER_S:
                 retries += 1
                 tried_keys.clear()
+                ex.upstream_s += wait
                 await asyncio.sleep(wait)
                 continue
             raise err
         if (status >= 500 or status in (408, 409)) and retries < provider.max_retries:
             delay = provider.retry_backoff_ms / 1000 * (2**retries) * random.uniform(0.5, 1.5)
             retries += 1
+            ex.upstream_s += delay
             await asyncio.sleep(delay)
             continue
         raise err

@@ -100,7 +100,7 @@ async def test_blank_database_gets_tables_columns_and_fts_index(store: LogStore,
     assert applied == [fn.__name__ for fn in MIGRATIONS] == [
         "m001_requests", "m002_requests_fts", "m003_covering_indexes", "m004_stored_responses",
         "m005_spend_by_day", "m006_request_previews", "m007_content_and_sessions",
-        "m008_stored_response_owner"]
+        "m008_stored_response_owner", "m009_attribution"]
     assert "stored_responses" in names
     assert {"key_name", "ts", "id", "cost_usd", "session", "cost_without_cache_usd"} <= team_index  # a second filter and the totals stay in it
     assert pragmas == ["wal", 2]  # 2 = incremental
@@ -196,6 +196,9 @@ async def test_upgrade_from_m006_adds_cost_without_cache_and_old_rows_count_at_t
 # ---------------------------------------------------------------- writing
 
 
+UNATTRIBUTED = {"user": None, "project": None, "tags": []}  # no x-finops-* headers (finopsd.attribution)
+
+
 async def test_submit_flush_get_roundtrip(store: LogStore) -> None:
     request = {
         "messages": [
@@ -216,11 +219,11 @@ async def test_submit_flush_get_roundtrip(store: LogStore) -> None:
     await store.flush()
     got = await store.get(row["id"])
     # every field back, JSON columns decoded, stream a bool again, plus the newest user turn's first words
-    assert got == {**row, "preview": "read main.py", "session_id": got["session_id"], "turn": 1}
+    assert got == {**row, "preview": "read main.py", "session_id": got["session_id"], "turn": 1, **UNATTRIBUTED}
     assert await store.get("no-such-id") is None
     quiet = make_row("no-content", request=None, response=None)  # content logging off
     await fill(store, [quiet])
-    assert await store.get("no-content") == {**quiet, "preview": None, "session_id": ANY, "turn": 1}
+    assert await store.get("no-content") == {**quiet, "preview": None, "session_id": ANY, "turn": 1, **UNATTRIBUTED}
     assert (await store.search(q="hello"))["totals"]["requests"] == 0
 
 

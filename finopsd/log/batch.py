@@ -324,6 +324,7 @@ class Batch:
             rid, str(row["id"]), *values, _dumps(attempts), thread.rowid, turn,
             thread.last_request if reuse else None, reuse, new_from(old, msgs, loose) if old else 0,
             len(messages) if store_text and messages is not None else None, response_id,
+            *(_scalar(c, row.get(c), strict) for c in self.writer.late),
         )  # fmt: skip
         new: dict[bytes, Piece] = {}
         ids: list[int] = []
@@ -428,7 +429,7 @@ class Batch:
         self._insert(f"insert into sessions ({', '.join(SESSION_COLUMNS)}, turns, errors, prompt_tokens,"
                      " completion_tokens, cached_tokens, cost_usd, models)",
                      [(*s, 0, 0, 0, 0, 0, 0, "[]") for s in self.sessions])  # fmt: skip
-        self._insert(f"insert into requests (id, {', '.join(REQUEST_COLUMNS)})", self.requests)
+        self._insert(f"insert into requests (id, {', '.join((*REQUEST_COLUMNS, *self.writer.late))})", self.requests)
         self._insert("insert into request_content (request, pos, content)",
                      [(r, pos, real(c)) for r, pos, c in self.parts])  # fmt: skip
         self._insert("insert or replace into request_previews (request_id, preview)", self.previews)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,6 +29,18 @@ def _detail(usage: dict[str, Any] | None, group: str, name: str) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def token_counts(usage: dict[str, Any] | None) -> dict[str, int | None]:
+    """Prompt, completion, cached and reasoning tokens of an exchange's usage (None: not reported)."""
+    return {
+        "prompt_tokens": (usage or {}).get("prompt_tokens"),
+        "completion_tokens": (usage or {}).get("completion_tokens"),
+        # under any provider's name; unknown (None) when no name holds a count
+        "cached_tokens": None if usage is None else (
+            cache_reads(usage) or _detail(usage, "prompt_tokens_details", "cached_tokens")),
+        "reasoning_tokens": _detail(usage, "completion_tokens_details", "reasoning_tokens"),
+    }
+
+
 def row_of(ex: Exchange, content: bool) -> dict[str, Any]:
     usage = ex.transcript.usage if isinstance(ex.transcript.usage, dict) else None
     return {
@@ -41,6 +54,9 @@ def row_of(ex: Exchange, content: bool) -> dict[str, Any]:
         "upstream_model": ex.upstream_model,
         "key_name": ex.key_name,
         "team": ex.team,
+        "user": ex.user,
+        "project": ex.project,
+        "tags": json.dumps(list(ex.tags)) if ex.tags else None,
         "client_ip": ex.client_ip,
         "user_agent": ex.user_agent,
         "status_code": ex.status_code,
@@ -49,12 +65,7 @@ def row_of(ex: Exchange, content: bool) -> dict[str, Any]:
         "error_message": ex.error_message,
         "stream": ex.stream,
         "finish_reason": ex.transcript.finish_reason,
-        "prompt_tokens": (usage or {}).get("prompt_tokens"),
-        "completion_tokens": (usage or {}).get("completion_tokens"),
-        # under any provider's name; unknown (None) when no name holds a count
-        "cached_tokens": None if usage is None else (
-            cache_reads(usage) or _detail(usage, "prompt_tokens_details", "cached_tokens")),
-        "reasoning_tokens": _detail(usage, "completion_tokens_details", "reasoning_tokens"),
+        **token_counts(usage),
         "cost_usd": ex.cost_usd,
         "cost_without_cache_usd": ex.cost_without_cache_usd,
         "cost_flags": ex.cost_flags,

@@ -323,6 +323,21 @@ def m008_stored_response_owner(db: sqlite3.Connection) -> None:
     db.execute("alter table stored_responses add column team text")
 
 
+# Request columns added after m007 (whose rewrite of old logs runs the writer on a table
+# without them): the writer fills those the table has. Named as in the row dict.
+LATE_COLUMNS: Final = ("user", "project", "tags")
+
+
+@migration
+def m009_attribution(db: sqlite3.Connection) -> None:
+    # who and what a request was for inside its key (finopsd.attribution); tags as a JSON list
+    db.execute("alter table requests add column user text")
+    db.execute("alter table requests add column project text")
+    db.execute("alter table requests add column tags text")
+    db.execute("create index requests_user on requests(user, ts)")
+    db.execute("create index requests_project on requests(project, ts)")
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply every migration not yet recorded, each in its own transaction; return their names."""
     db.execute("create table if not exists _migrations (name text primary key, applied_at real not null)")

@@ -10,6 +10,7 @@ Several terms must occur in one piece (one message, or one answer) to match toge
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import sqlite3
@@ -20,12 +21,12 @@ import aiosqlite
 
 from finopsd.errors import BadRequest
 from finopsd.log.content import index_text, unpack
-from finopsd.log.schema import NUMBERS, SCALARS, shown, total_of
+from finopsd.log.schema import LATE_COLUMNS, NUMBERS, SCALARS, shown, total_of
 from finopsd.log.text import snippet
 
 log = logging.getLogger(__name__)
 
-SUMMARY_SQL: Final = "r.id, r.request_id, " + ", ".join(f"r.{c}" for c in SCALARS) + (
+SUMMARY_SQL: Final = "r.id, r.request_id, " + ", ".join(f"r.{c}" for c in (*SCALARS, *LATE_COLUMNS)) + (
     ", (select preview from request_previews p where p.request_id = r.request_id) as preview"
     ", (select session_id from sessions s where s.id = r.session) as session_id, r.turn")
 TOTALS_SQL: Final = (
@@ -62,7 +63,17 @@ def summary(row: sqlite3.Row) -> dict[str, Any]:
     item["stream"] = None if row["stream"] is None else bool(row["stream"])
     item["session_id"] = row["session_id"]
     item["turn"] = row["turn"]
+    item["user"], item["project"] = row["user"], row["project"]
+    item["tags"] = _tags(row["tags"])
     return item
+
+
+def _tags(stored: Any) -> list[str]:
+    try:
+        tags = json.loads(stored) if isinstance(stored, str) else []
+    except ValueError:
+        return []
+    return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
 
 
 def fts_literal(q: str) -> str:
@@ -89,14 +100,18 @@ def filters(
     provider: str | None, model: str | None, key: str | None, team: str | None, status: str | None,
     stream: bool | None, since: float | None, until: float | None,
     min_cost: float | None, min_latency_ms: float | None,
+    user: str | None = None, project: str | None = None, tag: str | None = None,
 ) -> tuple[list[str], list[Any]]:  # fmt: skip
     where: list[str] = []
     params: list[Any] = []
     for column, value in (("provider", provider), ("model", model), ("key_name", key), ("team", team),
-                          ("status", status)):  # fmt: skip
+                          ("status", status), ("user", user), ("project", project)):  # fmt: skip
         if value not in (None, ""):  # an empty form field means "any"
             where.append(f"r.{column} = ?")
             params.append(value)
+    if tag not in (None, ""):
+        where.append("exists (select 1 from json_each(iif(json_valid(r.tags), r.tags, null)) where value = ?)")
+        params.append(tag)
     for clause, number in (("r.ts >= ?", since), ("r.ts < ?", until), ("r.cost_usd >= ?", min_cost),
                            ("r.duration_ms >= ?", min_latency_ms)):  # fmt: skip
         if number is not None:
@@ -135,6 +150,7 @@ async def search(
     stream: bool | None = None, since: float | None = None, until: float | None = None,
     min_cost: float | None = None, min_latency_ms: float | None = None,
     limit: int = 50, cursor: str | None = None, order: str = "newest", with_totals: bool = True,
+    user: str | None = None, project: str | None = None, tag: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """See ``LogStore.search``."""
     if order not in ("newest", "relevance"):
@@ -143,7 +159,8 @@ async def search(
     text = q if q is not None and q.strip() else None
     by_rank = order == "relevance" and text is not None
     after = decode_cursor(cursor, "r" if by_rank else "t") if cursor else None
-    where, params = filters(provider, model, key, team, status, stream, since, until, min_cost, min_latency_ms)
+    where, params = filters(provider, model, key, team, status, stream, since, until, min_cost, min_latency_ms,
+                            user, project, tag)
     matched, matched_params = list(where), list(params)
     counted, counted_params = list(where), list(params)
     match: str | None = None

@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 _STOP: Final = object()
 USAGE_GROUPS: Final = {"key": "key_name", "team": "team", "model": "model", "provider": "provider",
-                       "session": "session"}  # fmt: skip
+                       "session": "session", "user": "user", "project": "project", "tag": "tag.value"}  # fmt: skip
 BATCH_BYTES: Final = 8 << 20  # a batch stops growing here, so one transaction stays short
 ROW_BYTES: Final = 1024  # what a row without a known body size counts for
 WRITER_CACHE_KB: Final = 8 * 1024
@@ -104,6 +104,8 @@ class LogStore:
         self._room.set()
         self._write_lock = asyncio.Lock()  # one write transaction at a time: batches, prune, responses
         self._closing = False
+        # told (rows committed, seconds) after each batch: the metrics' rows written and write latency
+        self.on_batch: Callable[[int, float], None] | None = None
         self._task = asyncio.create_task(self._run(), name="logstore-writer")
 
     @classmethod
@@ -141,6 +143,11 @@ class LogStore:
     def degraded_rows(self) -> int:
         """Rows written without their conversation or without values SQLite could not hold."""
         return self._writer.degraded
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting for the writer."""
+        return self._queue.qsize()
 
     # ------------------------------------------------------------------ intake
 
@@ -230,9 +237,13 @@ class LogStore:
                 self._room.set()
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
+        failed = self._writer.failed
         try:
             async with self._write_lock:
+                started = time.perf_counter()
                 await asyncio.to_thread(self._writer.write, rows)
+                if self.on_batch is not None:
+                    self.on_batch(len(rows) - (self._writer.failed - failed), time.perf_counter() - started)
         except Exception as e:  # noqa: BLE001 - the writer outlives any one batch
             self._writer.failed += len(rows)
             log.error("log batch of %d rows failed (%s): ids %s", len(rows), _err(e), [r.get("id") for r in rows])
@@ -298,9 +309,13 @@ class LogStore:
         return spend + [(r[0], r[1], float(r[2]), float(r[3])) for r in minutes]
 
     async def usage_by(self, by: str, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
-        """Requests, tokens and cost per key, team, model, provider or session, costliest first."""
+        """Requests, tokens and cost per key, team, model, provider, session, user, project or tag
+        (a request with two tags counts under each), costliest first."""
         column = USAGE_GROUPS[by]  # a fixed column name, never user text
         shown_as = "(select session_id from sessions s where s.id = requests.session)" if by == "session" else column
+        # each tag of the request's JSON list as a row of its own; untagged requests under null
+        source = ("requests left join json_each(iif(json_valid(requests.tags), requests.tags, null)) tag"
+                  if by == "tag" else "requests")
         span = (since if since is not None else 0.0, until if until is not None else math.inf)
         rows = await self._reader.execute_fetchall(
             f"select {shown_as}, count(*), {total_of('prompt_tokens')}, {total_of('completion_tokens')},"
@@ -308,7 +323,7 @@ class LogStore:
             " total(instr(coalesce(cost_flags, ''), 'unpriced') > 0),"
             " total(instr(coalesce(cost_flags, ''), 'estimated') > 0),"
             f" {total_of('coalesce(cost_without_cache_usd, cost_usd)')}"
-            f" from requests where ts >= ? and ts < ? group by {column} order by 7 desc, 2 desc", span)
+            f" from {source} where ts >= ? and ts < ? group by {column} order by 7 desc, 2 desc", span)
         return [{by: r[0], "requests": r[1], "prompt_tokens": int(r[2]), "completion_tokens": int(r[3]),
                  "cached_tokens": int(r[4]), "reasoning_tokens": int(r[5]), "cost_usd": float(r[6]),
                  "cost_without_cache_usd": float(r[9]), "cache_savings_usd": float(r[9]) - float(r[6]),

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from finopsd.log.batch import Batch, Thread, load_thread
+from finopsd.log.schema import LATE_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class Writer:
         self.max_vars = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         self.threads: OrderedDict[int, Thread] = OrderedDict()
         self.cached_bytes = 0
+        columns = {r[1] for r in db.execute("pragma table_info(requests)")}
+        self.late = tuple(c for c in LATE_COLUMNS if c in columns)  # none while m007 rewrites old logs
         self.failed = 0  # rows lost: not even their metadata could be written
         self.degraded = 0  # rows written without their conversation or some values
 

@@ -15,7 +15,8 @@ literal phrase by the store), ``provider``, ``model``, ``key``, ``team``, ``stat
 (requests: ok | error | client_closed; sessions: ok | error | running), ``since``/``until``
 (ISO 8601 or epoch seconds; a time without a zone is UTC), ``min_cost`` (USD), ``limit``
 (1-500), ``cursor`` (the previous ``next_cursor``). Requests only: ``stream`` (true |
-false), ``min_latency_ms``, ``order`` (newest | relevance); a session filter means "the
+false), ``min_latency_ms``, ``order`` (newest | relevance), ``user``, ``project``, ``tag``
+(attribution: ``finopsd.attribution``); a session filter means "the
 session has a request that matches", so these request-level knobs are refused there
 with a 400 rather than silently ignored. Both APIs take ``totals=false`` (skip the
 totals: live tail polls every 2 s and shows none); /api/logs also ``preview=true`` (add
@@ -54,7 +55,8 @@ MAX_LIMIT: Final = 500
 DEFAULT_LIMIT: Final = 50
 STATUSES: Final = ("ok", "error", "client_closed")
 SESSION_STATUSES: Final = ("ok", "error", "running")
-REQUEST_ONLY: Final = ("stream", "min_latency_ms", "order")  # per request, not per session
+# per request, not per session
+REQUEST_ONLY: Final = ("stream", "min_latency_ms", "order", "user", "project", "tag")
 VIEWS: Final = ("sessions", "requests")
 _EPOCH: Final = re.compile(r"[+-]?[0-9]{1,20}(\.[0-9]{1,20})?")
 _DIGITS: Final = re.compile(r"[0-9]{1,6}")  # ASCII only: "²".isdigit() is true and int("²") fails
@@ -123,7 +125,7 @@ def parse_filters(query: Mapping[str, str], *, sessions: bool = False) -> dict[s
     q = query.get("q", "")
     if q.strip():
         kw["q"] = q
-    for param in ("provider", "model", "key", "team", "cursor"):
+    for param in ("provider", "model", "key", "team", "cursor", "user", "project", "tag"):
         if query.get(param):
             kw[param] = query[param]
     statuses = SESSION_STATUSES if sessions else STATUSES

@@ -27,7 +27,7 @@ __all__ = [
 # The filters the form round-trips, in form order; ``view``, ``cursor`` and ``limit`` ride along in links.
 FORM_FIELDS: Final = (
     "q", "provider", "model", "key", "team", "status", "stream", "since", "until", "min_cost",
-    "min_latency_ms", "order",
+    "min_latency_ms", "order", "user", "project", "tag",
 )  # fmt: skip
 # What a session can be filtered by (a request-level knob such as `stream` cannot say which task).
 SESSION_FIELDS: Final = ("q", "provider", "model", "key", "team", "status", "since", "until", "min_cost")
@@ -120,6 +120,9 @@ def filter_form(query: Mapping[str, str], providers: Iterable[str], sessions: bo
         _select("stream", v["stream"], STREAMS, "stream")
         + _input("min_latency_ms", v["min_latency_ms"], "min ms", "number", ' min="0" step="any" size="6"')
         + _select("order", v["order"] or "newest", ORDERS, "order")
+        + _input("user", v["user"], "user", extra=' size="10"')
+        + _input("project", v["project"], "project", extra=' size="10"')
+        + _input("tag", v["tag"], "tag", extra=' size="8"')
     )
     return (
         '<form id="filters" class="filters" method="get" action="/logs">'
@@ -160,7 +163,8 @@ def row_html(item: dict[str, Any]) -> str:
     rid = esc(item["id"])
     href = "/logs/" + esc(quote(str(item["id"]), safe=""))
     usage = item.get("usage") or {}
-    who = " / ".join(esc(x) for x in (item.get("key"), item.get("team")) if x) or '<span class="muted">—</span>'
+    who = " / ".join(esc(x) for x in (item.get("key"), item.get("team"), item.get("user"), item.get("project"))
+                     if x) or '<span class="muted">—</span>'
     what = f"{esc(item.get('provider') or '?')} / {esc(item.get('upstream_model') or item.get('model') or '?')}"
     if item.get("snippet"):
         text = item["snippet"]  # escaped by the store, <mark> only (items.safe_snippet checked)

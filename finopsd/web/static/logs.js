@@ -38,7 +38,7 @@
     tr.dataset.ts = item.ts;
     tr.className = "fresh";
     cell(tr, link(item.id, (item.time || "").slice(0, 19).replace("T", " ")), "time");
-    cell(tr, [item.key, item.team].filter(Boolean).join(" / ") || "—");
+    cell(tr, [item.key, item.team, item.user, item.project].filter(Boolean).join(" / ") || "—");
     cell(tr, (item.provider || "?") + " / " + (item.upstream_model || item.model || "?"));
     const st = document.createElement("span");
     st.className = "st st-" + item.status;
