@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from finopsd import access, admin, catalog, governance, mcp_upstream, openapi
+from finopsd import access, admin, catalog, governance, keystore, mcp_upstream, openapi
 from finopsd.log import recorder
 from finopsd.appkeys import CONFIG, GOVERNANCE, RUNTIME
 from finopsd.config import Config
@@ -18,7 +18,7 @@ from finopsd.middleware import (
 )
 from finopsd.routes import anthropic, genai, health, openai, responses
 from finopsd.routes import logs
-from finopsd.routes import keys
+from finopsd.routes import keyadmin, keys
 from finopsd.routes import mcp
 from finopsd.runtime import Runtime
 
@@ -47,6 +47,8 @@ def build_app(config: Config) -> web.Application:
     app[RUNTIME].hooks = (app[GOVERNANCE],)  # open_logstore puts the logging hook first
     app.on_response_prepare.append(on_prepare)
     # cleanup runs in reverse: the log store closes last, after draining every row
+    # first: it migrates the file too, and a name both it and the config define stops startup here
+    app.cleanup_ctx.append(keystore.open_keystore)
     app.cleanup_ctx.append(recorder.open_logstore)
     app.cleanup_ctx.append(governance.open_governance)  # spend rebuilt from the log before serving
     app.cleanup_ctx.append(recorder.prune_old_rows)
@@ -63,6 +65,7 @@ def build_app(config: Config) -> web.Application:
     openapi.add_routes(app.router)
     logs.add_routes(app.router)
     keys.add_routes(app.router)
+    keyadmin.add_routes(app.router)
     mcp.add_routes(app.router)
     return app
 

@@ -35,6 +35,9 @@ class TeamConfig:
     budgets: tuple[Budget, ...] = ()
     rate_limit: RateLimit = field(default_factory=RateLimit)
     caching: CachingConfig = field(default_factory=CachingConfig)
+    description: str | None = None
+    owner: str | None = None
+    source: str = "config"  # or "dashboard": made through /api/teams, kept in the database
 
 
 @dataclass(frozen=True, repr=False)
@@ -52,6 +55,12 @@ class VirtualKey:
     expires: float | None = None  # epoch seconds (UTC); the key is refused from then on
     enabled: bool = True
     caching: CachingConfig = field(default_factory=CachingConfig)
+    description: str | None = None
+    owner: str | None = None
+    source: str = "config"  # or "dashboard": made through /api/keys, kept in the database
+    # after a rotation with a grace period: the old digest, still let in until ``previous_until``
+    previous_sha256: str | None = None
+    previous_until: float | None = None
 
     def __repr__(self) -> str:  # the digest is not a secret, but it has no business in a log line
         return f"VirtualKey(name={self.name!r}, team={self.team!r})"
@@ -78,8 +87,9 @@ class Price:
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 _VIRTUAL_KEY_KEYS: Final = {
     "name", "key", "key_sha256", "team", "models", "mcp_tools", "rate_limit", "budgets", "expires", "enabled",
-    "caching",
+    "caching", "description", "owner",
 }
+TEAM_KEYS: Final = {"budgets", "rate_limit", "caching", "description", "owner"}
 
 
 def _budgets(doc: Doc, data: Any, path: str) -> tuple[Budget, ...]:
@@ -129,7 +139,7 @@ def _expiry(doc: Doc, path: str, value: Any) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-def _virtual_key(doc: Doc, path: str, data: Any, env: Mapping[str, str], teams: Mapping[str, TeamConfig]) -> VirtualKey:
+def virtual_key(doc: Doc, path: str, data: Any, env: Mapping[str, str], teams: Mapping[str, TeamConfig]) -> VirtualKey:
     r = Reader(doc, data, path, _VIRTUAL_KEY_KEYS)
     name = r.get("name", str)
     if not name:
@@ -162,7 +172,17 @@ def _virtual_key(doc: Doc, path: str, data: Any, env: Mapping[str, str], teams: 
         expires=_expiry(doc, r.sub("expires"), r.data.get("expires")),
         enabled=r.get("enabled", bool, True),
         caching=caching_section(doc, r.data.get("caching"), r.sub("caching")),
+        description=r.get("description", str),
+        owner=r.get("owner", str),
     )
+
+
+def team_config(doc: Doc, path: str, name: str, data: Any, source: str = "config") -> TeamConfig:
+    r = Reader(doc, data, path, TEAM_KEYS)
+    return TeamConfig(name, _budgets(doc, r.data.get("budgets"), r.sub("budgets")),
+                      _rate_limit(doc, r.data.get("rate_limit"), r.sub("rate_limit")),
+                      caching_section(doc, r.data.get("caching"), r.sub("caching")),
+                      r.get("description", str), r.get("owner", str), source)
 
 
 def governance_section(
@@ -173,14 +193,11 @@ def governance_section(
     tm = Reader(doc, top.data.get("teams"), "teams", set(top.data.get("teams") or {}))
     teams = {}
     for name in tm.data:
-        r = Reader(doc, tm.data[name], f"teams.{name}", {"budgets", "rate_limit", "caching"})
-        teams[name] = TeamConfig(name, _budgets(doc, r.data.get("budgets"), r.sub("budgets")),
-                                 _rate_limit(doc, r.data.get("rate_limit"), r.sub("rate_limit")),
-                                 caching_section(doc, r.data.get("caching"), r.sub("caching")))
+        teams[name] = team_config(doc, f"teams.{name}", name, tm.data[name])
     items = top.get("virtual_keys", list, [])
     keys: list[VirtualKey] = []
     for i, item in enumerate(items):
-        key = _virtual_key(doc, f"virtual_keys[{i}]", item, env, teams)
+        key = virtual_key(doc, f"virtual_keys[{i}]", item, env, teams)
         for other in keys:
             if other.name == key.name:
                 raise doc.error(f"virtual_keys[{i}].name", f"{key.name!r} is used by another key")

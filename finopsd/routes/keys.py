@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from finopsd import access
-from finopsd.appkeys import GOVERNANCE
+from finopsd.appkeys import GOVERNANCE, RUNTIME
 from finopsd.routes.logs import PAGE_HEADERS
 from finopsd.spend import usd_text
 
@@ -90,11 +90,25 @@ def render_keys(report: dict[str, Any]) -> str:
 </main></body></html>"""
 
 
+def annotated_report(request: web.Request) -> dict[str, Any]:
+    """``Governance.report()`` with where each key and team lives, its version, description and owner."""
+    gov, store = request.app[GOVERNANCE], request.app[RUNTIME].dashboard
+    report = gov.report()
+    config = gov.config
+    entries = {("key", k.name): k for k in config.virtual_keys} | {("team", t.name): t for t in config.teams.values()}
+    for kind in ("key", "team"):
+        for item in report[f"{kind}s"]:
+            entry = entries[(kind, item["name"])]
+            row = store.rows.get((kind, item["name"])) if store is not None else None
+            item.update(source=entry.source, version=row["version"] if row else None,
+                        description=entry.description, owner=entry.owner)
+    return report
+
+
 @access.admin
 async def api_keys(request: web.Request) -> web.Response:
-    gov = request.app[GOVERNANCE]
-    await gov.sync()
-    return web.json_response(gov.report(), headers={"Cache-Control": "no-store"})
+    await request.app[GOVERNANCE].sync()
+    return web.json_response(annotated_report(request), headers={"Cache-Control": "no-store"})
 
 
 @access.admin_page
