@@ -164,3 +164,11 @@ async def test_no_secret_in_the_database_audit_or_answers_after_create(
     for s in (secret, rotated):
         assert s.encode() not in stored and all(s not in t for t in texts)
     assert b"sk-fo-" not in stored
+
+
+async def test_openapi_describes_the_admin_api(gateway: TestClient) -> None:
+    paths = (await (await gateway.get("/openapi.json")).json())["paths"]
+    assert set(paths["/api/keys"]) == {"get", "post"} and set(paths["/api/keys/{name}"]) == {"get", "patch", "delete"}
+    assert "If-Match" in {p["name"] for p in paths["/api/keys/{name}"]["patch"]["parameters"]}
+    assert {"/api/teams", "/api/teams/{name}", "/api/keys/{name}/rotate", "/api/audit"} <= set(paths)
+    assert "422" in paths["/api/keys"]["post"]["responses"] and "409" in paths["/api/keys"]["post"]["responses"]

@@ -95,7 +95,7 @@ async def test_api_keys_refuses_cross_site_fetches(make_gateway: GatewayFactory,
 
 
 def test_keys_new_prints_the_key_once_and_yaml_that_loads(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["keys", "new", "--name", "platform-roo", "--team", "platform"])
+    result = CliRunner().invoke(main, ["keys", "new", "--name", "platform-roo", "--team", "platform", "--yaml"])
     assert result.exit_code == 0, result.output
     key = result.output.split("key (shown once): ")[1].split()[0]
     assert result.output.count(key) == 1
