@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -44,6 +45,7 @@ def build_app(config: Config) -> web.Application:
     app[RUNTIME] = Runtime(config)
     app[GOVERNANCE] = governance.Governance(config, app[RUNTIME])
     app[admin.THROTTLE] = admin.Throttle()
+    app[admin.CSRF_SECRET] = secrets.token_bytes(32)
     app[RUNTIME].hooks = (app[GOVERNANCE],)  # open_logstore puts the logging hook first
     app.on_response_prepare.append(on_prepare)
     # cleanup runs in reverse: the log store closes last, after draining every row

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +173,24 @@ async def test_openapi_describes_the_admin_api(gateway: TestClient) -> None:
     assert "If-Match" in {p["name"] for p in paths["/api/keys/{name}"]["patch"]["parameters"]}
     assert {"/api/teams", "/api/teams/{name}", "/api/keys/{name}/rotate", "/api/audit"} <= set(paths)
     assert "422" in paths["/api/keys"]["post"]["responses"] and "409" in paths["/api/keys"]["post"]["responses"]
+
+
+async def test_a_browser_change_needs_the_pages_token_and_its_own_origin(
+    make_gateway: GatewayFactory, fake_openai: FakeUpstream
+) -> None:
+    gw = await make_gateway(governed(fake_openai.url, key_line("file-key", ALPHA),
+                                     extra="server: {admin_token: adm-csrf-1}\n"))
+    login = await gw.post("/login", data={"token": "adm-csrf-1", "next": "/keys"}, allow_redirects=False)
+    cookie = {"Cookie": f"finopsd_admin={login.cookies['finopsd_admin'].value}"}
+    page = await (await gw.get("/keys", headers=cookie)).text()
+    token = re.search(r'name="csrf-token" content="([0-9a-f]{64})"', page)[1]  # type: ignore[index]
+    origin = f"http://{gw.host}:{gw.port}"
+    for headers, code in (({}, "csrf_origin"), ({"Origin": origin}, "csrf_token"),
+                          ({"Origin": "http://evil.example", "X-CSRF-Token": token}, "csrf_origin"),
+                          ({"Origin": origin, "X-CSRF-Token": "0" * 64}, "csrf_token")):
+        resp = await gw.post("/api/keys", json={"name": "x"}, headers={**cookie, **headers})
+        assert resp.status == 403 and (await resp.json())["error"]["code"] == code, headers
+    resp = await gw.post("/api/keys", json={"name": "x"}, headers={**cookie, "Origin": origin, "X-CSRF-Token": token})
+    assert resp.status == 201
+    audit = (await (await gw.get("/api/audit", headers=cookie)).json())["items"]
+    assert audit[0]["actor"] == "admin session" and audit[0]["client_ip"] == "127.0.0.1"
