@@ -45,6 +45,7 @@ EDITABLE: Final = {"key": {"team", "models", "mcp_tools", "rate_limit", "budgets
                            "caching", "description", "owner"},
                    "team": set(TEAM_KEYS)}
 MAX_NAME: Final = 128
+MAX_DEFINITION: Final = 16 * 1024  # JSON bytes of one key's or team's fields
 MAX_GRACE_S: Final = 30 * 86400
 AUDIT_PAGE: Final = 500
 MAX_PENDING: Final = 100
@@ -104,6 +105,9 @@ def _check_name(name: Any) -> str:
 
 
 def _check_fields(kind: str, body: dict[str, Any]) -> None:
+    if len(json.dumps(body)) > MAX_DEFINITION:  # kept in memory and on every audit row
+        raise GatewayError(f"the definition is over {MAX_DEFINITION // 1024} kB", status=422,
+                           type="invalid_request_error", code="definition_too_large")
     for field in body:
         if field not in EDITABLE[kind]:
             why = "cannot change (delete the key and make a new one)" if field == "name" else (

@@ -127,6 +127,8 @@ async def test_validation_names_the_field_and_config_entries_are_read_only(
         resp = await gw.post("/api/keys", json=body)
         assert resp.status == 422 and (await resp.json())["error"]["param"] == param, body
     assert (await gw.post("/api/keys", data=b"[1")).status == 400
+    huge = await gw.post("/api/keys", json={"name": "x", "description": "d" * 20_000})
+    assert huge.status == 422 and (await huge.json())["error"]["code"] == "definition_too_large"
     assert (await gw.post("/api/keys", json={"name": "file-key"})).status == 409
     assert (await gw.patch("/api/keys/file-key", json={"enabled": False})).status == 409
     assert (await gw.patch("/api/keys/ghost", json={"enabled": False})).status == 404
@@ -148,8 +150,9 @@ async def test_validation_names_the_field_and_config_entries_are_read_only(
 
 
 async def test_no_secret_in_the_database_audit_or_answers_after_create(
-    make_gateway: GatewayFactory, fake_openai: FakeUpstream, tmp_path: Path
+    make_gateway: GatewayFactory, fake_openai: FakeUpstream, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     fake_openai.play("openai/text_stream.sse")
     db = tmp_path / "keys.db"
     gw = await make_gateway(governed(fake_openai.url, key_line("file-key", ALPHA),
@@ -163,7 +166,7 @@ async def test_no_secret_in_the_database_audit_or_answers_after_create(
     await gw.close()
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("keys.db*"))
     for s in (secret, rotated):
-        assert s.encode() not in stored and all(s not in t for t in texts)
+        assert s.encode() not in stored and all(s not in t for t in texts) and s not in caplog.text
     assert b"sk-fo-" not in stored
 
 
