@@ -16,6 +16,7 @@ from finopsd.app import build_app
 from finopsd.appkeys import RUNTIME
 from finopsd.server import reload
 from finopsd.yamldoc import ConfigError
+from finopsd.web.keyforms import PAGE_SIZE
 from tests.conftest import GatewayFactory, gateway_yaml
 from tests.fakes import FakeUpstream
 from tests.test_governance import ALPHA, BRAVO, COST, PRICING, ask, governed, key_line, refused, rows, spent
@@ -197,3 +198,17 @@ async def test_a_browser_change_needs_the_pages_token_and_its_own_origin(
     assert resp.status == 201
     audit = (await (await gw.get("/api/audit", headers=cookie)).json())["items"]
     assert audit[0]["actor"] == "admin session" and audit[0]["client_ip"] == "127.0.0.1"
+
+
+async def test_the_keys_page_pages_and_a_loopback_browser_gets_the_editor(
+    make_gateway: GatewayFactory, fake_openai: FakeUpstream
+) -> None:
+    gw = await make_gateway(governed(fake_openai.url, key_line("file-key", ALPHA)))
+    for i in range(PAGE_SIZE + 5):
+        assert (await gw.post("/api/keys", json={"name": f"k{i:04d}"})).status == 201
+    first = await (await gw.get("/keys")).text()
+    second = await (await gw.get("/keys?page=1")).text()
+    assert first.count('<tr data-name="k') == PAGE_SIZE - 1 and 'data-name="file-key"' in first
+    assert second.count('<tr data-name="k') == 6 and "keys 201–206 of 206" in second
+    assert 'id="new-key"' in first and re.search(r'name="csrf-token" content="[0-9a-f]{64}"', first)
+    assert "config file (read-only)" in first and "k0000" in first and "k0204" in second
