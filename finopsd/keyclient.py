@@ -59,6 +59,8 @@ class KeyChange:
         except aiohttp.ClientConnectorError:
             if self.explicit:
                 raise Refused(f"no gateway answers at {self.url}") from None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:  # not a finopsd there, or it hung
+            raise Refused(f"{self.url} did not answer as a finopsd admin API: {type(e).__name__}") from None
         return await self._direct(method, path, body or {})
 
     async def _direct(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
