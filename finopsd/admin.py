@@ -144,9 +144,44 @@ def admin_refusal(request: web.Request, *, api: bool = True) -> GatewayError | N
 
 def require_admin(request: web.Request) -> None:
     """For JSON endpoints: raise the refusal (the error middleware answers it)."""
-    refusal = admin_refusal(request)
+    refusal = admin_refusal(request) or csrf_refusal(request)
     if refusal is not None:
         raise refusal
+
+
+# --- CSRF: a browser's change needs the page's token and its own Origin -------------------
+
+CSRF_HEADER: Final = "X-CSRF-Token"
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_SECRET: Final = web.AppKey("csrf_secret", bytes)  # random per process: a restart asks for a reload
+
+
+def csrf_token(request: web.Request) -> str:
+    """The token the /keys page carries: an HMAC of this browser's session (its login cookie; the
+    loopback client when no admin token is set) under a secret of this process."""
+    session = request.cookies.get(COOKIE, "") if request.app[RUNTIME].config.server.admin_token else "loopback"
+    return hmac.new(request.app[CSRF_SECRET], f"csrf v1 {session}".encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_refusal(request: web.Request) -> GatewayError | None:
+    """A change made with the cookie (or as a loopback browser) needs the page's token and a same-origin
+    ``Origin``: a cross-site form or fetch rides on the cookie, but can neither read the token nor set the
+    header. A Bearer token is proof enough: a browser never adds one on its own. Without a cookie and
+    without the headers every browser sends with a change (``Origin``, ``Sec-Fetch-Site``), the caller is
+    a program on this machine (curl, the CLI), which admin_refusal already limited to loopback."""
+    if request.method in SAFE_METHODS or request.headers.get("Authorization", "").startswith("Bearer "):
+        return None
+    headers = request.headers
+    if COOKIE not in request.cookies and "Origin" not in headers and "Sec-Fetch-Site" not in headers:
+        return None
+    origin = request.headers.get("Origin")
+    if origin != f"{request.scheme}://{request.host}":
+        return GatewayError("a change from a browser must come from this origin (Origin header)", status=403,
+                            type="permission_error", code="csrf_origin")
+    if not _same(request.headers.get(CSRF_HEADER, ""), csrf_token(request)):
+        return GatewayError(f"a change from a browser needs the page's {CSRF_HEADER} (reload /keys)", status=403,
+                            type="permission_error", code="csrf_token")
+    return None
 
 
 def require_admin_page(request: web.Request) -> None:

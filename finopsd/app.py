@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
-from finopsd import access, admin, attribution, catalog, governance, mcp_upstream, openapi, otel
+from finopsd import access, admin, attribution, catalog, governance, keystore, mcp_upstream, openapi, otel
 from finopsd.log import recorder
 from finopsd.metrics import endpoint as metrics
 from finopsd.appkeys import CONFIG, GOVERNANCE, RUNTIME
@@ -19,7 +20,7 @@ from finopsd.middleware import (
 )
 from finopsd.routes import anthropic, genai, health, openai, responses
 from finopsd.routes import logs
-from finopsd.routes import keys
+from finopsd.routes import keyadmin, keys
 from finopsd.routes import mcp
 from finopsd.runtime import Runtime
 
@@ -45,6 +46,7 @@ def build_app(config: Config) -> web.Application:
     app[RUNTIME] = Runtime(config)
     app[GOVERNANCE] = governance.Governance(config, app[RUNTIME])
     app[admin.THROTTLE] = admin.Throttle()
+    app[admin.CSRF_SECRET] = secrets.token_bytes(32)
     # open_logstore puts the logging hook first; metrics before governance, to count what it
     # charged; attribution before it, so a bad x-finops-* header is refused before it counts
     app[otel.TRACING] = otel.TracingHook()  # after governance's post too: spans carry the cost
@@ -52,6 +54,8 @@ def build_app(config: Config) -> web.Application:
                           app[GOVERNANCE])
     app.on_response_prepare.append(on_prepare)
     # cleanup runs in reverse: the log store closes last, after draining every row
+    # first: it migrates the file too, and a name both it and the config define stops startup here
+    app.cleanup_ctx.append(keystore.open_keystore)
     app.cleanup_ctx.append(recorder.open_logstore)
     app.cleanup_ctx.append(metrics.count_log_batches)
     app.cleanup_ctx.append(otel.open_tracing)  # spans of the last exchanges flushed before the log closes
@@ -70,6 +74,7 @@ def build_app(config: Config) -> web.Application:
     openapi.add_routes(app.router)
     logs.add_routes(app.router)
     keys.add_routes(app.router)
+    keyadmin.add_routes(app.router)
     mcp.add_routes(app.router)
     metrics.add_routes(app.router)
     return app

@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import click
 
@@ -20,6 +21,8 @@ from finopsd import __version__, config as cfg
 from finopsd.deps import missing
 from finopsd.errors import BadRequest
 from finopsd.governance import new_virtual_key, offline_report
+from finopsd.keyclient import KeyChange, Refused, gateway_url
+from finopsd.keystore import KeyStore
 from finopsd.log.store import LogStore
 from finopsd.routes.logs import SESSION_STATUSES, parse_time, search_items, session_items
 from finopsd.server import run, serve
@@ -270,20 +273,149 @@ async def _tail(store: LogStore, show: Callable[[dict[str, Any]], None], lines: 
 
 @main.group(name="keys")
 def keys_group() -> None:
-    """Virtual keys: make one; see spend against budgets."""
+    """Virtual keys: make, edit, rotate, disable, delete; see spend against budgets."""
+
+
+def _key_fields(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The definition options of ``keys new`` and ``keys edit``: only those given are sent."""
+    options = [
+        click.option("--team", help="The key's team (defined in the config or made with the admin API)."),
+        click.option("--model", "models", multiple=True, help="A provider/model glob it may use (repeat; default all)."),
+        click.option("--budget", "budgets", multiple=True, metavar="USD/PERIOD",
+                     help="A budget, e.g. 5/day or 100/month (repeat; periods: minute hour day week month total)."),
+        click.option("--rpm", type=int, help="Requests per minute."),
+        click.option("--tpm", type=int, help="Tokens per minute."),
+        click.option("--expires", help="2027-01-01 or 2027-01-01T12:00:00Z."),
+        click.option("--description", help="Free text shown on /keys."),
+        click.option("--owner", help="Who answers for the key."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _definition(team: str | None, models: tuple[str, ...], budgets: tuple[str, ...], rpm: int | None,
+                tpm: int | None, expires: str | None, description: str | None, owner: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {k: v for k, v in (("team", team), ("expires", expires), ("description", description),
+                                              ("owner", owner)) if v is not None}
+    if models:
+        body["models"] = list(models)
+    if budgets:
+        try:
+            body["budgets"] = [{"usd": float(b.split("/")[0]), "period": b.split("/")[1]} for b in budgets]
+        except (ValueError, IndexError):
+            raise click.BadParameter("write a budget as USD/PERIOD, e.g. 5/day", param_hint="--budget") from None
+    if rpm is not None or tpm is not None:
+        body["rate_limit"] = {k: v for k, v in (("requests_per_minute", rpm), ("tokens_per_minute", tpm)) if v}
+    return body
+
+
+def _url_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--url", help="A running gateway (default: the config's server address, else the database"
+                        " file directly). Token: $FINOPSD_ADMIN_TOKEN.")(fn)
+
+
+def _change(config_path: str | None, url: str | None, method: str, path: str,
+            body: dict[str, Any] | None = None) -> tuple[dict[str, Any], KeyChange]:
+    config, _ = _load(config_path)
+    change = KeyChange(config, url)
+    try:
+        return asyncio.run(change.call(method, path, body)), change
+    except Refused as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _shown_once(answer: dict[str, Any], change: KeyChange) -> None:
+    key, secret = answer["key"], answer["secret"]
+    profile = answer.get("roo_code") or {"base_url": gateway_url(change.config) + "/openai",
+                                         "model": next(iter(key.get("models") or []), "")}
+    click.echo(f"key {key['name']!r} (version {key['version']}, via the {change.via})")
+    click.echo(f"key (shown once): {secret}\n")
+    click.echo("Roo Code profile (API Provider: OpenAI Compatible):")
+    click.echo(f"  Base URL: {profile['base_url']}\n  API Key:  {secret}\n  Model:    {profile['model'] or '(any)'}")
 
 
 @keys_group.command(name="new")
 @click.option("--name", required=True, help="The key's name: logs, /keys and reports show it, never the key.")
-@click.option("--team", help="The key's team (it must be defined under `teams:`).")
-def keys_new(name: str, team: str | None) -> None:
-    """Make a virtual key: print it once, with the YAML to add under `virtual_keys:`.
+@_key_fields
+@click.option("--yaml", "as_yaml", is_flag=True, help="Only print a key and the YAML for the config file.")
+@_url_option
+@_config_option
+def keys_new(name: str, team: str | None, models: tuple[str, ...], budgets: tuple[str, ...], rpm: int | None,
+             tpm: int | None, expires: str | None, description: str | None, owner: str | None, as_yaml: bool,
+             url: str | None, config_path: str | None) -> None:
+    """Make a virtual key, live at once; print it once, with a Roo Code profile.
 
     finopsd keeps only the key's SHA-256; the key itself cannot be shown again.
 
     \b
-    finopsd keys new --name platform-roo --team platform
+    finopsd keys new --name platform-roo --team platform --budget 50/month --model 'anthropic/*'
+    finopsd keys new --name platform-roo --yaml     # for the config file instead
     """
+    if as_yaml:
+        _print_yaml_key(name, team)
+        return
+    body = {"name": name, **_definition(team, models, budgets, rpm, tpm, expires, description, owner)}
+    _shown_once(*_change(config_path, url, "POST", "/api/keys", body))
+
+
+@keys_group.command(name="edit")
+@click.argument("name")
+@_key_fields
+@click.option("--enable/--disable", "enabled", default=None, help="Let the key in again, or refuse it.")
+@_url_option
+@_config_option
+def keys_edit(name: str, team: str | None, models: tuple[str, ...], budgets: tuple[str, ...], rpm: int | None,
+              tpm: int | None, expires: str | None, description: str | None, owner: str | None,
+              enabled: bool | None, url: str | None, config_path: str | None) -> None:
+    """Change a dashboard key's fields (those given; the rest stay), live on its next request.
+
+    \b
+    finopsd keys edit platform-roo --budget 80/month
+    """
+    body = _definition(team, models, budgets, rpm, tpm, expires, description, owner)
+    if enabled is not None:
+        body["enabled"] = enabled
+    if not body:
+        raise click.UsageError("name at least one field to change")
+    answer, change = _change(config_path, url, "PATCH", f"/api/keys/{quote(name, safe='')}", body)
+    click.echo(f"key {name!r} is now version {answer['version']} (via the {change.via})")
+
+
+@keys_group.command(name="rotate")
+@click.argument("name")
+@click.option("--grace", type=float, default=0, show_default=True,
+              help="Seconds the old key keeps working (0: it stops at once).")
+@_url_option
+@_config_option
+def keys_rotate(name: str, grace: float, url: str | None, config_path: str | None) -> None:
+    """Give a key a new secret; its name, limits and spend stay."""
+    _shown_once(*_change(config_path, url, "POST", f"/api/keys/{quote(name, safe='')}/rotate",
+                         {"grace_seconds": grace}))
+
+
+@keys_group.command(name="disable")
+@click.argument("name")
+@_url_option
+@_config_option
+def keys_disable(name: str, url: str | None, config_path: str | None) -> None:
+    """Refuse a key from its next request on (``keys edit NAME --enable`` lets it in again)."""
+    _, change = _change(config_path, url, "PATCH", f"/api/keys/{quote(name, safe='')}", {"enabled": False})
+    click.echo(f"key {name!r} disabled (via the {change.via})")
+
+
+@keys_group.command(name="delete")
+@click.argument("name")
+@_url_option
+@_config_option
+def keys_delete(name: str, url: str | None, config_path: str | None) -> None:
+    """Revoke a key at once; its spend and log rows stay, under its name."""
+    _, change = _change(config_path, url, "DELETE", f"/api/keys/{quote(name, safe='')}")
+    click.echo(f"key {name!r} deleted (via the {change.via})")
+
+
+def _print_yaml_key(name: str, team: str | None) -> None:
+    """A key and the YAML to add under `virtual_keys:` (``keys new --yaml``)."""
     key, digest = new_virtual_key()
     name_text, team_text = _yaml_text(name), _yaml_text(team or "")
     env_name = re.sub(r"[^A-Z0-9]+", "_", name.upper()).strip("_") + "_KEY"
@@ -324,13 +456,18 @@ def _rate_text(rate: dict[str, Any]) -> str:
 @_config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the /api/keys answer.")
 def keys_list(config_path: str | None, as_json: bool) -> None:
-    """Show each key and team: spend per budget, % used, reset time, current rate.
+    """Show each key and team (the config's and the dashboard's): spend per budget, % used, reset time, rate.
 
     Spend is read from the request log (storage.path), also while the gateway runs.
     """
     config, _ = _load(config_path)
     if Path(config.storage.path).exists():
-        report = asyncio.run(_with_logstore(config.storage.path, lambda store: offline_report(config, store)))
+        async def with_dashboard(store: LogStore) -> dict[str, Any]:
+            keys = await KeyStore.open(config.storage.path)
+            await keys.close()
+            return await offline_report(keys.merged(config), store)
+
+        report = asyncio.run(_with_logstore(config.storage.path, with_dashboard))
     else:  # nothing logged yet: every budget is untouched
         report = asyncio.run(offline_report(config, None))
     if as_json:

@@ -15,9 +15,10 @@ exchange for its log row (and ``cost_without_cache_usd``, the same tokens priced
 nothing were cached), and charges the key and its team. ``pre`` also hands the key's
 and team's ``caching`` settings to the exchange (automatic prompt caching).
 
-Keys are compared as SHA-256 digests with ``hmac.compare_digest`` over every
-configured key, so the time taken does not depend on which key matched or how much
-of it; the plaintext presented is never stored or logged.
+Keys are looked up by their SHA-256 digest in a dict (one lookup, however many keys:
+the file's and the dashboard's, ``Runtime.effective``); the presented key is hashed
+first, so the lookup's timing says nothing about the secret, and the plaintext presented
+is never stored or logged.
 
 Budgets are checked before a request and charged after it, when its usage is
 known. An admitted request reserves what it may cost: its prompt (about 4
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
     from finopsd.config import Budget, Config, RateLimit, VirtualKey
     from finopsd.runtime import Runtime
 
-__all__ = ["PRESENTED_KEY", "Governance", "find_key", "new_virtual_key", "offline_report", "open_governance",
+__all__ = ["PRESENTED_KEY", "Governance", "find_key", "index_keys", "new_virtual_key", "offline_report", "open_governance",
            "presented_key"]
 
 log = logging.getLogger(__name__)
@@ -101,13 +102,19 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def find_key(keys: Iterable[VirtualKey], presented: str) -> VirtualKey | None:
+def index_keys(keys: Iterable[VirtualKey]) -> dict[str, VirtualKey]:
+    """Digest → key, with a rotated key's old digest while its grace period lasts."""
+    index = {k.previous_sha256: k for k in keys if k.previous_sha256}
+    index.update((k.key_sha256, k) for k in keys)
+    return index
+
+
+def find_key(index: Mapping[str, VirtualKey], presented: str, now: float) -> VirtualKey | None:
     digest = hashlib.sha256(presented.encode()).hexdigest()
-    found = None
-    for key in keys:  # no early exit: the time taken says nothing about which key matched
-        if hmac.compare_digest(key.key_sha256, digest):
-            found = key
-    return found
+    key = index.get(digest)
+    if key is None or hmac.compare_digest(key.key_sha256, digest):
+        return key
+    return key if key.previous_until is not None and now < key.previous_until else None  # grace over
 
 
 def may_use(key: VirtualKey, names: Iterable[str]) -> bool:
@@ -135,6 +142,7 @@ class Governance:
     def __init__(self, config: Config, runtime: Runtime | None = None, clock: Callable[[], float] = time.time) -> None:
         self.runtime = runtime  # when set, its config (swapped on SIGHUP) is the one in force
         self.config = config
+        self.by_digest = index_keys(config.virtual_keys)
         self.clock = clock
         self.pricer = Pricer(config.pricing, config.providers)
         self.ledger = Ledger()
@@ -163,10 +171,10 @@ class Governance:
 
     async def sync(self) -> None:
         """Apply the runtime's config if it changed (SIGHUP), keeping the spend of every counter still in use."""
-        if self.runtime is None or self.runtime.config is self.config:
+        if self.runtime is None or self.runtime.effective is self.config:
             return
         async with self._lock:
-            config = self.runtime.config
+            config = self.runtime.effective
             if config is self.config:
                 return  # another request applied it while this one waited
             wanted = self.counters_for(config)
@@ -176,7 +184,7 @@ class Governance:
                 self.pricer = Pricer(config.pricing, config.providers)
             await self._rebuild(wanted - self.ledger.tracked)
             # only now: until the new counters hold their spend, requests wait at the lock above
-            self.config = config
+            self.config, self.by_digest = config, index_keys(config.virtual_keys)
             log.info("governance: %d keys, %d teams in force", len(config.virtual_keys), len(config.teams))
 
     async def _rebuild(self, counters: set[Counter]) -> None:
@@ -223,7 +231,7 @@ class Governance:
                  presented: str | None = None) -> tuple[str | None, VirtualKey | None]:
         """The key presented (``presented``, else from the headers), and the configured key it is (or None)."""
         presented = presented or presented_key(headers)
-        return presented, find_key(self.config.virtual_keys, presented) if presented else None
+        return presented, find_key(self.by_digest, presented, self.clock()) if presented else None
 
     def admit_key(self, presented: str | None, key: VirtualKey | None, now: float) -> VirtualKey | None:
         """The caller's key; None for an anonymous caller (only when auth is optional); else 401."""

@@ -36,6 +36,9 @@ class TeamConfig:
     budgets: tuple[Budget, ...] = ()
     rate_limit: RateLimit = field(default_factory=RateLimit)
     caching: CachingConfig = field(default_factory=CachingConfig)
+    description: str | None = None
+    owner: str | None = None
+    source: str = "config"  # or "dashboard": made through /api/teams, kept in the database
 
 
 @dataclass(frozen=True, repr=False)
@@ -56,6 +59,12 @@ class VirtualKey:
     # pinned attribution: wins over the client's x-finops-user / x-finops-project
     user: str | None = None
     project: str | None = None
+    description: str | None = None
+    owner: str | None = None
+    source: str = "config"  # or "dashboard": made through /api/keys, kept in the database
+    # after a rotation with a grace period: the old digest, still let in until ``previous_until``
+    previous_sha256: str | None = None
+    previous_until: float | None = None
 
     def __repr__(self) -> str:  # the digest is not a secret, but it has no business in a log line
         return f"VirtualKey(name={self.name!r}, team={self.team!r})"
@@ -83,8 +92,9 @@ _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 _VIRTUAL_KEY_KEYS: Final = {
     "name", "key", "key_sha256", "team", "models", "mcp_tools", "rate_limit", "budgets", "expires", "enabled",
     "user", "project",
-    "caching",
+    "caching", "description", "owner",
 }
+TEAM_KEYS: Final = {"budgets", "rate_limit", "caching", "description", "owner"}
 
 
 def _budgets(doc: Doc, data: Any, path: str) -> tuple[Budget, ...]:
@@ -134,7 +144,7 @@ def _expiry(doc: Doc, path: str, value: Any) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-def _virtual_key(doc: Doc, path: str, data: Any, env: Mapping[str, str], teams: Mapping[str, TeamConfig]) -> VirtualKey:
+def virtual_key(doc: Doc, path: str, data: Any, env: Mapping[str, str], teams: Mapping[str, TeamConfig]) -> VirtualKey:
     r = Reader(doc, data, path, _VIRTUAL_KEY_KEYS)
     name = r.get("name", str)
     if not name:
@@ -169,6 +179,8 @@ def _virtual_key(doc: Doc, path: str, data: Any, env: Mapping[str, str], teams: 
         caching=caching_section(doc, r.data.get("caching"), r.sub("caching")),
         user=_pinned(doc, r, "user"),
         project=_pinned(doc, r, "project"),
+        description=r.get("description", str),
+        owner=r.get("owner", str),
     )
 
 
@@ -180,6 +192,14 @@ def _pinned(doc: Doc, r: Reader, field_name: str) -> str | None:
         raise doc.error(r.sub(field_name), str(e)) from None
 
 
+def team_config(doc: Doc, path: str, name: str, data: Any, source: str = "config") -> TeamConfig:
+    r = Reader(doc, data, path, TEAM_KEYS)
+    return TeamConfig(name, _budgets(doc, r.data.get("budgets"), r.sub("budgets")),
+                      _rate_limit(doc, r.data.get("rate_limit"), r.sub("rate_limit")),
+                      caching_section(doc, r.data.get("caching"), r.sub("caching")),
+                      r.get("description", str), r.get("owner", str), source)
+
+
 def governance_section(
     doc: Doc, top: Reader, env: Mapping[str, str]
 ) -> tuple[AuthConfig, dict[str, TeamConfig], tuple[VirtualKey, ...], dict[str, Price]]:
@@ -188,14 +208,11 @@ def governance_section(
     tm = Reader(doc, top.data.get("teams"), "teams", set(top.data.get("teams") or {}))
     teams = {}
     for name in tm.data:
-        r = Reader(doc, tm.data[name], f"teams.{name}", {"budgets", "rate_limit", "caching"})
-        teams[name] = TeamConfig(name, _budgets(doc, r.data.get("budgets"), r.sub("budgets")),
-                                 _rate_limit(doc, r.data.get("rate_limit"), r.sub("rate_limit")),
-                                 caching_section(doc, r.data.get("caching"), r.sub("caching")))
+        teams[name] = team_config(doc, f"teams.{name}", name, tm.data[name])
     items = top.get("virtual_keys", list, [])
     keys: list[VirtualKey] = []
     for i, item in enumerate(items):
-        key = _virtual_key(doc, f"virtual_keys[{i}]", item, env, teams)
+        key = virtual_key(doc, f"virtual_keys[{i}]", item, env, teams)
         for other in keys:
             if other.name == key.name:
                 raise doc.error(f"virtual_keys[{i}].name", f"{key.name!r} is used by another key")

@@ -169,6 +169,7 @@ def document() -> dict[str, Any]:
     paths["/api/sessions/{id}"] = admin_get(
         "One session: its summary and its turns, each with only the messages it added, the answer,"
         " tokens, cost and latency (admin)", path_id, "session, turns", 401, 403, 404)
+    paths.update(key_admin_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "finopsd", "version": __version__},
@@ -178,6 +179,70 @@ def document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+KEY_FIELDS: dict[str, Any] = {
+    "team": {"type": ["string", "null"]},
+    "models": {"type": ["array", "null"], "items": {"type": "string"}, "description": "globs over provider/model"},
+    "mcp_tools": {"type": ["array", "null"], "items": {"type": "string"}},
+    "rate_limit": {"type": "object", "properties": {"requests_per_minute": {"type": "integer", "minimum": 1},
+                                                    "tokens_per_minute": {"type": "integer", "minimum": 1}}},
+    "budgets": {"type": "array", "items": {"type": "object", "required": ["usd", "period"], "properties": {
+        "usd": {"type": "number", "minimum": 0},
+        "period": {"enum": ["minute", "hour", "day", "week", "month", "total"]}}}},
+    "expires": {"type": ["string", "null"], "description": "2027-01-01 or 2027-01-01T12:00:00Z"},
+    "enabled": {"type": "boolean"},
+    "caching": {"type": "object", "properties": {"auto": {"type": "boolean"}, "ttl": {"enum": ["5m", "1h"]}}},
+    "description": {"type": ["string", "null"]},
+    "owner": {"type": ["string", "null"]},
+}
+TEAM_FIELDS: dict[str, Any] = {k: KEY_FIELDS[k] for k in ("rate_limit", "budgets", "caching", "description", "owner")}
+
+
+def key_admin_paths() -> dict[str, Any]:
+    """The admin API of ``finopsd.routes.keyadmin``."""
+    name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+    if_match = [{"name": "If-Match", "in": "header", "schema": {"type": "string"},
+                 "description": "the ETag last read (\"v3\"): 409 if the entry changed since"}]
+
+    def op(summary: str, ok: str, *statuses: int, body: dict[str, Any] | None = None,
+           params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"summary": summary, "security": [{"bearer": []}], "parameters": params or [],
+                               "responses": {ok.split(" ", 1)[0]: {"description": ok.split(" ", 1)[1]},
+                                             **_errors(*statuses)}}
+        if body is not None:
+            out["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        return out
+
+    paths: dict[str, Any] = {}
+    for plural, kind, fields in (("keys", "key", KEY_FIELDS), ("teams", "team", TEAM_FIELDS)):
+        create_body = {"type": "object", "required": ["name"], "additionalProperties": False,
+                       "properties": {"name": {"type": "string", "maxLength": 128}, **fields}}
+        made = "201 the key, its secret (shown only here) and a Roo Code profile" if kind == "key" else "201 the team"
+        paths[f"/api/{plural}"] = {"post": op(f"Make a {kind} (admin; stored in the database)", made,
+                                              400, 401, 403, 409, 422, body=create_body)}
+        paths[f"/api/{plural}/{{name}}"] = {
+            "get": op(f"One {kind}: definition, source (config | dashboard), version, usage (admin)",
+                      f"200 the {kind}", 401, 403, 404, params=name),
+            "patch": op(f"Change the fields given of a dashboard {kind} (admin)", f"200 the {kind}",
+                        400, 401, 403, 404, 409, 422, params=name + if_match,
+                        body={"type": "object", "additionalProperties": False, "properties": fields}),
+            "delete": op(f"Delete a dashboard {kind}: refused at once; spend and log rows stay (admin)",
+                         "200 deleted", 401, 403, 404, 409, params=name + if_match),
+        }
+    paths["/api/keys"]["get"] = op("Keys and teams with spend per budget, rate, source and version (admin)",
+                                   "200 time, auth_required, keys, teams", 401, 403)
+    paths["/api/teams"]["get"] = op("Teams: the config file's and the dashboard's (admin)", "200 teams", 401, 403)
+    paths["/api/keys/{name}/rotate"] = {"post": op(
+        "A new secret for a dashboard key; the old one stops at once or after grace_seconds (admin)",
+        "200 the key and its new secret (shown only here)", 401, 403, 404, 409, 422, params=name + if_match,
+        body={"type": "object", "properties": {"grace_seconds": {"type": "number", "minimum": 0}}})}
+    paths["/api/audit"] = {"get": op(
+        "Every change to keys and teams, newest first: time, actor, client_ip, action, before, after (admin)",
+        "200 items, next_before", 400, 401, 403,
+        params=[{"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 500}},
+                {"name": "before", "in": "query", "schema": {"type": "integer"}}])}
+    return paths
 
 
 @access.public

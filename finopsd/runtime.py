@@ -13,6 +13,7 @@ from finopsd.scrub import Scrubber, config_secrets
 
 if TYPE_CHECKING:
     from finopsd.config import Config
+    from finopsd.keystore import KeyStore
     from finopsd.relay import Hook
 
 
@@ -25,8 +26,21 @@ class Runtime:
     session: aiohttp.ClientSession = field(init=False)
     # provider → models found at its upstream /models, for providers whose config lists none
     discovered: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    dashboard: KeyStore | None = None  # keys and teams made through the admin API
+    _effective: tuple[Config, int, Config] | None = field(default=None, init=False, repr=False)
     _scrubber: Scrubber = field(default_factory=Scrubber, init=False, repr=False)
     _scrubbed: Config | None = field(default=None, init=False, repr=False)
+
+    @property
+    def effective(self) -> Config:
+        """The config with the dashboard's keys and teams merged in: what governance enforces."""
+        store = self.dashboard
+        if store is None:
+            return self.config
+        cached = self._effective
+        if cached is None or cached[0] is not self.config or cached[1] != store.generation:
+            cached = self._effective = (self.config, store.generation, store.merged(self.config))
+        return cached[2]
 
     @property
     def scrubber(self) -> Scrubber:

@@ -119,6 +119,12 @@ def reload(app: web.Application, loader: Callable[[], Config] | None) -> None:
         return
     rt = app[RUNTIME]
     old = rt.config
+    clash = rt.dashboard.conflict_message(new) if rt.dashboard is not None else None
+    if clash is not None:  # the dashboard's keys are never dropped by a reload
+        log.error("SIGHUP: config not reloaded, keeping the old one: %s", clash)
+        return
+    if rt.dashboard is not None:
+        rt.dashboard.note_reload(old, new)
     if _restart_only(new) != _restart_only(old):
         log.warning("SIGHUP: changes to the server address, connection and body limits and the storage path"
                     " need a restart")

@@ -93,7 +93,7 @@ async def test_every_route_is_marked_and_refuses_a_caller_without_credentials(
     for method, path, handler in found:
         if (method, path) in PUBLIC:
             continue
-        url = path.replace("{id}", "resp_abc")
+        url = path.replace("{id}", "resp_abc").replace("{name}", "some-name")
         for auth in ({}, {"Authorization": "Bearer sk-fo-not-a-key"}):
             resp = await gw.request(method, url, json=ANY_BODY, allow_redirects=False,
                                     headers={"Accept": "application/json, text/event-stream", **auth})

@@ -24,7 +24,7 @@ from finopsd import config as cfg
 from finopsd.appkeys import LOGSTORE, RUNTIME
 from finopsd.config import VirtualKey
 from finopsd.appkeys import GOVERNANCE
-from finopsd.governance import find_key, presented_key
+from finopsd.governance import find_key, index_keys, presented_key
 from finopsd.spend import Ledger, SlidingWindow, estimate_usage, window_end, window_start
 from tests.conftest import GatewayFactory, gateway_yaml
 from tests.fakes import FakeUpstream, fixture_frames
@@ -138,10 +138,14 @@ async def test_anthropic_route_refuses_with_its_own_error_shape(team_gw: TestCli
     assert body["type"] == "error" and body["error"]["message"] == "invalid API key"
 
 
-def test_key_lookup_compares_digests_of_every_key() -> None:
+def test_key_lookup_is_by_digest_and_a_rotated_secret_lasts_its_grace() -> None:
     keys = [VirtualKey(name=f"k{i}", key_sha256=sha(f"key-{i}")) for i in range(5)]
-    assert find_key(keys, "key-3") is keys[3]
-    assert find_key(keys, "key-9") is None
+    keys.append(VirtualKey(name="r", key_sha256=sha("new"), previous_sha256=sha("old"), previous_until=100.0))
+    index = index_keys(keys)
+    assert find_key(index, "key-3", 0) is keys[3]
+    assert find_key(index, "key-9", 0) is None
+    assert find_key(index, "old", 99) is find_key(index, "new", 200) is keys[5]
+    assert find_key(index, "old", 100) is None
 
 
 # --- 403 and /models -------------------------------------------------------------------

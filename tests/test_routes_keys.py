@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from finopsd import config as cfg
 from finopsd.cli import main
-from finopsd.governance import find_key
+from finopsd.governance import find_key, index_keys
 from finopsd.log.store import LogStore
 from finopsd.spend import iso, window_end, window_start
 from tests.conftest import GatewayFactory
@@ -95,7 +95,7 @@ async def test_api_keys_refuses_cross_site_fetches(make_gateway: GatewayFactory,
 
 
 def test_keys_new_prints_the_key_once_and_yaml_that_loads(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["keys", "new", "--name", "platform-roo", "--team", "platform"])
+    result = CliRunner().invoke(main, ["keys", "new", "--name", "platform-roo", "--team", "platform", "--yaml"])
     assert result.exit_code == 0, result.output
     key = result.output.split("key (shown once): ")[1].split()[0]
     assert result.output.count(key) == 1
@@ -103,7 +103,7 @@ def test_keys_new_prints_the_key_once_and_yaml_that_loads(tmp_path: Path) -> Non
     snippet = result.output.split("virtual_keys:\n")[1].split("\n\n")[0]
     config = cfg.parse(f"teams: {{platform: {{}}}}\nvirtual_keys:\n{snippet}\n", env={})
     assert config.virtual_keys[0].key_sha256 == digest and config.virtual_keys[0].team == "platform"
-    assert find_key(config.virtual_keys, key) is config.virtual_keys[0]
+    assert find_key(index_keys(config.virtual_keys), key, 0) is config.virtual_keys[0]
     # the env form is printed too; it hashes the same key
     assert "key: env:PLATFORM_ROO_KEY" in result.output
     env_form = cfg.parse("virtual_keys: [{name: r, key: env:PLATFORM_ROO_KEY}]", env={"PLATFORM_ROO_KEY": key})

@@ -338,6 +338,21 @@ def m009_attribution(db: sqlite3.Connection) -> None:
     db.execute("create index requests_project on requests(project, ts)")
 
 
+@migration
+def m010_dashboard_keys(db: sqlite3.Connection) -> None:
+    # keys and teams made through /api/keys and /api/teams (finopsd/keystore.py): the definition
+    # as the config file would hold it, as JSON; a key only as its SHA-256; ``version`` answers If-Match
+    db.execute("""create table dashboard_keys (name text primary key, key_sha256 text not null unique,
+        previous_sha256 text, previous_until real, definition text not null, version integer not null,
+        created_at real not null, updated_at real not null)""")
+    db.execute("""create table dashboard_teams (name text primary key, definition text not null,
+        version integer not null, created_at real not null, updated_at real not null)""")
+    # every change to a key or team; ``before``/``after`` are definitions, never a secret or digest
+    db.execute("""create table audit (id integer primary key, ts real not null, actor text not null,
+        client_ip text, action text not null, kind text not null, name text not null, before text, after text)""")
+    db.execute("create index audit_ts on audit (ts)")
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply every migration not yet recorded, each in its own transaction; return their names."""
     db.execute("create table if not exists _migrations (name text primary key, applied_at real not null)")
