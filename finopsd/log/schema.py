@@ -323,6 +323,79 @@ def m008_stored_response_owner(db: sqlite3.Connection) -> None:
     db.execute("alter table stored_responses add column team text")
 
 
+@migration
+def m009_usage_rollups(db: sqlite3.Connection) -> None:
+    # /usage and /api/usage read these, never the log: per hour and per day (``grain`` in
+    # seconds, ``bucket`` the UTC start) and per (team, key, model, provider), kept by a
+    # trigger as each row is inserted. Pruning deletes requests and never touches them, so
+    # the charts keep history past logs.retention_days. Latency and time to first token go
+    # into fixed log-spaced bins: bin k holds [2**(k/4), 2**((k+1)/4)) ms (bin 0 everything
+    # under 2**(1/4) ms, bin 79 everything from 2**(79/4) ms = 880 s), so a percentile read at
+    # its bin's geometric middle is within a factor 2**(1/8) (-8%/+9%) of the true one.
+    group = "team text not null, key_name text not null, model text not null, provider text not null"
+    pk = "grain, bucket, team, key_name, model, provider"
+    db.execute(
+        f"create table usage_rollup (grain integer not null, bucket integer not null, {group},"
+        " requests integer not null, errors integer not null, client_closed integer not null,"
+        " prompt_tokens integer not null, cached_tokens integer not null, completion_tokens integer not null,"
+        f" cost_usd real not null, cost_without_cache_usd real not null, primary key ({pk})) without rowid"
+    )
+    db.execute(
+        f"create table usage_errors (grain integer not null, bucket integer not null, {group},"
+        f" error_type text not null, n integer not null, primary key ({pk}, error_type)) without rowid"
+    )
+    db.execute(
+        f"create table usage_latency (grain integer not null, bucket integer not null, {group},"
+        f" metric text not null, bin integer not null, n integer not null, primary key ({pk}, metric, bin))"
+        " without rowid"
+    )
+
+    def num(column: str) -> str:  # out-of-range values (inf, text from old versions) count as 0, as in total_of
+        return f"iif(abs({column}) < 1e18, {column}, 0)"
+
+    def bin_of(column: str) -> str:
+        edges = " ".join(f"when {column} < {2 ** (k / 4)!r} then {k - 1}" for k in range(1, 80))
+        return f"case when {column} is null or not abs({column}) < 1e18 then null {edges} else 79 end"
+
+    # One SELECT each, used twice: by the trigger over ``new`` (agg = the value itself) and by
+    # the backfill over the table (agg = total, grouped by the key columns).
+    def selects(r: str, agg: Callable[[str], str]) -> list[tuple[str, str, str, str]]:
+        head = (f"g, cast({r}.ts / g as integer) * g, coalesce({r}.team, ''), coalesce({r}.key_name, ''),"
+                f" coalesce({r}.model, ''), coalesce({r}.provider, '')")
+        error, closed = f"{r}.status = 'error'", f"{r}.status = 'client_closed'"
+        out = [(
+            "usage_rollup",
+            f"{head}, {agg('1')}, {agg(error)}, {agg(closed)}, {agg(num(f'{r}.prompt_tokens'))},"
+            f" {agg(num(f'{r}.cached_tokens'))}, {agg(num(f'{r}.completion_tokens'))}, {agg(num(f'{r}.cost_usd'))},"
+            f" {agg(num(f'coalesce({r}.cost_without_cache_usd, {r}.cost_usd)'))}", "true",
+            "requests = requests + excluded.requests, errors = errors + excluded.errors,"
+            " client_closed = client_closed + excluded.client_closed,"
+            " prompt_tokens = prompt_tokens + excluded.prompt_tokens,"
+            " cached_tokens = cached_tokens + excluded.cached_tokens,"
+            " completion_tokens = completion_tokens + excluded.completion_tokens,"
+            " cost_usd = cost_usd + excluded.cost_usd,"
+            " cost_without_cache_usd = cost_without_cache_usd + excluded.cost_without_cache_usd",
+        ), (
+            "usage_errors",
+            f"{head}, coalesce({r}.error_type, 'error'), {agg('1')}", error,
+            "n = n + excluded.n",
+        )]
+        for metric, column in (("latency", "duration_ms"), ("ttft", "ttft_ms")):
+            b = bin_of(f"{r}.{column}")
+            out.append(("usage_latency", f"{head}, '{metric}', {b}, {agg('1')}", f"{b} is not null",
+                        "n = n + excluded.n"))
+        return out
+
+    grains = "(select 3600 as g union all select 86400)"
+    body = "; ".join(f"insert into {table} select {cols} from {grains} where {where} on conflict do update set {update}"
+                     for table, cols, where, update in selects("new", str))
+    db.execute(f"create trigger requests_usage after insert on requests begin {body}; end")
+    # what is logged already (what retention kept of it)
+    for table, cols, where, _ in selects("r", lambda e: f"total({e})"):
+        keys = ", ".join(str(i) for i in range(1, {"usage_rollup": 7, "usage_errors": 8}.get(table, 9)))
+        db.execute(f"insert into {table} select {cols} from {grains} join requests r where {where} group by {keys}")
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply every migration not yet recorded, each in its own transaction; return their names."""
     db.execute("create table if not exists _migrations (name text primary key, applied_at real not null)")

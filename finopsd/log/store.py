@@ -43,6 +43,7 @@ import aiosqlite
 from finopsd.exchange import new_request_id
 from finopsd.log import search as searching
 from finopsd.log import sessionviews
+from finopsd.metrics import series as usage_series
 from finopsd.log.content import ANSWER, POS, SKELETON, TOOLS, join_request, unpack
 from finopsd.log.retention import prune_step
 from finopsd.log.schema import MESSAGE_REFS_SQL, MIGRATIONS, migrate, shown, total_of
@@ -370,6 +371,11 @@ class LogStore:
     async def sessions(self, **filters: Any) -> dict[str, Any]:
         """A page of sessions, newest-active first (see SESSIONS_CONTRACT / sessionviews)."""
         return await sessionviews.sessions(self._reader, **filters)
+
+    async def usage(self, span: usage_series.Window, group_by: str, filters: dict[str, str],
+                    metrics: tuple[str, ...] = usage_series.METRICS) -> dict[str, Any]:
+        """The /api/usage series from the roll-ups (``finopsd.metrics.series``)."""
+        return await usage_series.usage(self._reader, span, group_by, filters, metrics)
 
     async def session(self, session_id: str) -> dict[str, Any] | None:
         """One session with its turns in order, each with only what it added."""
