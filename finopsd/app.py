@@ -20,6 +20,7 @@ from finopsd.routes import anthropic, genai, health, openai, responses
 from finopsd.routes import logs
 from finopsd.routes import keys
 from finopsd.routes import mcp
+from finopsd.routes import usage
 from finopsd.runtime import Runtime
 
 MB = 1024 * 1024
@@ -64,6 +65,7 @@ def build_app(config: Config) -> web.Application:
     logs.add_routes(app.router)
     keys.add_routes(app.router)
     mcp.add_routes(app.router)
+    usage.add_routes(app.router)
     return app
 
 

@@ -79,7 +79,7 @@ def render_keys(report: dict[str, Any]) -> str:
 <title>keys · finopsd</title><link rel="stylesheet" href="/static/logs.css">
 <link rel="icon" href="/static/favicon.svg" type="image/svg+xml"></head>
 <body><header><a class="brand" href="/logs">finopsd</a> <span class="where">virtual keys</span>
-<a href="/logs">logs</a></header><main>
+<nav class="site"><a href="/logs">logs</a> <a href="/usage">usage</a> <a href="/keys">keys</a></nav></header><main>
 <p class="totals">{_esc(auth)}; spend as of {_esc(report['time'])} (UTC calendar windows)</p>
 <h2>Keys</h2>
 <table class="rows keys"><thead><tr><th>key</th><th>team</th><th>status</th><th>models</th>
