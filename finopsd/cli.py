@@ -393,14 +393,14 @@ USAGE_COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "cached_token
 
 @main.command(name="usage")
 @_config_option
-@click.option("--by", type=click.Choice(["key", "team", "model", "provider", "session"]), default="key",
-              show_default=True, help="What to group by (session: one row per agent task).")
+@click.option("--by", type=click.Choice(["key", "team", "model", "provider", "session", "day"]), default="key",
+              show_default=True, help="What to group by (session: one row per agent task; day: per UTC day).")
 @click.option("--since", help="ISO 8601 date or time (UTC unless it has an offset) or epoch seconds;"
               " default: the start of this month (UTC).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
 def usage_command(config_path: str | None, by: str, since: str | None, as_json: bool, as_csv: bool) -> None:
-    """Requests, tokens and cost per key, team, model, provider or session.
+    """Requests, tokens and cost per key, team, model, provider, session or UTC day.
 
     Rows flagged `unpriced` cost 0 (no price known: add one under `pricing:`);
     `estimated` rows had no usage from the upstream (e.g. the client hung up).
@@ -410,6 +410,7 @@ def usage_command(config_path: str | None, by: str, since: str | None, as_json: 
     finopsd usage --by team --since 2026-01-01
     finopsd usage --by model --csv > usage.csv
     finopsd usage --by session --since 2026-01-31    # the costliest agent tasks first
+    finopsd usage --by day                           # this month day by day
     """
     config, _ = _load(config_path)
     try:

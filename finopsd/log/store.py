@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 _STOP: Final = object()
 USAGE_GROUPS: Final = {"key": "key_name", "team": "team", "model": "model", "provider": "provider",
-                       "session": "session"}  # fmt: skip
+                       "session": "session", "day": "cast(ts / 86400 as integer)"}  # fmt: skip
 BATCH_BYTES: Final = 8 << 20  # a batch stops growing here, so one transaction stays short
 ROW_BYTES: Final = 1024  # what a row without a known body size counts for
 WRITER_CACHE_KB: Final = 8 * 1024
@@ -299,9 +299,12 @@ class LogStore:
         return spend + [(r[0], r[1], float(r[2]), float(r[3])) for r in minutes]
 
     async def usage_by(self, by: str, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
-        """Requests, tokens and cost per key, team, model, provider or session, costliest first."""
+        """Requests, tokens and cost per key, team, model, provider or session, costliest first;
+        or per UTC day (``YYYY-MM-DD``), oldest first."""
         column = USAGE_GROUPS[by]  # a fixed column name, never user text
-        shown_as = "(select session_id from sessions s where s.id = requests.session)" if by == "session" else column
+        shown_as = {"session": "(select session_id from sessions s where s.id = requests.session)",
+                    "day": "date(cast(ts / 86400 as integer) * 86400, 'unixepoch')"}.get(by, column)
+        order = "1" if by == "day" else "7 desc, 2 desc"  # days in order; else the costliest first
         span = (since if since is not None else 0.0, until if until is not None else math.inf)
         rows = await self._reader.execute_fetchall(
             f"select {shown_as}, count(*), {total_of('prompt_tokens')}, {total_of('completion_tokens')},"
@@ -309,7 +312,7 @@ class LogStore:
             " total(instr(coalesce(cost_flags, ''), 'unpriced') > 0),"
             " total(instr(coalesce(cost_flags, ''), 'estimated') > 0),"
             f" {total_of('coalesce(cost_without_cache_usd, cost_usd)')}"
-            f" from requests where ts >= ? and ts < ? group by {column} order by 7 desc, 2 desc", span)
+            f" from requests where ts >= ? and ts < ? group by {column} order by {order}", span)
         return [{by: r[0], "requests": r[1], "prompt_tokens": int(r[2]), "completion_tokens": int(r[3]),
                  "cached_tokens": int(r[4]), "reasoning_tokens": int(r[5]), "cost_usd": float(r[6]),
                  "cost_without_cache_usd": float(r[9]), "cache_savings_usd": float(r[9]) - float(r[6]),
