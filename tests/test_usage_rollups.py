@@ -64,8 +64,8 @@ def rollup(path: str, step: int) -> dict[tuple[Any, ...], list[float]]:
     with sqlite3.connect(path) as db:
         return {tuple(r[:6]): list(r[6:]) for r in db.execute(
             "select grain, bucket, team, key_name, model, provider, requests, errors, client_closed, prompt_tokens,"
-            " cached_tokens, completion_tokens, cost_usd, cost_without_cache_usd from usage_rollup where grain = ?",
-            (step,))}
+            " cached_tokens, completion_tokens, cost_usd, cost_without_cache_usd from usage_rollup"
+            " join usage_dims on usage_dims.id = dims where grain = ?", (step,))}
 
 
 def assert_rollup_matches(path: str, rows: list[dict[str, Any]]) -> None:

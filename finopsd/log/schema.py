@@ -326,42 +326,53 @@ def m008_stored_response_owner(db: sqlite3.Connection) -> None:
 @migration
 def m009_usage_rollups(db: sqlite3.Connection) -> None:
     # /usage and /api/usage read these, never the log: per hour and per day (``grain`` in
-    # seconds, ``bucket`` the UTC start) and per (team, key, model, provider), kept by a
-    # trigger as each row is inserted. Pruning deletes requests and never touches them, so
-    # the charts keep history past logs.retention_days. Latency and time to first token go
-    # into fixed log-spaced bins: bin k holds [2**(k/4), 2**((k+1)/4)) ms (bin 0 everything
-    # under 2**(1/4) ms, bin 79 everything from 2**(79/4) ms = 880 s), so a percentile read at
-    # its bin's geometric middle is within a factor 2**(1/8) (-8%/+9%) of the true one.
-    group = "team text not null, key_name text not null, model text not null, provider text not null"
-    pk = "grain, bucket, team, key_name, model, provider"
+    # seconds, ``bucket`` the UTC start) and per combination of (team, key, model, provider)
+    # (``usage_dims``, '' for none; rows name it by its integer id, which keeps them small),
+    # kept by a trigger as each row is inserted. Pruning deletes requests and never touches
+    # these, so the charts keep history past logs.retention_days. Latency and time to first
+    # token go into fixed log-spaced bins: bin k holds [2**(k/4), 2**((k+1)/4)) ms (bin 0
+    # everything under 2**(1/4) ms, bin 79 everything from 2**(79/4) ms = 880 s), so a
+    # percentile read at its bin's geometric middle is within a factor 2**(1/8) (-8%/+9%).
     db.execute(
-        f"create table usage_rollup (grain integer not null, bucket integer not null, {group},"
+        "create table usage_dims (id integer primary key, team text not null, key_name text not null,"
+        " model text not null, provider text not null, unique (team, key_name, model, provider))"
+    )
+    db.execute(
+        "create table usage_rollup (grain integer not null, bucket integer not null, dims integer not null,"
         " requests integer not null, errors integer not null, client_closed integer not null,"
         " prompt_tokens integer not null, cached_tokens integer not null, completion_tokens integer not null,"
-        f" cost_usd real not null, cost_without_cache_usd real not null, primary key ({pk})) without rowid"
-    )
-    db.execute(
-        f"create table usage_errors (grain integer not null, bucket integer not null, {group},"
-        f" error_type text not null, n integer not null, primary key ({pk}, error_type)) without rowid"
-    )
-    db.execute(
-        f"create table usage_latency (grain integer not null, bucket integer not null, {group},"
-        f" metric text not null, bin integer not null, n integer not null, primary key ({pk}, metric, bin))"
+        " cost_usd real not null, cost_without_cache_usd real not null, primary key (grain, bucket, dims))"
         " without rowid"
+    )
+    db.execute(
+        "create table usage_errors (grain integer not null, bucket integer not null, dims integer not null,"
+        " error_type text not null, n integer not null, primary key (grain, bucket, dims, error_type)) without rowid"
+    )
+    db.execute(
+        "create table usage_latency (grain integer not null, bucket integer not null, dims integer not null,"
+        " metric text not null, bin integer not null, n integer not null,"
+        " primary key (grain, bucket, dims, metric, bin)) without rowid"
     )
 
     def num(column: str) -> str:  # out-of-range values (inf, text from old versions) count as 0, as in total_of
         return f"iif(abs({column}) < 1e18, {column}, 0)"
 
-    def bin_of(column: str) -> str:
-        edges = " ".join(f"when {column} < {2 ** (k / 4)!r} then {k - 1}" for k in range(1, 80))
-        return f"case when {column} is null or not abs({column}) < 1e18 then null {edges} else 79 end"
+    def bin_of(column: str, lo: int = 0, hi: int = 80) -> str:
+        # a binary search over the bins' lower edges: 7 comparisons a value, not up to 79
+        if hi - lo == 1:
+            return str(lo)
+        mid = (lo + hi) // 2
+        return (f"case when {column} < {2 ** (mid / 4)!r} then {bin_of(column, lo, mid)}"
+                f" else {bin_of(column, mid, hi)} end")
+
+    def dims_of(r: str) -> str:
+        return (f"coalesce({r}.team, ''), coalesce({r}.key_name, ''), coalesce({r}.model, ''),"
+                f" coalesce({r}.provider, '')")
 
     # One SELECT each, used twice: by the trigger over ``new`` (agg = the value itself) and by
     # the backfill over the table (agg = total, grouped by the key columns).
     def selects(r: str, agg: Callable[[str], str]) -> list[tuple[str, str, str, str]]:
-        head = (f"g, cast({r}.ts / g as integer) * g, coalesce({r}.team, ''), coalesce({r}.key_name, ''),"
-                f" coalesce({r}.model, ''), coalesce({r}.provider, '')")
+        head = f"g, cast({r}.ts / g as integer) * g, d.id"
         error, closed = f"{r}.status = 'error'", f"{r}.status = 'client_closed'"
         out = [(
             "usage_rollup",
@@ -382,18 +393,27 @@ def m009_usage_rollups(db: sqlite3.Connection) -> None:
         )]
         for metric, column in (("latency", "duration_ms"), ("ttft", "ttft_ms")):
             b = bin_of(f"{r}.{column}")
-            out.append(("usage_latency", f"{head}, '{metric}', {b}, {agg('1')}", f"{b} is not null",
+            out.append(("usage_latency", f"{head}, '{metric}', {b}, {agg('1')}", f"abs({r}.{column}) < 1e18",
                         "n = n + excluded.n"))
         return out
 
     grains = "(select 3600 as g union all select 86400)"
-    body = "; ".join(f"insert into {table} select {cols} from {grains} where {where} on conflict do update set {update}"
-                     for table, cols, where, update in selects("new", str))
+    # the row's combination, found by the unique index (made first if it is new)
+    one = ("(select id from usage_dims where (team, key_name, model, provider) ="
+           f" ({dims_of('new')})) d")
+    body = "; ".join(
+        [f"insert into usage_dims (team, key_name, model, provider) values ({dims_of('new')}) on conflict do nothing"]
+        + [f"insert into {table} select {cols} from {grains} join {one} where {where}"
+           f" on conflict do update set {update}" for table, cols, where, update in selects("new", str)])
     db.execute(f"create trigger requests_usage after insert on requests begin {body}; end")
     # what is logged already (what retention kept of it)
+    db.execute(f"insert into usage_dims (team, key_name, model, provider) select distinct {dims_of('r')}"
+               " from requests r")
+    every = f"usage_dims d on (d.team, d.key_name, d.model, d.provider) = ({dims_of('r')})"
     for table, cols, where, _ in selects("r", lambda e: f"total({e})"):
-        keys = ", ".join(str(i) for i in range(1, {"usage_rollup": 7, "usage_errors": 8}.get(table, 9)))
-        db.execute(f"insert into {table} select {cols} from {grains} join requests r where {where} group by {keys}")
+        keys = ", ".join(str(i) for i in range(1, {"usage_rollup": 4, "usage_errors": 5}.get(table, 6)))
+        db.execute(f"insert into {table} select {cols} from {grains} join requests r join {every}"
+                   f" where {where} group by {keys}")
 
 
 def migrate(db: sqlite3.Connection) -> list[str]:

@@ -2,7 +2,8 @@
 
 The rate is the window's own average (spend so far / time since the window began, at
 least an hour, so a window minutes old does not project from one request); a ``total``
-budget has no window, so it burns at the last seven days' average from the roll-ups.
+budget has no window, so it burns at the last week's average from the roll-ups (the
+seven days before today and today so far).
 The projection is None when nothing is being spent, or when the window resets first.
 """
 
@@ -17,8 +18,10 @@ __all__ = ["burn_down"]
 RECENT_S: Final = 7 * 86400
 
 
-def burn_down(report: dict[str, Any], recent_usd: dict[tuple[str, str], float], now: float) -> list[dict[str, Any]]:
-    """One entry per budget in the governance report; ``recent_usd``: (scope, name) -> last 7 days' spend."""
+def burn_down(report: dict[str, Any], recent_usd: dict[tuple[str, str], float], recent_s: float,
+              now: float) -> list[dict[str, Any]]:  # fmt: skip
+    """One entry per budget in the governance report; ``recent_usd``: (scope, name) -> the spend
+    of the last ``recent_s`` seconds (about a week)."""
     out = []
     owners = [("key", k) for k in report["keys"]] + [("team", t) for t in report["teams"]]
     for scope, owner in owners:
@@ -26,7 +29,7 @@ def burn_down(report: dict[str, Any], recent_usd: dict[tuple[str, str], float], 
             start = window_start(b["period"], now)
             end = window_end(b["period"], start)
             if b["period"] == "total":
-                rate = recent_usd.get((scope, owner["name"]), 0.0) / RECENT_S
+                rate = recent_usd.get((scope, owner["name"]), 0.0) / recent_s
             else:
                 rate = b["spent_usd"] / max(now - start, 3600.0)
             left = b["usd"] - b["spent_usd"]

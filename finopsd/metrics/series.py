@@ -30,6 +30,7 @@ MAX_GROUPS: Final = 100  # past this many series the rest are summed as OTHER
 NONE: Final = "(none)"  # a row without a team (or key, model, provider)
 OTHER: Final = "(other)"
 _BIN_STEP: Final = 4  # m009: bin k holds [2**(k/4), 2**((k+1)/4)) ms
+DIMS: Final = "join usage_dims d on d.id = u.dims"
 
 
 class Window:
@@ -89,9 +90,9 @@ def percentile(bins: dict[int, int], q: float) -> float | None:
 
 
 def _where(span: Window, filters: dict[str, str]) -> tuple[str, list[Any]]:
-    clauses, params = ["grain = ?", "bucket >= ?", "bucket < ?"], [span.step, span.since, span.until]
+    clauses, params = ["u.grain = ?", "u.bucket >= ?", "u.bucket < ?"], [span.step, span.since, span.until]
     for name, value in filters.items():
-        clauses.append(f"{GROUPS[name]} = ?")  # a fixed column name, never user text
+        clauses.append(f"d.{GROUPS[name]} = ?")  # a fixed column name, never user text
         params.append("" if value == NONE else value)
     return " and ".join(clauses), params
 
@@ -110,20 +111,23 @@ async def usage(reader: aiosqlite.Connection, span: Window, group_by: str, filte
     n = len(span.buckets)
     sums: dict[str, list[list[float]]] = {}
     for row in await reader.execute_fetchall(
-            f"select bucket, {column}, {', '.join(f'sum({c})' for c in SUMS)} from usage_rollup"
+            f"select u.bucket, d.{column}, {', '.join(f'sum(u.{c})' for c in SUMS)} from usage_rollup u {DIMS}"
             f" where {where} group by 1, 2", params):
         per = sums.setdefault(_name(row[1]), [[0.0] * n for _ in SUMS])
         for j in range(len(SUMS)):
             per[j][index[row[0]]] += row[2 + j]
     hist: dict[str, dict[str, list[dict[int, int]]]] = {}
-    for row in await reader.execute_fetchall(
-            f"select bucket, {column}, metric, bin, sum(n) from usage_latency where {where} group by 1, 2, 3, 4",
-            params):
+    wanted = [m for m in METRICS if m in set(metrics)]
+    binned = [] if not set(wanted) & set(PERCENTILES) else await reader.execute_fetchall(
+        f"select u.bucket, d.{column}, u.metric, u.bin, sum(u.n) from usage_latency u {DIMS} where {where}"
+        " group by 1, 2, 3, 4", params)
+    for row in binned:
         per_metric = hist.setdefault(_name(row[1]), {}).setdefault(row[2], [{} for _ in range(n)])
         per_metric[index[row[0]]][row[3]] = row[4]
     errors: dict[str, dict[str, int]] = {}
     for row in await reader.execute_fetchall(
-            f"select {column}, error_type, sum(n) from usage_errors where {where} group by 1, 2", params):
+            f"select d.{column}, u.error_type, sum(u.n) from usage_errors u {DIMS} where {where} group by 1, 2",
+            params):
         errors.setdefault(_name(row[0]), {})[row[1]] = row[2]
 
     # the costliest groups first; past MAX_GROUPS the rest fold into one
@@ -132,7 +136,6 @@ async def usage(reader: aiosqlite.Connection, span: Window, group_by: str, filte
         _fold(sums, hist, errors, extra, OTHER)
     order = order[:MAX_GROUPS] + ([OTHER] if len(order) > MAX_GROUPS else [])
     _fold_all = {"sums": [[sum(sums[g][j][i] for g in order) for i in range(n)] for j in range(len(SUMS))]}
-    wanted = [m for m in METRICS if m in set(metrics)]
     groups = [_group(g, sums[g], hist.get(g, {}), errors.get(g, {}), wanted) for g in order]
     every_hist: dict[str, list[dict[int, int]]] = {}
     for g in order:

@@ -63,10 +63,10 @@ async def usage_answer(request: web.Request, metrics: tuple[str, ...] | None = N
     body = await store.usage(span, group_by, filters, metrics or asked)
     await gov.sync()
     now = gov.clock()
-    recent = window("custom", now - RECENT_S, now, "hour", now=now)
-    spent = {(scope, g["name"]): g["totals"]["cost_usd"] for scope, by in (("key", "key"), ("team", "team"))
-             for g in (await store.usage(recent, by, {}, ("cost_usd",)))["groups"]}
-    body["budgets"] = burn_down(gov.report(), spent, now)
+    recent = window("custom", now - RECENT_S, now, "day", now=now)  # whole days: up to 8 of them
+    spent = {(scope, g["name"]): g["totals"]["cost_usd"] for scope in ("key", "team")
+             for g in (await store.usage(recent, scope, {}, ("cost_usd",)))["groups"]}
+    body["budgets"] = burn_down(gov.report(), spent, now - recent.since, now)
     return body
 
 
