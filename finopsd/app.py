@@ -9,6 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from finopsd import access, admin, catalog, governance, mcp_upstream, openapi
+from finopsd.alerts.watch import watch_alerts
 from finopsd.log import recorder
 from finopsd.appkeys import CONFIG, GOVERNANCE, RUNTIME
 from finopsd.config import Config
@@ -52,6 +53,7 @@ def build_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(governance.open_governance)  # spend rebuilt from the log before serving
     app.cleanup_ctx.append(recorder.prune_old_rows)
     app.cleanup_ctx.append(upstream_session)  # the one pooled ClientSession
+    app.cleanup_ctx.append(watch_alerts)  # budget and error-rate alerts, sent on that session
     app.cleanup_ctx.append(catalog.discover_models)  # best effort, never blocks startup
     app.cleanup_ctx.append(mcp_upstream.open_mcp_upstreams)  # closed before the log store: calls get logged
     app[mcp.MCP_SESSIONS] = mcp.Sessions()

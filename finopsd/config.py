@@ -14,6 +14,7 @@ from typing import Any, Final, Mapping
 
 from finopsd.caching import CachingConfig, caching_section
 from finopsd.keyconfig import AuthConfig, Budget, Price, RateLimit, TeamConfig, VirtualKey, governance_section
+from finopsd.alerts.config import AlertsConfig, alerts_section
 from finopsd.mcpconfig import McpConfig, McpServerConfig, mcp_section
 from finopsd.providers.registry import KNOWN_PROVIDERS, PROTOCOLS
 from finopsd.yamldoc import ConfigError, Doc, Reader, resolve_env
@@ -139,6 +140,7 @@ class Config:
     # "provider/model" or a glob of it → price; wins over genai-prices
     pricing: Mapping[str, Price] = field(default_factory=dict)
     mcp: McpConfig = field(default_factory=McpConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     source: str = "<embedded default>"
 
     @property
@@ -262,7 +264,7 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
     env = os.environ if env is None else env
     doc = Doc(filename, text)
     top = Reader(doc, doc.data, "", {"server", "storage", "logs", "providers", "aliases", "fallbacks", "anthropic",
-                                      "gemini", "auth", "teams", "virtual_keys", "pricing", "mcp"})
+                                      "gemini", "auth", "teams", "virtual_keys", "pricing", "mcp", "alerts"})
     st = Reader(doc, top.data.get("storage"), "storage", {"path"})
     storage = StorageConfig(path=st.get("path", str) or str(default_data_dir(env) / "finops.db"))
     pr = Reader(doc, top.data.get("providers"), "providers", set(top.data.get("providers") or {}))
@@ -297,6 +299,7 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
         virtual_keys=virtual_keys,
         pricing=pricing,
         mcp=mcp_section(doc, top.data.get("mcp"), env),
+        alerts=alerts_section(doc, top.data.get("alerts"), env),
         source=filename,
     )
 

@@ -100,7 +100,7 @@ async def test_blank_database_gets_tables_columns_and_fts_index(store: LogStore,
     assert applied == [fn.__name__ for fn in MIGRATIONS] == [
         "m001_requests", "m002_requests_fts", "m003_covering_indexes", "m004_stored_responses",
         "m005_spend_by_day", "m006_request_previews", "m007_content_and_sessions",
-        "m008_stored_response_owner", "m009_usage_rollups"]
+        "m008_stored_response_owner", "m009_usage_rollups", "m010_alerts"]
     assert "stored_responses" in names
     assert {"key_name", "ts", "id", "cost_usd", "session", "cost_without_cache_usd"} <= team_index  # a second filter and the totals stay in it
     assert pragmas == ["wal", 2]  # 2 = incremental

@@ -416,6 +416,19 @@ def m009_usage_rollups(db: sqlite3.Connection) -> None:
                    f" where {where} group by {keys}")
 
 
+@migration
+def m010_alerts(db: sqlite3.Connection) -> None:
+    # Each alert fired (a budget threshold in one window, a provider's error rate in one
+    # 5-minute window), claimed here before it is sent: the unique key is what makes it fire
+    # once, also across a restart. Kept small (a message, no URL: targets may be secrets).
+    db.execute(
+        "create table alerts (id integer primary key, ts real not null, kind text not null, subject text not null,"
+        " window text not null, threshold real not null, message text not null, status text not null,"
+        " attempts integer not null default 0, last_error text, unique (kind, subject, window, threshold))"
+    )
+    db.execute("create index alerts_ts on alerts(ts desc)")
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply every migration not yet recorded, each in its own transaction; return their names."""
     db.execute("create table if not exists _migrations (name text primary key, applied_at real not null)")

@@ -380,6 +380,34 @@ class LogStore:
         """The /api/usage series from the roll-ups (``finopsd.metrics.series``)."""
         return await usage_series.usage(self._reader, span, group_by, filters, metrics)
 
+    # ------------------------------------------------------------------ alerts (finopsd.alerts)
+
+    async def claim_alert(self, kind: str, subject: str, window: str, threshold: float, message: str) -> int | None:
+        """Record an alert as pending; its id, or None when it was claimed before (then it is not sent again)."""
+        cursor = await self._on_writer(
+            self._db.execute, "insert into alerts (ts, kind, subject, window, threshold, message, status)"
+            " values (?, ?, ?, ?, ?, ?, 'pending') on conflict do nothing",
+            (time.time(), kind, subject, window, threshold, message))
+        return cursor.lastrowid if cursor.rowcount == 1 else None
+
+    async def alert_sent(self, alert_id: int, status: str, attempts: int, error: str | None) -> None:
+        await self._on_writer(self._db.execute, "update alerts set status = ?, attempts = ?, last_error = ?"
+                              " where id = ?", (status, attempts, error, alert_id))
+
+    async def alerts(self, limit: int = 50, status: str | None = None) -> list[dict[str, Any]]:
+        """The newest alerts first (``status``: only those, e.g. 'pending')."""
+        rows = await self._reader.execute_fetchall(
+            "select id, ts, kind, subject, window, threshold, message, status, attempts, last_error from alerts"
+            " where ? is null or status = ? order by ts desc, id desc limit ?", (status, status, limit))
+        return [dict(r) for r in rows]
+
+    async def provider_errors(self, since: float) -> list[tuple[str, int, int]]:
+        """(provider, requests, errors) since ``since``: the error-rate alert's window."""
+        rows = await self._reader.execute_fetchall(
+            "select provider, count(*), total(status = 'error') from requests where ts >= ? and provider is not null"
+            " group by provider", (since,))
+        return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
     async def session(self, session_id: str) -> dict[str, Any] | None:
         """One session with its turns in order, each with only what it added."""
         return await sessionviews.session(self._reader, session_id)

@@ -121,6 +121,17 @@ def _budgets(body: dict[str, Any]) -> str:
             f"</tr></thead><tbody>{body_rows}</tbody></table></section>")
 
 
+def _alerts(alerts: list[dict[str, Any]]) -> str:
+    rows = "".join(
+        f'<tr data-alert="{a["id"]}"><td>{esc(a["ts"][:16].replace("T", " "))}</td><td>{esc(a["kind"])}</td>'
+        f"<td>{esc(a['message'])}</td><td>{esc(a['status'])}</td><td>{a['attempts']}</td>"
+        f"<td>{esc(a['last_error'] or '')}</td></tr>" for a in alerts
+    ) or '<tr><td colspan="6" class="muted">no alert has fired (see alerts: in the config)</td></tr>'
+    return ('<section class="usage"><h2>Alerts</h2><table class="rows alerts"><thead><tr><th>time (UTC)</th>'
+            "<th>kind</th><th>message</th><th>delivery</th><th>attempts</th><th>last failure</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table></section>")
+
+
 def render_usage(query: Mapping[str, str], body: dict[str, Any] | None, error: str | None = None) -> str:
     header = '<span class="where">usage</span>'
     if body is None:
@@ -175,4 +186,5 @@ def render_usage(query: Mapping[str, str], body: dict[str, Any] | None, error: s
         + f'<table class="rows kinds"><thead><tr><th>error type</th><th>count</th></tr></thead><tbody>'
         + (kinds or '<tr><td colspan="2" class="muted">no errors</td></tr>') + "</tbody></table>"))
     parts.append(_budgets(body))
+    parts.append(_alerts(body["alerts"]))
     return render_page("".join(parts), title="Usage", header=header)

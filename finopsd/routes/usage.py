@@ -29,6 +29,7 @@ from finopsd.spend import iso
 __all__ = ["add_routes", "parse_usage"]
 
 MAX_FILTER = 200  # characters of a team, key, model or provider name
+MAX_ALERTS = 20  # the newest alerts fired, with how their delivery went
 
 
 def parse_usage(query: Mapping[str, str]) -> tuple[Window, str, dict[str, str], tuple[str, ...]]:
@@ -67,6 +68,7 @@ async def usage_answer(request: web.Request, metrics: tuple[str, ...] | None = N
     spent = {(scope, g["name"]): g["totals"]["cost_usd"] for scope in ("key", "team")
              for g in (await store.usage(recent, scope, {}, ("cost_usd",)))["groups"]}
     body["budgets"] = burn_down(gov.report(), spent, now - recent.since, now)
+    body["alerts"] = [{**a, "ts": iso(a["ts"])} for a in await store.alerts(limit=MAX_ALERTS)]
     return body
 
 
