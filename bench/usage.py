@@ -19,12 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
-from aiohttp.test_utils import TestServer
 
+from bench.pages import serving
 from bench.search import timed
-from finopsd import config as cfg
-from finopsd.app import build_app
 from finopsd.log.store import LogStore
 
 MODELS = [(p, f"{p}/model-{i}") for i, p in enumerate(["openai", "anthropic", "groq", "gemini"] * 2)]
@@ -94,25 +91,14 @@ async def main() -> None:
         if not logged:
             await fill(db, args.rows, str(Path(tmp) / "scratch.db"))
             logged = args.rows
-        server = TestServer(build_app(cfg.parse(f"storage: {{path: '{db}'}}\n", env={})), host="127.0.0.1")
-        await server.start_server()
-        try:
-            async with aiohttp.ClientSession(str(server.make_url("/"))) as http:
-
-                async def get(path: str) -> bytes:
-                    async with http.get(path) as resp:
-                        assert resp.status == 200, (path, resp.status, await resp.text())
-                        return await resp.read()
-
-                print(f"| GET ({logged:,} requests over 30 days) | p50 ms | p95 ms |")
-                print("| --- | --- | --- |")
-                for path in ("/usage", "/usage?range=30d&group_by=team", "/usage?range=24h&group_by=model",
-                             "/usage?range=7d&grain=hour&group_by=key", "/api/usage?range=30d&group_by=team",
-                             "/api/usage?range=7d&group_by=model&team=team-3",
-                             "/api/usage?range=30d&group_by=key&metric=cost_usd"):
-                    await timed(path, lambda: get(path), args.repeat)  # noqa: B023
-        finally:
-            await server.close()
+        async with serving(db) as (_, get):
+            print(f"| GET ({logged:,} requests over 30 days) | p50 ms | p95 ms |")
+            print("| --- | --- | --- |")
+            for path in ("/usage", "/usage?range=30d&group_by=team", "/usage?range=24h&group_by=model",
+                         "/usage?range=7d&grain=hour&group_by=key", "/api/usage?range=30d&group_by=team",
+                         "/api/usage?range=7d&group_by=model&team=team-3",
+                         "/api/usage?range=30d&group_by=key&metric=cost_usd"):
+                await timed(path, lambda: get(path), args.repeat)  # noqa: B023
 
 
 if __name__ == "__main__":
