@@ -32,8 +32,9 @@ INSERT = f"insert into requests ({', '.join(COLUMNS)}) values ({', '.join('?' * 
 
 
 def rows(n: int, start: int, now: float, seed: int) -> list[tuple[object, ...]]:
+    pick = random.Random(0)  # the same keys in every batch
+    keys = [(f"key-{k}", f"team-{k % 10}", pick.sample(MODELS, 2)) for k in range(40)]
     rng = random.Random(seed)
-    keys = [(f"key-{k}", f"team-{k % 10}", rng.sample(MODELS, 2)) for k in range(40)]
     out = []
     for i in range(start, start + n):
         key, team, models = rng.choice(keys)

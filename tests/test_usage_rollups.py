@@ -77,7 +77,9 @@ def assert_rollup_matches(path: str, rows: list[dict[str, Any]]) -> None:
             assert got[key][6:] == pytest.approx(sums[6:], abs=1e-9), key
     with sqlite3.connect(path) as db:
         errors = dict(db.execute("select error_type, sum(n) from usage_errors where grain = 86400 group by 1"))
-        latency = db.execute("select metric, sum(n) from usage_latency where grain = 3600 group by 1").fetchall()
+        counts = db.execute("select " + ", ".join(f"sum({m}{k})" for m in "lt" for k in range(80))
+                            + " from usage_latency where grain = 3600").fetchone()
+        latency = [("latency", sum(counts[:80])), ("ttft", sum(counts[80:]))]
     assert errors == {t: sum(r["error_type"] == t for r in rows if r["status"] == "error")
                       for t in {r["error_type"] for r in rows if r["status"] == "error"}}
     assert dict(latency) == {"latency": len(rows), "ttft": sum(r["ttft_ms"] is not None for r in rows)}

@@ -348,10 +348,12 @@ def m009_usage_rollups(db: sqlite3.Connection) -> None:
         "create table usage_errors (grain integer not null, bucket integer not null, dims integer not null,"
         " error_type text not null, n integer not null, primary key (grain, bucket, dims, error_type)) without rowid"
     )
+    # one row per bucket and combination, a column per bin (l0..l79 latency, t0..t79 time to
+    # first token): one upsert a request, and a month of them read as a few thousand rows
+    bins = ", ".join(f"{m}{k} integer not null" for m in "lt" for k in range(80))
     db.execute(
         "create table usage_latency (grain integer not null, bucket integer not null, dims integer not null,"
-        " metric text not null, bin integer not null, n integer not null,"
-        " primary key (grain, bucket, dims, metric, bin)) without rowid"
+        f" {bins}, primary key (grain, bucket, dims)) without rowid"
     )
 
     def num(column: str) -> str:  # out-of-range values (inf, text from old versions) count as 0, as in total_of
@@ -364,6 +366,10 @@ def m009_usage_rollups(db: sqlite3.Connection) -> None:
         mid = (lo + hi) // 2
         return (f"case when {column} < {2 ** (mid / 4)!r} then {bin_of(column, lo, mid)}"
                 f" else {bin_of(column, mid, hi)} end")
+
+    def binned(r: str) -> str:  # a value out of range (or none) has no bin
+        return ", ".join(f"iif(abs({r}{c}) < 1e18, {bin_of(f'{r}{c}')}, null) as {name}"
+                         for c, name in (("duration_ms", "bl"), ("ttft_ms", "bt")))
 
     def dims_of(r: str) -> str:
         return (f"coalesce({r}.team, ''), coalesce({r}.key_name, ''), coalesce({r}.model, ''),"
@@ -391,10 +397,10 @@ def m009_usage_rollups(db: sqlite3.Connection) -> None:
             f"{head}, coalesce({r}.error_type, 'error'), {agg('1')}", error,
             "n = n + excluded.n",
         )]
-        for metric, column in (("latency", "duration_ms"), ("ttft", "ttft_ms")):
-            b = bin_of(f"{r}.{column}")
-            out.append(("usage_latency", f"{head}, '{metric}', {b}, {agg('1')}", f"abs({r}.{column}) < 1e18",
-                        "n = n + excluded.n"))
+        # each bin column counts the rows whose value falls in it (``binned``: their bins, once each)
+        counts = ", ".join(agg(f"coalesce({b} = {k}, 0)") for b in ("binned.bl", "binned.bt") for k in range(80))
+        out.append(("usage_latency", f"{head}, {counts}", "true",
+                    ", ".join(f"{m}{k} = {m}{k} + excluded.{m}{k}" for m in "lt" for k in range(80))))
         return out
 
     grains = "(select 3600 as g union all select 86400)"
@@ -403,17 +409,20 @@ def m009_usage_rollups(db: sqlite3.Connection) -> None:
            f" ({dims_of('new')})) d")
     body = "; ".join(
         [f"insert into usage_dims (team, key_name, model, provider) values ({dims_of('new')}) on conflict do nothing"]
-        + [f"insert into {table} select {cols} from {grains} join {one} where {where}"
-           f" on conflict do update set {update}" for table, cols, where, update in selects("new", str)])
+        + [f"insert into {table} select {cols} from {grains} join {one}"
+           + (f" join (select {binned('new.')}) binned" if table == "usage_latency" else "")
+           + f" where {where} on conflict do update set {update}"
+           for table, cols, where, update in selects("new", str)])
     db.execute(f"create trigger requests_usage after insert on requests begin {body}; end")
     # what is logged already (what retention kept of it)
     db.execute(f"insert into usage_dims (team, key_name, model, provider) select distinct {dims_of('r')}"
                " from requests r")
     every = f"usage_dims d on (d.team, d.key_name, d.model, d.provider) = ({dims_of('r')})"
     for table, cols, where, _ in selects("r", lambda e: f"total({e})"):
-        keys = ", ".join(str(i) for i in range(1, {"usage_rollup": 4, "usage_errors": 5}.get(table, 6)))
-        db.execute(f"insert into {table} select {cols} from {grains} join requests r join {every}"
-                   f" where {where} group by {keys}")
+        cols = cols.replace("binned.", "r.")
+        keys = "1, 2, 3, 4" if table == "usage_errors" else "1, 2, 3"
+        db.execute(f"insert into {table} select {cols} from {grains}"
+                   f" join (select *, {binned('')} from requests) r join {every} where {where} group by {keys}")
 
 
 @migration

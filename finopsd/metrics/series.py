@@ -30,6 +30,8 @@ MAX_GROUPS: Final = 100  # past this many series the rest are summed as OTHER
 NONE: Final = "(none)"  # a row without a team (or key, model, provider)
 OTHER: Final = "(other)"
 _BIN_STEP: Final = 4  # m009: bin k holds [2**(k/4), 2**((k+1)/4)) ms
+_BINS: Final = 80  # per metric: l0..l79 (latency), t0..t79 (time to first token)
+BIN_SUMS: Final = ", ".join(f"sum(u.{m}{k})" for m in "lt" for k in range(_BINS))
 DIMS: Final = "join usage_dims d on d.id = u.dims"
 
 
@@ -119,11 +121,13 @@ async def usage(reader: aiosqlite.Connection, span: Window, group_by: str, filte
     hist: dict[str, dict[str, list[dict[int, int]]]] = {}
     wanted = [m for m in METRICS if m in set(metrics)]
     binned = [] if not set(wanted) & set(PERCENTILES) else await reader.execute_fetchall(
-        f"select u.bucket, d.{column}, u.metric, u.bin, sum(u.n) from usage_latency u {DIMS} where {where}"
-        " group by 1, 2, 3, 4", params)
+        f"select u.bucket, d.{column}, {BIN_SUMS} from usage_latency u {DIMS} where {where} group by 1, 2", params)
     for row in binned:
-        per_metric = hist.setdefault(_name(row[1]), {}).setdefault(row[2], [{} for _ in range(n)])
-        per_metric[index[row[0]]][row[3]] = row[4]
+        per_metric = hist.setdefault(_name(row[1]), {})
+        for m, metric in enumerate(("latency", "ttft")):
+            counts = row[2 + m * _BINS: 2 + (m + 1) * _BINS]
+            per_metric.setdefault(metric, [{} for _ in range(n)])[index[row[0]]] = {
+                k: c for k, c in enumerate(counts) if c}
     errors: dict[str, dict[str, int]] = {}
     for row in await reader.execute_fetchall(
             f"select d.{column}, u.error_type, sum(u.n) from usage_errors u {DIMS} where {where} group by 1, 2",
