@@ -150,3 +150,16 @@ async def test_percentiles_from_bins_are_within_nine_percent(tmp_path: Path) -> 
                 exact = values[max(1, math.ceil(q * len(values))) - 1]  # nearest rank, as the bins count it
                 estimate = group["totals"][f"{metric}_{label}_ms"]
                 assert exact / 2 ** (1 / 8) <= estimate * 1.0001 and estimate <= exact * 2 ** (1 / 8) * 1.0001
+
+
+async def test_past_a_hundred_groups_the_cheapest_are_summed_as_other(tmp_path: Path) -> None:
+    store = await LogStore.open(str(tmp_path / "logs.db"), flush_ms=5)
+    await fill(store, [make_row(f"k{i}", key_name=f"key-{i:03d}", cost_usd=0.001 * (i + 1), ts=NOW - 60)
+                       for i in range(120)])
+    answer = await store.usage(window("24h", None, None, None), "key", {}, ("requests", "cost_usd"))
+    await store.close()
+    names = [g["name"] for g in answer["groups"]]
+    assert len(names) == 101 and names[0] == "key-119" and names[-1] == "(other)"
+    other = answer["groups"][-1]["totals"]
+    assert other["requests"] == 20 and other["cost_usd"] == pytest.approx(0.001 * sum(range(1, 21)))
+    assert answer["all"]["totals"]["requests"] == 120

@@ -111,74 +111,74 @@ async def usage(reader: aiosqlite.Connection, span: Window, group_by: str, filte
     where, params = _where(span, filters)
     index = {b: i for i, b in enumerate(span.buckets)}
     n = len(span.buckets)
-    sums: dict[str, list[list[float]]] = {}
+    parts: dict[str, Parts] = {}
+
+    def part(name: str) -> Parts:
+        return parts.setdefault(_name(name), Parts(n))
+
     for row in await reader.execute_fetchall(
             f"select u.bucket, d.{column}, {', '.join(f'sum(u.{c})' for c in SUMS)} from usage_rollup u {DIMS}"
             f" where {where} group by 1, 2", params):
-        per = sums.setdefault(_name(row[1]), [[0.0] * n for _ in SUMS])
+        sums = part(row[1]).sums
         for j in range(len(SUMS)):
-            per[j][index[row[0]]] += row[2 + j]
-    hist: dict[str, dict[str, list[dict[int, int]]]] = {}
+            sums[j][index[row[0]]] += row[2 + j]
     wanted = [m for m in METRICS if m in set(metrics)]
     binned = [] if not set(wanted) & set(PERCENTILES) else await reader.execute_fetchall(
         f"select u.bucket, d.{column}, {BIN_SUMS} from usage_latency u {DIMS} where {where} group by 1, 2", params)
     for row in binned:
-        per_metric = hist.setdefault(_name(row[1]), {})
+        hist = part(row[1]).hist
         for m, metric in enumerate(("latency", "ttft")):
             counts = row[2 + m * _BINS: 2 + (m + 1) * _BINS]
-            per_metric.setdefault(metric, [{} for _ in range(n)])[index[row[0]]] = {
-                k: c for k, c in enumerate(counts) if c}
-    errors: dict[str, dict[str, int]] = {}
+            hist[metric][index[row[0]]] = {k: c for k, c in enumerate(counts) if c}
     for row in await reader.execute_fetchall(
             f"select d.{column}, u.error_type, sum(u.n) from usage_errors u {DIMS} where {where} group by 1, 2",
             params):
-        errors.setdefault(_name(row[0]), {})[row[1]] = row[2]
+        part(row[0]).errors[row[1]] = row[2]
 
     # the costliest groups first; past MAX_GROUPS the rest fold into one
-    order = sorted(sums, key=lambda g: (-sum(sums[g][SUMS.index("cost_usd")]), -sum(sums[g][0]), g))
-    for extra in order[MAX_GROUPS:]:
-        _fold(sums, hist, errors, extra, OTHER)
-    order = order[:MAX_GROUPS] + ([OTHER] if len(order) > MAX_GROUPS else [])
-    _fold_all = {"sums": [[sum(sums[g][j][i] for g in order) for i in range(n)] for j in range(len(SUMS))]}
-    groups = [_group(g, sums[g], hist.get(g, {}), errors.get(g, {}), wanted) for g in order]
-    every_hist: dict[str, list[dict[int, int]]] = {}
-    for g in order:
-        for metric, per in hist.get(g, {}).items():
-            into = every_hist.setdefault(metric, [{} for _ in range(n)])
-            for i, bins in enumerate(per):
-                for k, c in bins.items():
-                    into[i][k] = into[i].get(k, 0) + c
-    every_errors: dict[str, int] = {}
-    for g in order:
-        for kind, c in errors.get(g, {}).items():
-            every_errors[kind] = every_errors.get(kind, 0) + c
+    cost = SUMS.index("cost_usd")
+    order = sorted(parts, key=lambda g: (-sum(parts[g].sums[cost]), -sum(parts[g].sums[0]), g))
+    if len(order) > MAX_GROUPS:
+        rest = Parts(n)
+        for name in order[MAX_GROUPS:]:
+            rest.add(parts.pop(name))
+        order, parts[OTHER] = [*order[:MAX_GROUPS], OTHER], rest
+    every = Parts(n)
+    for name in order:
+        every.add(parts[name])
     return {
         "grain": span.grain, "since": span.since, "until": span.until, "buckets": span.buckets,
         "group_by": group_by, "filters": filters, "metrics": wanted,
-        "groups": groups, "all": _group(None, _fold_all["sums"], every_hist, every_errors, wanted),
+        "groups": [_group(name, parts[name], wanted) for name in order], "all": _group(None, every, wanted),
     }  # fmt: skip
 
 
-def _fold(sums: dict[str, Any], hist: dict[str, Any], errors: dict[str, Any], src: str, dst: str) -> None:
-    into = sums.setdefault(dst, [[0.0] * len(sums[src][0]) for _ in SUMS])
-    for j, row in enumerate(sums.pop(src)):
-        for i, v in enumerate(row):
-            into[j][i] += v
-    for metric, per in hist.pop(src, {}).items():
-        target = hist.setdefault(dst, {}).setdefault(metric, [{} for _ in per])
-        for i, bins in enumerate(per):
-            for k, c in bins.items():
-                target[i][k] = target[i].get(k, 0) + c
-    for kind, c in errors.pop(src, {}).items():
-        errors.setdefault(dst, {})[kind] = errors.get(dst, {}).get(kind, 0) + c
+class Parts:
+    """One group's numbers per bucket: the sums (in SUMS order), latency bins, error counts."""
+
+    def __init__(self, n: int) -> None:
+        self.sums = [[0.0] * n for _ in SUMS]
+        self.hist: dict[str, list[dict[int, int]]] = {m: [{} for _ in range(n)] for m in ("latency", "ttft")}
+        self.errors: dict[str, int] = {}
+
+    def add(self, other: Parts) -> None:
+        for mine, theirs in zip(self.sums, other.sums):
+            for i, v in enumerate(theirs):
+                mine[i] += v
+        for metric, per in other.hist.items():
+            for into, bins in zip(self.hist[metric], per):
+                for k, c in bins.items():
+                    into[k] = into.get(k, 0) + c
+        for kind, c in other.errors.items():
+            self.errors[kind] = self.errors.get(kind, 0) + c
 
 
 def _number(metric: str, value: float) -> float | int:
     return round(value, 6) if metric.endswith("_usd") else int(value)
 
 
-def _group(name: str | None, sums: list[list[float]], hist: dict[str, list[dict[int, int]]],
-           errors: dict[str, int], wanted: list[str]) -> dict[str, Any]:  # fmt: skip
+def _group(name: str | None, part: Parts, wanted: list[str]) -> dict[str, Any]:
+    sums, hist, errors = part.sums, part.hist, part.errors
     series: dict[str, list[Any]] = {}
     totals: dict[str, Any] = {}
     for j, metric in enumerate(SUMS):
@@ -188,7 +188,7 @@ def _group(name: str | None, sums: list[list[float]], hist: dict[str, list[dict[
     series["error_rate"] = [round(e / r, 4) if r else None for e, r in zip(failed, requests)]
     totals["error_rate"] = round(sum(failed) / sum(requests), 4) if sum(requests) else None
     for metric in ("latency", "ttft"):
-        per = hist.get(metric, [{} for _ in requests])
+        per = hist[metric]
         whole: dict[int, int] = {}
         for bins in per:
             for k, c in bins.items():
