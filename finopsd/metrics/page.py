@@ -24,10 +24,6 @@ TOP_N: Final = 10
 SHOWN: Final = 8  # series drawn in a chart; the rest are summed as OTHER
 
 
-def _usd(v: float) -> str:
-    return usd_text(v)
-
-
 def _count(v: float) -> str:
     v = float(v)
     for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -105,15 +101,15 @@ def _budgets(body: dict[str, Any]) -> str:
         fill = "#d55e00" if share >= 1 else "#e69f00" if share >= 0.8 else "#009e73"
         bar = (f'<svg width="160" height="12" role="img" aria-label="{b["percent"]}% of the budget">'
                f'<rect width="160" height="12" fill="#eee"/><rect width="{160 * share:.1f}" height="12" fill="{fill}"/>'
-               f"<title>{esc(_usd(b['spent_usd']))} of {esc(_usd(b['usd']))} ({b['percent']}%)</title></svg>")
+               f"<title>{esc(usd_text(b['spent_usd']))} of {esc(usd_text(b['usd']))} ({b['percent']}%)</title></svg>")
         out = b["projected_run_out"]
         when = ("spent" if out and b["spent_usd"] >= b["usd"] else f"runs out {out[:16].replace('T', ' ')} UTC"
                 if out else "not before it resets" if b["resets_at"] else "no spend lately")
         rows.append(
             f'<tr data-budget="{esc(b["scope"])}:{esc(b["name"])}:{esc(b["period"])}"><td>{esc(b["scope"])}</td>'
             f'<td><a href="{esc(_logs_href(body, **{b["scope"]: b["name"]}))}">{esc(b["name"])}</a></td>'
-            f"<td>{esc(b['period'])}</td><td>{esc(_usd(b['spent_usd']))} / {esc(_usd(b['usd']))}</td>"
-            f"<td>{bar} {b['percent']}%</td><td>{esc(_usd(b['usd_per_day']))}/day</td><td>{esc(when)}</td>"
+            f"<td>{esc(b['period'])}</td><td>{esc(usd_text(b['spent_usd']))} / {esc(usd_text(b['usd']))}</td>"
+            f"<td>{bar} {b['percent']}%</td><td>{esc(usd_text(b['usd_per_day']))}/day</td><td>{esc(when)}</td>"
             f"<td>{esc((b['resets_at'] or 'never')[:16].replace('T', ' '))}</td></tr>")
     body_rows = "".join(rows) or '<tr><td colspan="8" class="muted">no budgets configured</td></tr>'
     return ('<section class="usage"><h2>Budget burn-down</h2><table class="rows budgets"><thead><tr><th>for</th>'
@@ -141,14 +137,14 @@ def render_usage(query: Mapping[str, str], body: dict[str, Any] | None, error: s
     every = body["all"]
     span = f"{iso(body['since'])} to {iso(body['until'])}, per {grain}, by {body['group_by']}"
     parts = [form(query), f'<p class="totals" data-total-cost="{every["totals"]["cost_usd"]!r}">{esc(span)}: '
-             f"{esc(_usd(every['totals']['cost_usd']))}, {every['totals']['requests']:,} requests</p>"]
+             f"{esc(usd_text(every['totals']['cost_usd']))}, {every['totals']['requests']:,} requests</p>"]
 
     cost = _shown(g, "cost_usd", SHOWN)
     parts.append(_section(
-        f"Cost per {grain}", bars("cost", f"cost per {grain} by {body['group_by']}", b, grain, cost, _usd, "USD"),
+        f"Cost per {grain}", bars("cost", f"cost per {grain} by {body['group_by']}", b, grain, cost, usd_text, "USD"),
         legend([n for n, _ in cost], [("#222", "total")]),
-        _table(body, "cost", g, [("cost", "cost_usd", _usd), ("requests", "requests", _count),
-                                 ("cost without caching", "cost_without_cache_usd", _usd)])))
+        _table(body, "cost", g, [("cost", "cost_usd", usd_text), ("requests", "requests", _count),
+                                 ("cost without caching", "cost_without_cache_usd", usd_text)])))
     requests = _shown(g, "requests", SHOWN)
     tokens = [(label, every["series"][m]) for label, m in (("prompt (uncached)", "prompt_tokens"),
                                                            ("cached", "cached_tokens"), ("completion", "completion_tokens"))]

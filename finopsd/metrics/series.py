@@ -114,7 +114,10 @@ async def usage(reader: aiosqlite.Connection, span: Window, group_by: str, filte
     parts: dict[str, Parts] = {}
 
     def part(name: str) -> Parts:
-        return parts.setdefault(_name(name), Parts(n))
+        name = _name(name)
+        if name not in parts:
+            parts[name] = Parts(n)
+        return parts[name]
 
     for row in await reader.execute_fetchall(
             f"select u.bucket, d.{column}, {', '.join(f'sum(u.{c})' for c in SUMS)} from usage_rollup u {DIMS}"
