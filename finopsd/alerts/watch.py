@@ -41,6 +41,8 @@ class Watcher:
         return self.app[RUNTIME].config.alerts  # the current one: SIGHUP may change it
 
     async def check(self) -> None:
+        if not self.config.targets:
+            return  # nothing to tell; a reload (SIGHUP) may add a target
         store, gov = self.app[LOGSTORE], self.app[GOVERNANCE]
         await gov.sync()
         now, report = gov.clock(), gov.report()
@@ -76,6 +78,8 @@ class Watcher:
         task.add_done_callback(self.sending.discard)
 
     async def _send(self, alert: dict[str, Any]) -> None:
+        if not self.config.targets:
+            return  # stays pending: sent at a start with a target
         async with self.slots:
             status, attempts, error = await deliver(self.app[RUNTIME].session, self.config, alert)
         await self.app[LOGSTORE].alert_sent(alert["id"], status, attempts, error)
@@ -92,10 +96,7 @@ class Watcher:
 
 
 async def watch_alerts(app: web.Application) -> AsyncIterator[None]:
-    """Run the watcher while the app serves, when the config names a target to send to."""
-    if not app[RUNTIME].config.alerts.targets:
-        yield
-        return
+    """Run the watcher while the app serves; it checks only while the config names a target."""
     watcher = Watcher(app)
     task = asyncio.create_task(watcher.run(), name="alert-watcher")
     yield
