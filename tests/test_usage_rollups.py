@@ -14,7 +14,7 @@ import pytest
 
 from finopsd.log import schema
 from finopsd.log.store import LogStore
-from finopsd.metrics.series import window
+from finopsd.reports.series import window
 from tests.test_logstore import make_row
 
 NOW = time.time()

@@ -43,7 +43,7 @@ import aiosqlite
 from finopsd.exchange import new_request_id
 from finopsd.log import search as searching
 from finopsd.log import sessionviews
-from finopsd.metrics import series as usage_series
+from finopsd.reports import series as usage_series
 from finopsd.log.content import ANSWER, POS, SKELETON, TOOLS, join_request, unpack
 from finopsd.log.retention import prune_step
 from finopsd.log.schema import MESSAGE_REFS_SQL, MIGRATIONS, migrate, shown, total_of
@@ -377,7 +377,7 @@ class LogStore:
 
     async def usage(self, span: usage_series.Window, group_by: str, filters: dict[str, str],
                     metrics: tuple[str, ...] = usage_series.METRICS) -> dict[str, Any]:
-        """The /api/usage series from the roll-ups (``finopsd.metrics.series``)."""
+        """The /api/usage series from the roll-ups (``finopsd.reports.series``)."""
         return await usage_series.usage(self._reader, span, group_by, filters, metrics)
 
     # ------------------------------------------------------------------ alerts (finopsd.alerts)

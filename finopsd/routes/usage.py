@@ -20,9 +20,9 @@ from aiohttp import web
 from finopsd import access
 from finopsd.appkeys import GOVERNANCE, LOGSTORE
 from finopsd.errors import BadRequest
-from finopsd.metrics.burn import RECENT_S, burn_down
-from finopsd.metrics.page import render_usage
-from finopsd.metrics.series import GROUPS, METRICS, Window, window
+from finopsd.reports.burn import RECENT_S, burn_down
+from finopsd.reports.page import render_usage
+from finopsd.reports.series import GROUPS, METRICS, Window, window
 from finopsd.routes.logs import PAGE_HEADERS, parse_time
 from finopsd.spend import iso
 

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlencode
 
-from finopsd.metrics.charts import bars, legend, lines
-from finopsd.metrics.series import GROUPS, NONE, OTHER
+from finopsd.reports.charts import bars, legend, lines
+from finopsd.reports.series import GROUPS, NONE, OTHER
 from finopsd.spend import iso, usd_text
 from finopsd.web.items import fmt_ms
 from finopsd.web.pages import _input, _select, esc, render_page
