@@ -10,6 +10,7 @@ import aiohttp
 from aiohttp import web
 
 from finopsd import access, admin, attribution, catalog, governance, keystore, mcp_upstream, openapi, otel
+from finopsd.alerts.watch import watch_alerts
 from finopsd.log import recorder
 from finopsd.metrics import endpoint as metrics
 from finopsd.appkeys import CONFIG, GOVERNANCE, RUNTIME
@@ -22,6 +23,7 @@ from finopsd.routes import anthropic, genai, health, openai, responses
 from finopsd.routes import logs
 from finopsd.routes import keyadmin, keys
 from finopsd.routes import mcp
+from finopsd.routes import usage
 from finopsd.runtime import Runtime
 
 MB = 1024 * 1024
@@ -62,6 +64,7 @@ def build_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(governance.open_governance)  # spend rebuilt from the log before serving
     app.cleanup_ctx.append(recorder.prune_old_rows)
     app.cleanup_ctx.append(upstream_session)  # the one pooled ClientSession
+    app.cleanup_ctx.append(watch_alerts)  # budget and error-rate alerts, sent on that session
     app.cleanup_ctx.append(catalog.discover_models)  # best effort, never blocks startup
     app.cleanup_ctx.append(mcp_upstream.open_mcp_upstreams)  # closed before the log store: calls get logged
     app[mcp.MCP_SESSIONS] = mcp.Sessions()
@@ -77,6 +80,7 @@ def build_app(config: Config) -> web.Application:
     keyadmin.add_routes(app.router)
     mcp.add_routes(app.router)
     metrics.add_routes(app.router)
+    usage.add_routes(app.router)
     return app
 
 

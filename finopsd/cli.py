@@ -530,16 +530,16 @@ USAGE_COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "cached_token
 
 @main.command(name="usage")
 @_config_option
-@click.option("--by", type=click.Choice(["key", "team", "model", "provider", "session", "user", "project", "tag"]),
+@click.option("--by", type=click.Choice(["key", "team", "model", "provider", "session", "user", "project", "tag", "day"]),
               default="key", show_default=True,
               help="What to group by (session: one row per agent task; user, project, tag: the x-finops-* headers"
-              " or the key's pins; a request with two tags counts under each).")
+              " or the key's pins; a request with two tags counts under each; day: per UTC day).")
 @click.option("--since", help="ISO 8601 date or time (UTC unless it has an offset) or epoch seconds;"
               " default: the start of this month (UTC).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
 def usage_command(config_path: str | None, by: str, since: str | None, as_json: bool, as_csv: bool) -> None:
-    """Requests, tokens and cost per key, team, model, provider, session, user, project or tag.
+    """Requests, tokens and cost per key, team, model, provider, session, user, project, tag or UTC day.
 
     Rows flagged `unpriced` cost 0 (no price known: add one under `pricing:`);
     `estimated` rows had no usage from the upstream (e.g. the client hung up).
@@ -550,6 +550,7 @@ def usage_command(config_path: str | None, by: str, since: str | None, as_json: 
     finopsd usage --by model --csv > usage.csv
     finopsd usage --by session --since 2026-01-31    # the costliest agent tasks first
     finopsd usage --by user                          # who spent what inside one team key
+    finopsd usage --by day                           # this month day by day
     """
     config, _ = _load(config_path)
     try:

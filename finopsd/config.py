@@ -14,6 +14,7 @@ from typing import Any, Final, Mapping
 
 from finopsd.caching import CachingConfig, caching_section
 from finopsd.keyconfig import AuthConfig, Budget, Price, RateLimit, TeamConfig, VirtualKey, governance_section
+from finopsd.alerts.config import AlertsConfig, alerts_section
 from finopsd.mcpconfig import McpConfig, McpServerConfig, mcp_section
 from finopsd.providers.registry import KNOWN_PROVIDERS, PROTOCOLS
 from finopsd.yamldoc import ConfigError, Doc, Reader, resolve_env
@@ -155,6 +156,7 @@ class Config:
     mcp: McpConfig = field(default_factory=McpConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     otel: OtelConfig = field(default_factory=OtelConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     source: str = "<embedded default>"
 
     @property
@@ -278,7 +280,8 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
     env = os.environ if env is None else env
     doc = Doc(filename, text)
     top = Reader(doc, doc.data, "", {"server", "storage", "logs", "providers", "aliases", "fallbacks", "anthropic",
-                                      "gemini", "auth", "teams", "virtual_keys", "pricing", "mcp", "metrics", "otel"})
+                                      "gemini", "auth", "teams", "virtual_keys", "pricing", "mcp", "metrics", "otel",
+                                      "alerts"})
     st = Reader(doc, top.data.get("storage"), "storage", {"path"})
     storage = StorageConfig(path=st.get("path", str) or str(default_data_dir(env) / "finops.db"))
     pr = Reader(doc, top.data.get("providers"), "providers", set(top.data.get("providers") or {}))
@@ -326,6 +329,7 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
         mcp=mcp_section(doc, top.data.get("mcp"), env),
         metrics=metrics,
         otel=otel,
+        alerts=alerts_section(doc, top.data.get("alerts"), env),
         source=filename,
     )
 

@@ -170,6 +170,17 @@ def document() -> dict[str, Any]:
         "One session: its summary and its turns, each with only the messages it added, the answer,"
         " tokens, cost and latency (admin)", path_id, "session, turns", 401, 403, 404)
     paths.update(key_admin_paths())
+    paths["/api/usage"] = admin_get(
+        "Usage over time from the roll-ups (admin): per hour or day and per team, key, model or provider,"
+        " each metric as a series and a total (requests, errors, client_closed, prompt/cached/completion tokens,"
+        " cost_usd, cost_without_cache_usd, error_rate, latency and ttft p50/p95 in ms, within -8%/+9%),"
+        " the error types, and each budget's burn-down with its projected run-out time",
+        [{"name": "range", "in": "query", "schema": {"type": "string", "enum": ["24h", "7d", "30d", "custom"]}},
+         {"name": "grain", "in": "query", "schema": {"type": "string", "enum": ["hour", "day"]}},
+         {"name": "group_by", "in": "query", "schema": {"type": "string", "enum": ["team", "key", "model", "provider"]}},
+         *strings("since", "until", "team", "key", "model", "provider", "metric")],
+        "grain, since, until, buckets (UTC starts), group_by, filters, metrics, groups [{name, totals, series,"
+        " error_types}], all {totals, series, error_types}, budgets", 400, 401, 403)
     return {
         "openapi": "3.1.0",
         "info": {"title": "finopsd", "version": __version__},

@@ -198,3 +198,18 @@ async def test_usage_by_session_sums_each_task(logged_tasks: tuple[Any, Path, li
     first, second = text.stdout.splitlines()[2:4]
     assert first.startswith(sessions["roo"]["id"]) and second.startswith(sessions["cline"]["id"])  # costliest first
     assert text.stdout.splitlines()[-1].split()[:2] == ["total", "4"]
+
+
+def test_usage_by_day_has_one_row_per_utc_day_oldest_first(config: Path, tmp_path: Path) -> None:
+    midnight = NOW // 86400 * 86400
+    write_rows(tmp_path / "logs.db", [
+        row("d2-a", ts=midnight - 2 * 86400 + 10, cost_usd=0.5, **said("two days ago")),
+        row("d2-b", ts=midnight - 86400 - 10, cost_usd=0.25, **said("two days ago, last second")),
+        row("d0", ts=midnight + 5, cost_usd=1.0, **said("today")),
+    ])  # fmt: skip
+    result = run("usage", "--by", "day", "--since", str(midnight - 3 * 86400), "--json", "--config", str(config))
+    days = [(r["day"], r["requests"], r["cost_usd"]) for r in json.loads(result.stdout)["rows"]]
+    day = [time.strftime("%Y-%m-%d", time.gmtime(midnight - n * 86400)) for n in (2, 0)]
+    assert days == [(day[0], 2, 0.75), (day[1], 1, 1.0)]
+    text = run("usage", "--by", "day", "--since", str(midnight - 3 * 86400), "--config", str(config)).stdout
+    assert [line.split()[0] for line in text.splitlines()[2:]] == [*day, "total"]

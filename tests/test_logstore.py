@@ -90,7 +90,7 @@ async def test_blank_database_gets_tables_columns_and_fts_index(store: LogStore,
         team_index = {r[2] for r in db.execute("pragma index_info(requests_team)")}
         pragmas = [db.execute(f"pragma {p}").fetchone()[0] for p in ("journal_mode", "auto_vacuum")]
     assert {"requests", "content", "content_fts", "request_content", "sessions", "_migrations",
-            "requests_spend", "requests_preview_ad"} <= names
+            "requests_spend", "requests_preview_ad", "requests_usage", "usage_rollup", "usage_latency"} <= names
     assert not {"requests_fts", "requests_m001", "requests_ai"} & names  # the whole-text index is gone
     assert pk == ["id"]  # explicit integer key: the references must survive VACUUM
     assert {"request_id", "attempts", "session", "turn", "parent", "prefix_len", "new_from"} <= columns
@@ -100,7 +100,8 @@ async def test_blank_database_gets_tables_columns_and_fts_index(store: LogStore,
     assert applied == [fn.__name__ for fn in MIGRATIONS] == [
         "m001_requests", "m002_requests_fts", "m003_covering_indexes", "m004_stored_responses",
         "m005_spend_by_day", "m006_request_previews", "m007_content_and_sessions",
-        "m008_stored_response_owner", "m009_attribution", "m010_dashboard_keys"]
+        "m008_stored_response_owner", "m009_attribution", "m010_dashboard_keys", "m011_usage_rollups",
+        "m012_alerts"]
     assert {"stored_responses", "dashboard_keys", "dashboard_teams", "audit"} <= names
     assert {"key_name", "ts", "id", "cost_usd", "session", "cost_without_cache_usd"} <= team_index  # a second filter and the totals stay in it
     assert pragmas == ["wal", 2]  # 2 = incremental

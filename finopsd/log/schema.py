@@ -353,6 +353,121 @@ def m010_dashboard_keys(db: sqlite3.Connection) -> None:
     db.execute("create index audit_ts on audit (ts)")
 
 
+@migration
+def m011_usage_rollups(db: sqlite3.Connection) -> None:
+    # /usage and /api/usage read these, never the log: per hour and per day (``grain`` in
+    # seconds, ``bucket`` the UTC start) and per combination of (team, key, model, provider)
+    # (``usage_dims``, '' for none; rows name it by its integer id, which keeps them small),
+    # kept by a trigger as each row is inserted. Pruning deletes requests and never touches
+    # these, so the charts keep history past logs.retention_days. Latency and time to first
+    # token go into fixed log-spaced bins: bin k holds [2**(k/4), 2**((k+1)/4)) ms (bin 0
+    # everything under 2**(1/4) ms, bin 79 everything from 2**(79/4) ms = 880 s), so a
+    # percentile read at its bin's geometric middle is within a factor 2**(1/8) (-8%/+9%).
+    db.execute(
+        "create table usage_dims (id integer primary key, team text not null, key_name text not null,"
+        " model text not null, provider text not null, unique (team, key_name, model, provider))"
+    )
+    db.execute(
+        "create table usage_rollup (grain integer not null, bucket integer not null, dims integer not null,"
+        " requests integer not null, errors integer not null, client_closed integer not null,"
+        " prompt_tokens integer not null, cached_tokens integer not null, completion_tokens integer not null,"
+        " cost_usd real not null, cost_without_cache_usd real not null, primary key (grain, bucket, dims))"
+        " without rowid"
+    )
+    db.execute(
+        "create table usage_errors (grain integer not null, bucket integer not null, dims integer not null,"
+        " error_type text not null, n integer not null, primary key (grain, bucket, dims, error_type)) without rowid"
+    )
+    # one row per bucket and combination, a column per bin (l0..l79 latency, t0..t79 time to
+    # first token): one upsert a request, and a month of them read as a few thousand rows
+    bins = ", ".join(f"{m}{k} integer not null" for m in "lt" for k in range(80))
+    db.execute(
+        "create table usage_latency (grain integer not null, bucket integer not null, dims integer not null,"
+        f" {bins}, primary key (grain, bucket, dims)) without rowid"
+    )
+
+    def num(column: str) -> str:  # out-of-range values (inf, text from old versions) count as 0, as in total_of
+        return f"iif(abs({column}) < 1e18, {column}, 0)"
+
+    def bin_of(column: str, lo: int = 0, hi: int = 80) -> str:
+        # a binary search over the bins' lower edges: 7 comparisons a value, not up to 79
+        if hi - lo == 1:
+            return str(lo)
+        mid = (lo + hi) // 2
+        return (f"case when {column} < {2 ** (mid / 4)!r} then {bin_of(column, lo, mid)}"
+                f" else {bin_of(column, mid, hi)} end")
+
+    def binned(r: str) -> str:  # a value out of range (or none) has no bin
+        return ", ".join(f"iif(abs({r}{c}) < 1e18, {bin_of(f'{r}{c}')}, null) as {name}"
+                         for c, name in (("duration_ms", "bl"), ("ttft_ms", "bt")))
+
+    def dims_of(r: str) -> str:
+        return (f"coalesce({r}.team, ''), coalesce({r}.key_name, ''), coalesce({r}.model, ''),"
+                f" coalesce({r}.provider, '')")
+
+    # One SELECT each, used twice: by the trigger over ``new`` (agg = the value itself) and by
+    # the backfill over the table (agg = total, grouped by the key columns).
+    def selects(r: str, agg: Callable[[str], str]) -> list[tuple[str, str, str, str]]:
+        head = f"g, cast({r}.ts / g as integer) * g, d.id"
+        error, closed = f"{r}.status = 'error'", f"{r}.status = 'client_closed'"
+        out = [(
+            "usage_rollup",
+            f"{head}, {agg('1')}, {agg(error)}, {agg(closed)}, {agg(num(f'{r}.prompt_tokens'))},"
+            f" {agg(num(f'{r}.cached_tokens'))}, {agg(num(f'{r}.completion_tokens'))}, {agg(num(f'{r}.cost_usd'))},"
+            f" {agg(num(f'coalesce({r}.cost_without_cache_usd, {r}.cost_usd)'))}", "true",
+            "requests = requests + excluded.requests, errors = errors + excluded.errors,"
+            " client_closed = client_closed + excluded.client_closed,"
+            " prompt_tokens = prompt_tokens + excluded.prompt_tokens,"
+            " cached_tokens = cached_tokens + excluded.cached_tokens,"
+            " completion_tokens = completion_tokens + excluded.completion_tokens,"
+            " cost_usd = cost_usd + excluded.cost_usd,"
+            " cost_without_cache_usd = cost_without_cache_usd + excluded.cost_without_cache_usd",
+        ), (
+            "usage_errors",
+            f"{head}, coalesce({r}.error_type, 'error'), {agg('1')}", error,
+            "n = n + excluded.n",
+        )]
+        # each bin column counts the rows whose value falls in it (``binned``: their bins, once each)
+        counts = ", ".join(agg(f"coalesce({b} = {k}, 0)") for b in ("binned.bl", "binned.bt") for k in range(80))
+        out.append(("usage_latency", f"{head}, {counts}", "true",
+                    ", ".join(f"{m}{k} = {m}{k} + excluded.{m}{k}" for m in "lt" for k in range(80))))
+        return out
+
+    grains = "(select 3600 as g union all select 86400)"
+    # the row's combination, found by the unique index (made first if it is new)
+    one = ("(select id from usage_dims where (team, key_name, model, provider) ="
+           f" ({dims_of('new')})) d")
+    body = "; ".join(
+        [f"insert into usage_dims (team, key_name, model, provider) values ({dims_of('new')}) on conflict do nothing"]
+        + [f"insert into {table} select {cols} from {grains} join {one}"
+           + (f" join (select {binned('new.')}) binned" if table == "usage_latency" else "")
+           + f" where {where} on conflict do update set {update}"
+           for table, cols, where, update in selects("new", str)])
+    db.execute(f"create trigger requests_usage after insert on requests begin {body}; end")
+    # what is logged already (what retention kept of it)
+    db.execute(f"insert into usage_dims (team, key_name, model, provider) select distinct {dims_of('r')}"
+               " from requests r")
+    every = f"usage_dims d on (d.team, d.key_name, d.model, d.provider) = ({dims_of('r')})"
+    for table, cols, where, _ in selects("r", lambda e: f"total({e})"):
+        cols = cols.replace("binned.", "r.")
+        keys = "1, 2, 3, 4" if table == "usage_errors" else "1, 2, 3"
+        db.execute(f"insert into {table} select {cols} from {grains}"
+                   f" join (select *, {binned('')} from requests) r join {every} where {where} group by {keys}")
+
+
+@migration
+def m012_alerts(db: sqlite3.Connection) -> None:
+    # Each alert fired (a budget threshold in one window, a provider's error rate in one
+    # 5-minute window), claimed here before it is sent: the unique key is what makes it fire
+    # once, also across a restart. Kept small (a message, no URL: targets may be secrets).
+    db.execute(
+        "create table alerts (id integer primary key, ts real not null, kind text not null, subject text not null,"
+        " window text not null, threshold real not null, message text not null, status text not null,"
+        " attempts integer not null default 0, last_error text, unique (kind, subject, window, threshold))"
+    )
+    db.execute("create index alerts_ts on alerts(ts desc)")
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply every migration not yet recorded, each in its own transaction; return their names."""
     db.execute("create table if not exists _migrations (name text primary key, applied_at real not null)")

@@ -43,6 +43,7 @@ import aiosqlite
 from finopsd.exchange import new_request_id
 from finopsd.log import search as searching
 from finopsd.log import sessionviews
+from finopsd.reports import series as usage_series
 from finopsd.log.content import ANSWER, POS, SKELETON, TOOLS, join_request, unpack
 from finopsd.log.retention import prune_step
 from finopsd.log.schema import MESSAGE_REFS_SQL, MIGRATIONS, migrate, shown, total_of
@@ -56,7 +57,8 @@ log = logging.getLogger(__name__)
 
 _STOP: Final = object()
 USAGE_GROUPS: Final = {"key": "key_name", "team": "team", "model": "model", "provider": "provider",
-                       "session": "session", "user": "user", "project": "project", "tag": "tag.value"}  # fmt: skip
+                       "session": "session", "user": "user", "project": "project", "tag": "tag.value",
+                       "day": "cast(ts / 86400 as integer)"}  # fmt: skip
 BATCH_BYTES: Final = 8 << 20  # a batch stops growing here, so one transaction stays short
 ROW_BYTES: Final = 1024  # what a row without a known body size counts for
 WRITER_CACHE_KB: Final = 8 * 1024
@@ -310,9 +312,12 @@ class LogStore:
 
     async def usage_by(self, by: str, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
         """Requests, tokens and cost per key, team, model, provider, session, user, project or tag
-        (a request with two tags counts under each), costliest first."""
+        (a request with two tags counts under each), costliest first; or per UTC day
+        (``YYYY-MM-DD``), oldest first."""
         column = USAGE_GROUPS[by]  # a fixed column name, never user text
-        shown_as = "(select session_id from sessions s where s.id = requests.session)" if by == "session" else column
+        shown_as = {"session": "(select session_id from sessions s where s.id = requests.session)",
+                    "day": "date(cast(ts / 86400 as integer) * 86400, 'unixepoch')"}.get(by, column)
+        order = "1" if by == "day" else "7 desc, 2 desc"  # days in order; else the costliest first
         # each tag of the request's JSON list as a row of its own; untagged requests under null
         source = ("requests left join json_each(iif(json_valid(requests.tags), requests.tags, null)) tag"
                   if by == "tag" else "requests")
@@ -323,7 +328,7 @@ class LogStore:
             " total(instr(coalesce(cost_flags, ''), 'unpriced') > 0),"
             " total(instr(coalesce(cost_flags, ''), 'estimated') > 0),"
             f" {total_of('coalesce(cost_without_cache_usd, cost_usd)')}"
-            f" from {source} where ts >= ? and ts < ? group by {column} order by 7 desc, 2 desc", span)
+            f" from {source} where ts >= ? and ts < ? group by {column} order by {order}", span)
         return [{by: r[0], "requests": r[1], "prompt_tokens": int(r[2]), "completion_tokens": int(r[3]),
                  "cached_tokens": int(r[4]), "reasoning_tokens": int(r[5]), "cost_usd": float(r[6]),
                  "cost_without_cache_usd": float(r[9]), "cache_savings_usd": float(r[9]) - float(r[6]),
@@ -385,6 +390,39 @@ class LogStore:
     async def sessions(self, **filters: Any) -> dict[str, Any]:
         """A page of sessions, newest-active first (see SESSIONS_CONTRACT / sessionviews)."""
         return await sessionviews.sessions(self._reader, **filters)
+
+    async def usage(self, span: usage_series.Window, group_by: str, filters: dict[str, str],
+                    metrics: tuple[str, ...] = usage_series.METRICS) -> dict[str, Any]:
+        """The /api/usage series from the roll-ups (``finopsd.reports.series``)."""
+        return await usage_series.usage(self._reader, span, group_by, filters, metrics)
+
+    # ------------------------------------------------------------------ alerts (finopsd.alerts)
+
+    async def claim_alert(self, kind: str, subject: str, window: str, threshold: float, message: str) -> int | None:
+        """Record an alert as pending; its id, or None when it was claimed before (then it is not sent again)."""
+        cursor = await self._on_writer(
+            self._db.execute, "insert into alerts (ts, kind, subject, window, threshold, message, status)"
+            " values (?, ?, ?, ?, ?, ?, 'pending') on conflict do nothing",
+            (time.time(), kind, subject, window, threshold, message))
+        return cursor.lastrowid if cursor.rowcount == 1 else None
+
+    async def alert_sent(self, alert_id: int, status: str, attempts: int, error: str | None) -> None:
+        await self._on_writer(self._db.execute, "update alerts set status = ?, attempts = ?, last_error = ?"
+                              " where id = ?", (status, attempts, error, alert_id))
+
+    async def alerts(self, limit: int = 50, status: str | None = None) -> list[dict[str, Any]]:
+        """The newest alerts first (``status``: only those, e.g. 'pending')."""
+        rows = await self._reader.execute_fetchall(
+            "select id, ts, kind, subject, window, threshold, message, status, attempts, last_error from alerts"
+            " where ? is null or status = ? order by ts desc, id desc limit ?", (status, status, limit))
+        return [dict(r) for r in rows]
+
+    async def provider_errors(self, since: float) -> list[tuple[str, int, int]]:
+        """(provider, requests, errors) since ``since``: the error-rate alert's window."""
+        rows = await self._reader.execute_fetchall(
+            "select provider, count(*), total(status = 'error') from requests where ts >= ? and provider is not null"
+            " group by provider", (since,))
+        return [(r[0], int(r[1]), int(r[2])) for r in rows]
 
     async def session(self, session_id: str) -> dict[str, Any] | None:
         """One session with its turns in order, each with only what it added."""

@@ -90,7 +90,7 @@ def render_keys(report: dict[str, Any], csrf: str = "", audit: list[dict[str, An
 <title>keys · finopsd</title><link rel="stylesheet" href="/static/logs.css">
 <link rel="icon" href="/static/favicon.svg" type="image/svg+xml"></head>
 <body><header><a class="brand" href="/logs">finopsd</a> <span class="where">virtual keys</span>
-<a href="/logs">logs</a></header><main>
+<nav class="site"><a href="/logs">logs</a> <a href="/usage">usage</a> <a href="/keys">keys</a></nav></header><main>
 <p class="totals">{_esc(auth)}; spend as of {_esc(report['time'])} (UTC calendar windows)</p>
 {editor}
 <h2>Keys</h2>

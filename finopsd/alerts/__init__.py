@@ -1,0 +1,1 @@
+"""Budget and provider error-rate alerts to webhooks (config ``alerts``)."""
