@@ -16,14 +16,15 @@ Values shorter than ``MIN_LENGTH`` are not treated as secrets: a header such as
 from __future__ import annotations
 
 import json
+import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from finopsd.config import Config
 
-__all__ = ["MARK", "Scrubber", "config_secrets"]
+__all__ = ["MARK", "LogScrub", "Scrubber", "config_secrets"]
 
 MARK: Final = "[secret]"
 MIN_LENGTH: Final = 8
@@ -121,3 +122,23 @@ class Scrubber:
             elif isinstance(item, (list, tuple)):
                 stack.extend(item)
         return False
+
+
+class LogScrub(logging.Filter):
+    """On a handler: the process log (journald) gets the same scrub as clients and the request
+    log. A record's message and traceback are rendered here, then scrubbed; ``scrubber`` is
+    asked each time, so a SIGHUP's new secrets count at once."""
+
+    def __init__(self, scrubber: Callable[[], Scrubber]) -> None:
+        super().__init__()
+        self._scrubber = scrubber
+        self._format = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        scrubber = self._scrubber()
+        record.msg, record.args = scrubber.text(record.getMessage()), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._format.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrubber.text(record.exc_text)
+        return True

@@ -22,6 +22,7 @@ from finopsd.app import build_app
 from finopsd.appkeys import LOGSTORE, RUNTIME
 from finopsd.config import Config, ConfigError
 from finopsd.connections import CappedSite, connection_cap, raise_open_files_limit
+from finopsd.scrub import LogScrub
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,19 @@ async def serve(config: Config, loader: Callable[[], Config] | None, say: Callab
     """Serve until SIGTERM/SIGINT; ``loader`` re-reads the config on SIGHUP (None: no file to reload)."""
     cap = connection_cap(config.server.max_connections, raise_open_files_limit())
     app = build_app(config)
+    scrub_logs = LogScrub(lambda: app[RUNTIME].scrubber)
+    handlers = logging.getLogger().handlers
+    for handler in handlers:
+        handler.addFilter(scrub_logs)
+    try:
+        await _serve(app, config, loader, say, cap)
+    finally:
+        for handler in handlers:
+            handler.removeFilter(scrub_logs)
+
+
+async def _serve(app: web.Application, config: Config, loader: Callable[[], Config] | None,
+                 say: Callable[[str], None], cap: int) -> None:
     # handler_cancellation: a client that hangs up cancels its upstream call at once
     runner = web.AppRunner(
         app,

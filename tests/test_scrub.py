@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 
 from finopsd import config as cfg
-from finopsd.scrub import MARK, MAX_LEARNED, Scrubber, config_secrets
+from finopsd.scrub import MARK, MAX_LEARNED, LogScrub, Scrubber, config_secrets
 
 KEY = "sk-live/abc+def==0001"  # AWS-style characters: '/' and '+'
 
@@ -55,3 +57,29 @@ mcp:
     found = set(config_secrets(config))
     assert {"admin-token-0001", "sk-from-env-0001", "header-secret-01", "aws/secret+key01",
             "ghp_example_0001"} <= found
+
+
+def test_the_process_log_is_scrubbed_messages_arguments_and_tracebacks() -> None:
+    secret = "sk-live-log-secret-0042"
+    scrubber = Scrubber([secret])
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.addFilter(LogScrub(lambda: scrubber))
+    logger = logging.getLogger("tests.scrub.process-log")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        logger.warning("upstream said: %s", f"bad key Bearer {secret}")
+        try:
+            raise RuntimeError(f"echoed {secret}")
+        except RuntimeError:
+            logger.exception("request %s failed", "r1")
+        scrubber.learn("ya29.run-time-token-77")  # asked each time: a token learned later counts
+        logger.info("token ya29.run-time-token-77 refreshed")
+    finally:
+        logger.removeHandler(handler)
+    text = out.getvalue()
+    assert secret not in text and "ya29.run-time-token-77" not in text
+    assert text.count(MARK) == 3 and "RuntimeError: echoed [secret]" in text and "request r1 failed" in text
