@@ -16,12 +16,48 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+from yarl import URL
+
 from bench.load import CLIENT_HEADERS, CLIENT_MODEL, Load, Target
 from bench.procs import cpu_ms, memory_mb
-from bench.report import FINOPSD
+from bench.report import FINOPSD, FLOOR
 
 DRAIN_WAIT_S = 60.0
 RSS_EVERY_S = 0.5
+LAG = "finopsd_event_loop_lag_seconds"
+
+
+async def loop_lag(target: Target) -> tuple[dict[str, float], float]:
+    """finopsd's event loop lag histogram (cumulative count by bound) and its max since start."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(str(URL(target.url).origin() / "metrics")) as resp:
+            text = await resp.text()
+    buckets, top = {}, 0.0
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == LAG + "_bucket":
+                buckets[s.labels["le"]] = s.value
+            elif s.name == LAG + "_max_seconds":
+                top = s.value
+    return buckets, top
+
+
+def lag_during(before: tuple[dict[str, float], float], after: tuple[dict[str, float], float]) -> dict[str, Any]:
+    """The lag of one run: wake-ups per bucket (not cumulative) and its max in ms, exact when the
+    max since start grew during the run, else the bound of the highest bucket it reached."""
+    counts, below = {}, 0.0
+    for bound, total in after[0].items():
+        n = total - before[0].get(bound, 0.0)
+        counts[bound] = int(n - below)
+        below = n
+    if after[1] > before[1]:
+        top = after[1] * 1000
+    else:
+        reached = [float(b) for b, n in counts.items() if n and b != "+Inf"]
+        top = max(reached, default=0.0) * 1000
+    return {"lag_counts": counts, "lag_max_ms": top}
 
 
 async def _sample_rss(pid: int, peak: list[float], stop: asyncio.Event) -> None:
@@ -42,6 +78,7 @@ async def run_agents(load: Load, targets: list[Target], count_rows: Callable[[],
     for seed, target in enumerate(targets):
         assert target.pid is not None
         before_rows = await _rows() if target.name == FINOPSD else 0
+        lag_before = await loop_lag(target) if target.name == FINOPSD else None
         peak, stop = [memory_mb(target.pid)["rss"]], asyncio.Event()
         sampler = asyncio.create_task(_sample_rss(target.pid, peak, stop))
         cpu0 = cpu_ms(target.pid)
@@ -54,8 +91,12 @@ async def run_agents(load: Load, targets: list[Target], count_rows: Callable[[],
             "error_sample": result["error_sample"], "rps": result["n"] / result["elapsed"],
             "sent_mb_s": result["sent_mb"] / result["elapsed"], "cpu_ms_per_request": cpu / max(result["n"], 1),
             "idle_rss_mb": idle_rss.get(target.name), "lat_p50_ms": _pct(result["lat"], 0.5),
-            "lat_p95_ms": _pct(result["lat"], 0.95),
+            "lat_p95_ms": _pct(result["lat"], 0.95), "lat_p99_ms": _pct(result["lat"], 0.99),
+            "lat_max_ms": max(result["lat"], default=None), "ttft_p50_ms": _pct(result["ttft"], 0.5),
+            "ttft_p99_ms": _pct(result["ttft"], 0.99),
         }  # fmt: skip
+        if lag_before is not None:
+            row.update(lag_during(lag_before, await loop_lag(target)))
         if target.name == FINOPSD:
             at_end = await _rows()
             row["rows_per_s"] = (at_end - before_rows) / result["elapsed"]
@@ -81,9 +122,15 @@ def _pct(values: list[float], q: float) -> float | None:
 
 def _line(r: dict[str, Any]) -> str:
     text = (f"  agents x{r['agents']} -> {r['target']}: {r['rps']:.1f} req/s answered ({r['sent_mb_s']:.1f} MB/s of"
-            f" bodies), p50 {r['lat_p50_ms'] or 0:.0f} ms, p95 {r['lat_p95_ms'] or 0:.0f} ms,"
+            f" bodies), p50 {r['lat_p50_ms'] or 0:.1f} ms, p95 {r['lat_p95_ms'] or 0:.1f} ms,"
+            f" p99 {r['lat_p99_ms'] or 0:.1f} ms, max {r['lat_max_ms'] or 0:.1f} ms,"
+            f" TTFT p50 {r['ttft_p50_ms'] or 0:.1f} ms p99 {r['ttft_p99_ms'] or 0:.1f} ms,"
             f" {r['cpu_ms_per_request']:.1f} ms CPU/request, RSS idle {r['idle_rss_mb'] or 0:.0f} MB"
             f" peak {r['peak_rss_mb']:.0f} MB, {r['errors']} errors")  # fmt: skip
+    if "lag_max_ms" in r:
+        slow = sum(n for bound, n in r["lag_counts"].items() if bound == "+Inf" or float(bound) > 0.002)
+        text += (f"; event loop lag max {r['lag_max_ms']:.1f} ms, {slow} of"
+                 f" {sum(r['lag_counts'].values())} wake-ups late > 2 ms")
     if "rows_per_s" in r:
         text += (f"; log rows committed {r['rows_per_s']:.1f}/s, {r['rows_behind_at_end']} not yet written"
                  f" at the end, all written {r['drain_s']:.2f} s later")
@@ -91,8 +138,21 @@ def _line(r: dict[str, Any]) -> str:
 
 
 def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's targets for the writer under agent traffic."""
+    """The issue's targets under agent traffic: the writer's, and finopsd's latency over the floor's."""
     out = []
+    by = {r["target"]: r for r in rows}
+    if FINOPSD in by and FLOOR in by:
+        gw, floor = by[FINOPSD], by[FLOOR]
+        for key, name, bound in (("lat_p50_ms", "p50", 0.5), ("lat_p99_ms", "p99", 5.0),
+                                 ("ttft_p99_ms", "TTFT p99", 5.0)):
+            if gw[key] is not None and floor[key] is not None:
+                added = gw[key] - floor[key]
+                out.append({"met": added <= bound, "line": f"agents: {name} ≤ floor + {bound:g} ms:"
+                            f" {'met' if added <= bound else 'MISSED'} ({added:+.1f} ms)"})
+        if "lag_max_ms" in gw:
+            lag = gw["lag_max_ms"]
+            out.append({"met": lag <= 2.0, "line": f"agents: event loop lag max ≤ 2 ms:"
+                        f" {'met' if lag <= 2 else 'MISSED'} ({lag:.1f} ms)"})
     for r in rows:
         if "rows_per_s" not in r:
             continue

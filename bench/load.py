@@ -75,6 +75,7 @@ def write_config(workdir: Path, fake_url: str, log_content: bool = True) -> Path
         "server: {host: 127.0.0.1, port: 0}\n"
         f"storage: {{path: {json.dumps(str(workdir / 'finops.db'))}}}\n"
         f"logs: {{content: {'true' if log_content else 'false'}}}\n"
+        "metrics: {public: true}\n"  # the agent scenario reads the event loop's lag
         "providers:\n"
         "  openai:\n"
         f"    base_url: {fake_url}/v1\n"

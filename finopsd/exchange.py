@@ -87,7 +87,6 @@ class Exchange:
     t0: float = field(default_factory=time.perf_counter)
     model: str | None = None  # as the client wrote it
     stream: bool = False
-    images: bool = True  # the body may hold base64 data: the log replaces them with placeholders
     request: dict[str, Any] | None = None  # canonical request
     provider: str | None = None
     upstream_model: str | None = None

@@ -31,16 +31,19 @@ JSON_ROUTES = (
 )
 
 
-def nested(depth: int) -> bytes:
-    """A valid request whose ``metadata`` nests ``depth`` lists deep."""
-    head = b'{"model": "openai/gpt-5", "input": "hi", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}],'
+def nested(depth: int, pad_kb: int = 0) -> bytes:
+    """A valid request whose ``metadata`` nests ``depth`` lists deep, after ``pad_kb`` KB of prompt."""
+    prompt = b"hi" + b" words" * (pad_kb * 1024 // 6)
+    head = (b'{"model": "openai/gpt-5", "input": "hi", "max_tokens": 5, "messages": [{"role": "user", "content": "'
+            + prompt + b'"}],')
     return head + b'"jsonrpc": "2.0", "id": 1, "method": "ping", "metadata": ' + b"[" * depth + b"]" * depth + b"}"
 
 
-@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 300, 1100, 100_000])
-async def test_json_nested_too_deep_is_a_400_on_every_route(gateway: TestClient, depth: int) -> None:
+@pytest.mark.parametrize(("depth", "pad_kb"), [(MAX_DEPTH + 1, 0), (300, 0), (1100, 0), (100_000, 0),
+                                           (MAX_DEPTH + 1, 400)])  # an agent-sized body: walked, not counted
+async def test_json_nested_too_deep_is_a_400_on_every_route(gateway: TestClient, depth: int, pad_kb: int) -> None:
     for path in JSON_ROUTES:
-        resp = await gateway.post(path, data=nested(depth), headers={
+        resp = await gateway.post(path, data=nested(depth, pad_kb), headers={
             "Content-Type": "application/json", "Accept": "application/json, text/event-stream"})
         assert resp.status == 400, (path, depth, await resp.text())
         body = await resp.json()
@@ -48,9 +51,11 @@ async def test_json_nested_too_deep_is_a_400_on_every_route(gateway: TestClient,
     assert await logged_rows(gateway) == []  # refused before routing: no exchange, no row
 
 
-async def test_json_at_the_depth_limit_is_accepted(gateway: TestClient, fake_openai: FakeUpstream) -> None:
+@pytest.mark.parametrize("pad_kb", [0, 400])
+async def test_json_at_the_depth_limit_is_accepted(gateway: TestClient, fake_openai: FakeUpstream,
+                                                   pad_kb: int) -> None:
     fake_openai.answer_json({"id": "x", "object": "chat.completion", "model": "gpt-5", "choices": []})
-    resp = await gateway.post("/openai/chat/completions", data=nested(MAX_DEPTH - 1),
+    resp = await gateway.post("/openai/chat/completions", data=nested(MAX_DEPTH - 1, pad_kb),
                               headers={"Content-Type": "application/json"})
     assert resp.status == 200, await resp.text()
     assert fake_openai.last.body["metadata"] is not None

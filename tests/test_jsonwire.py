@@ -50,6 +50,15 @@ def test_both_paths_refuse_what_the_gateway_could_not_write_back(wire: Any) -> N
     wire.dumps(big)  # and either can be written back
 
 
+def test_a_big_document_is_walked_for_its_depth_too(wire: Any) -> None:
+    """Past COUNT_BELOW the bracket count is skipped; the depth limit holds the same."""
+    limit, pad = wire.MAX_DEPTH, b'"' + b"x" * wire.COUNT_BELOW + b'"'
+    assert wire.loads(b'{"pad": ' + pad + b', "a": ' + b"[" * (limit - 1) + b"]" * (limit - 1) + b"}")["pad"]
+    for depth in (limit, 5000):
+        with pytest.raises(ValueError):
+            wire.loads(b'{"pad": ' + pad + b', "a": ' + b"[" * depth + b"]" * depth + b"}")
+
+
 def test_a_wide_document_is_not_taken_for_a_deep_one(wire: Any) -> None:
     wide = b"[" + b",".join([b"[[]]"] * 1000) + b"]"
     assert len(wire.loads(wide)) == 1000

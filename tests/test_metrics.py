@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import time
 from typing import Any
 
 import openai
@@ -196,3 +197,20 @@ async def test_mcp_tool_calls_are_counted_by_server_and_outcome(
     assert value(found, "finopsd_mcp_tool_calls_total", server="local", outcome="refused") == 1
     assert value(found, "finopsd_mcp_tool_calls_total", server="other", outcome="refused") == 1
     assert value(found, "finopsd_requests_total", route="mcp", provider="local") == 4
+
+
+async def test_event_loop_lag_is_exported_and_sees_a_stall(
+    make_gateway: GatewayFactory, fake_openai: FakeUpstream
+) -> None:
+    gw = await make_gateway(config(fake_openai.url))
+    while not value(samples(await scrape(gw)), "finopsd_event_loop_lag_seconds_count"):
+        await asyncio.sleep(0.01)  # the watcher's first wake-up
+    time.sleep(0.05)  # the test shares the app's loop: this holds it in one piece
+    await asyncio.sleep(0.03)  # the late wake-up is recorded
+    text = await scrape(gw)
+    found = samples(text)
+    # the watcher was due within its 10 ms period of the stall's start, so it ran >= 40 ms late
+    assert value(found, "finopsd_event_loop_lag_max_seconds") >= 0.04
+    assert value(found, "finopsd_event_loop_lag_seconds_bucket", le="0.025") < value(
+        found, "finopsd_event_loop_lag_seconds_bucket", le="+Inf")
+    assert_promtool_passes(text)

@@ -110,3 +110,22 @@ async def test_images_are_logged_as_a_placeholder(gateway: TestClient, fake_open
     logged = row["request"]["messages"][0]["content"][0]["image_url"]["url"]
     assert logged.startswith("data:image/png;base64,[") and "AAAA" not in logged
     assert fake_openai.last.body["messages"][0]["content"][0]["image_url"]["url"] == url
+
+
+async def test_an_image_in_a_later_turn_of_a_big_conversation_is_a_placeholder(
+    gateway: TestClient, fake_openai: FakeUpstream
+) -> None:
+    """The writer finds images in each new message (no scan of the whole body on the loop)."""
+    fake_openai.answer_json({"id": "x", "object": "chat.completion", "model": "gpt-5", "choices": []})
+    history: list[dict[str, Any]] = [{"role": "system", "content": "rules " * 60_000},
+                                      {"role": "user", "content": "look at the screenshot next"}]
+    await gateway.post(CHAT, json={"model": "openai/gpt-5", "messages": history})
+    url = "data:image/jpeg;base64," + "B" * 5000
+    history += [{"role": "assistant", "content": "send it"},
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]
+    await gateway.post(CHAT, json={"model": "openai/gpt-5", "messages": history})
+    first, second = sorted(await logged_rows(gateway), key=lambda r: r["ts"])
+    logged = second["request"]["messages"][3]["content"][0]["image_url"]["url"]
+    assert logged.startswith("data:image/jpeg;base64,[") and "BBBB" not in logged
+    assert second["session_id"] == first["session_id"]  # the same conversation, the prefix reused
+    assert fake_openai.last.body["messages"][3]["content"][0]["image_url"]["url"] == url

@@ -72,9 +72,10 @@ def row_of(ex: Exchange, content: bool) -> dict[str, Any]:
         "upstream_key_name": ex.upstream_key_name,
         "attempts": ex.attempts + ([{"note": n} for n in ex.notes]),
         # The writer threads the request by its messages even when content is off, and
-        # then stores none of them; it replaces base64 images in what it stores.
+        # then stores none of them; it replaces base64 images in what it stores (each new
+        # message's strings are checked there: a scan of the whole body on the loop cost
+        # ~0.25 ms at 400 KB).
         "request": ex.request,
-        "images": ex.images,
         "content": content,
         "response": ex.transcript.as_dict() if content else None,
         "session_hint": ex.session_hint,

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from finopsd import access
 from finopsd.appkeys import LOGSTORE, RUNTIME
+from finopsd.metrics import lag
 from finopsd.metrics.families import Families
 from finopsd.metrics.hook import MetricsHook
 from finopsd.metrics.state import StateCollector
@@ -21,6 +22,7 @@ def install(app: web.Application) -> MetricsHook:
     """Make the app's metric families; the hook they return goes into ``Runtime.hooks``."""
     families = app[METRICS] = Families()
     families.registry.register(StateCollector(app))
+    app.cleanup_ctx.append(lag.watcher(families))
     return MetricsHook(families, app[RUNTIME])
 
 

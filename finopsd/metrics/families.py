@@ -22,6 +22,8 @@ LATENCY_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 # the gateway's own time: fine enough to see 0.1 ms
 OVERHEAD_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 WRITE_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
+# how late the event loop ran a wake-up: #19 wants nothing held longer than ~2 ms
+LAG_BUCKETS: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 REQUEST_LABELS: Final = ("route", "provider", "model", "status_class", "outcome", "team", "key")
 SPEND_LABELS: Final = ("provider", "model", "team", "key")
@@ -101,6 +103,10 @@ class Families(Collector):
         self.log_written = Counter("finopsd_log_rows_written", "Log rows committed to the store")
         self.log_write = Histogram("finopsd_log_write_seconds", "Time to write one batch of log rows", (),
                                    WRITE_BUCKETS)
+        self.loop_lag = Histogram("finopsd_event_loop_lag_seconds",
+                                  "How late the event loop ran a periodic wake-up (work holding the loop)", (),
+                                  LAG_BUCKETS)
+        self.loop_lag_max = 0.0  # the largest lag since start
         self.streams = 0  # streaming exchanges under way
         self.in_flight = 0  # exchanges under way
         self.registry = CollectorRegistry(auto_describe=False)
@@ -112,3 +118,5 @@ class Families(Collector):
                 yield metric.family()
         yield GaugeMetricFamily("finopsd_streams_in_flight", "Streaming exchanges under way", value=self.streams)
         yield GaugeMetricFamily("finopsd_requests_in_flight", "Exchanges under way", value=self.in_flight)
+        yield GaugeMetricFamily("finopsd_event_loop_lag_max_seconds", "The largest event loop lag since start",
+                                value=self.loop_lag_max)

@@ -12,7 +12,7 @@ from finopsd.exchange import Exchange
 from finopsd.middleware import REQUEST_ID
 from finopsd.providers.canonical import is_number
 
-# the body as received, for work that a byte scan can skip (the log's image placeholders)
+# the body as received: its size for the log, and the bytes Gemini's native route forwards
 RAW_BODY: web.RequestKey[bytes] = web.RequestKey("raw_body", bytes)
 # output limits of every dialect; clients send 0 or -1 for "none" (Roo Code: -1), which
 # upstreams refuse, so a limit that is not positive is treated as absent
@@ -65,5 +65,4 @@ def new_exchange(request: web.Request, route: str, model: str, stream: bool) -> 
         user_agent=request.headers.get("User-Agent"),
         model=model,
         stream=stream,
-        images=b"base64," in request.get(RAW_BODY, b"base64,"),
     )
