@@ -83,9 +83,9 @@ CLOSED: Final = Mark("admin")
 
 
 def access_of(request: web.Request) -> Mark | None:
-    """The matched route's mark; None for no match (aiohttp's 404/405 follow) and static files."""
+    """The matched route's mark; None for no match (aiohttp's 404/405 follow)."""
     info = request.match_info
-    if info.http_exception is not None or isinstance(info.route.resource, web.StaticResource):
+    if info.http_exception is not None:
         return None
     return getattr(info.handler, ATTR, CLOSED)
 

@@ -29,7 +29,7 @@ CHAT = {"id": "c1", "object": "chat.completion", "created": 0, "model": "m", "ch
     {"index": 0, "message": {"role": "assistant", "content": "Hello, world"}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
 PUBLIC = {("GET", "/healthz"), ("GET", "/openapi.json"), ("GET", "/login"), ("POST", "/login"), ("GET", "/mcp"),
-          ("GET", "/mcp/")}
+          ("GET", "/mcp/"), ("GET", "/static/{name}")}
 
 
 def governed_yaml(openai_url: str, anthropic_url: str, keys: str, extra: str = "") -> str:
@@ -70,7 +70,7 @@ async def gw(make_gateway: Any, fake_openai: FakeUpstream, fake_anthropic: FakeU
 def routes(app: web.Application) -> list[tuple[str, str, Any]]:
     out = []
     for route in app.router.routes():
-        if route.method == "HEAD" or isinstance(route.resource, web.StaticResource):
+        if route.method == "HEAD":
             continue
         assert route.resource is not None
         out.append((route.method, route.resource.canonical, route.handler))

@@ -403,6 +403,9 @@ async def test_static_assets_are_served(gateway: TestClient) -> None:
     assert js.status == 200 and "/api/logs?" in await js.text()
     live = await gateway.get("/static/sessions.js")
     assert live.status == 200 and "DOMParser" in await live.text()
+    assert css.content_type == "text/css" and js.content_type == "text/javascript"
+    for name in ("nope.css", "..%2Fpages.py", "%2e%2e%2f__init__.py", "logs.css%00"):  # only the shipped files
+        assert (await gateway.get(f"/static/{name}")).status == 404, name
 
 
 # ---------------------------------------------------------------- access
