@@ -24,7 +24,8 @@ from finopsd.log.text import prompt_text, response_text
 
 def old_log(path: Path, sessions: int, turns: int) -> int:
     """Write the m006 database; return its rows."""
-    columns = ("request_id", *SCALARS, "attempts", "prompt_text", "response_text", "request_json", "response_json")
+    old = [c for c in SCALARS if c != "cost_without_cache_usd"]  # m006 had every scalar but this one
+    columns = ("request_id", *old, "attempts", "prompt_text", "response_text", "request_json", "response_json")
     n = 0
     with sqlite3.connect(path, isolation_level=None) as db:
         db.execute("pragma auto_vacuum = incremental")  # as LogStore.open has always made it
@@ -38,7 +39,7 @@ def old_log(path: Path, sessions: int, turns: int) -> int:
             for row, _ in agent_rows(turns, 30, 4, seed=s):
                 db.execute(
                     f"insert into requests ({', '.join(columns)}) values ({', '.join('?' * len(columns))})",
-                    (row["id"], *[int(v) if isinstance(v, bool) else v for v in (row[c] for c in SCALARS)],
+                    (row["id"], *[int(v) if isinstance(v, bool) else v for v in (row.get(c) for c in old)],
                      "[]", prompt_text(row["request"]), response_text(row["response"]),
                      json.dumps(row["request"]), json.dumps(row["response"])),
                 )  # fmt: skip
