@@ -1,4 +1,7 @@
-"""The shipped unit (systemd/finopsd.service): systemd accepts it, and stdio MCP servers live in it.
+"""The shipped units: systemd accepts them, and stdio MCP servers live in them.
+
+systemd/finopsd.service runs one gateway; systemd/finopsd@.service is its template for several
+instances behind a load balancer (finopsd@8081…), with the same sandbox.
 
 CI cannot start the unit (no systemd as PID 1), so this goes as far as it can:
 ``systemd-analyze verify`` reads it as systemd would, and scripts/unit-sandbox loads the
@@ -23,6 +26,9 @@ from tests.test_mcp import GatewayFactory, everything, gateway_yaml, keys_env, m
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "finopsd.service"
+TEMPLATE = ROOT / "systemd" / "finopsd@.service"
+# what an instance of the template may set differently from the single unit
+PER_INSTANCE = {"Description", "User", "Environment", "EnvironmentFile", "ExecStartPre", "ExecStart"}
 SANDBOX = ROOT / "scripts" / "unit-sandbox"
 
 
@@ -38,13 +44,33 @@ def needs(command: str, package: str) -> None:
         pytest.fail(f"{command} is needed for this test: apt-get install {package} (scripts/test installs it)")
 
 
-async def test_systemd_analyze_verify_accepts_the_unit_without_a_warning(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("source", "loaded"), [(UNIT, UNIT.name), (TEMPLATE, "finopsd@8081.service")])
+async def test_systemd_analyze_verify_accepts_the_unit_without_a_warning(
+        tmp_path: Path, source: Path, loaded: str) -> None:
     needs("systemd-analyze", "systemd")
     # verify checks that ExecStart's program exists: point it at this venv's finopsd
-    unit = tmp_path / UNIT.name
-    unit.write_text(UNIT.read_text().replace("/opt/finopsd/bin/finopsd", str(Path(sys.executable).parent / "finopsd")))
-    status, out = await run("systemd-analyze", "verify", "--man=no", str(unit))
+    (tmp_path / source.name).write_text(
+        source.read_text().replace("/opt/finopsd/bin/finopsd", str(Path(sys.executable).parent / "finopsd")))
+    status, out = await run("systemd-analyze", "verify", "--man=no", str(tmp_path / loaded))  # an instance
     assert (status, out) == (0, "")
+
+
+def unit_lines(path: Path) -> list[tuple[str, str]]:
+    """(setting, value) of each assignment, in order, comments and blank lines left out."""
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return [tuple(line.split("=", 1)) for line in lines  # type: ignore[misc]
+            if line and not line.startswith(("#", "[")) and "=" in line]
+
+
+def test_the_template_has_the_single_units_sandbox() -> None:
+    single, template = unit_lines(UNIT), unit_lines(TEMPLATE)
+    assert [s for s in single if s[0] not in PER_INSTANCE] == [t for t in template if t[0] not in PER_INSTANCE]
+    settings = dict(template)
+    # each instance binds its own port, on the config every instance shares
+    assert settings["ExecStart"].endswith("serve --config ${FINOPSD_CONFIG} --port ${FINOPSD_PORT}")
+    assert settings["ExecStartPre"].endswith("check --config ${FINOPSD_CONFIG}")
+    assert "FINOPSD_PORT=%i" in settings["Environment"].split()
+    assert set(dict(single)["Environment"].split()) <= set(settings["Environment"].split())
 
 
 async def test_npm_mcp_server_serves_tools_inside_the_units_sandbox(
@@ -64,11 +90,12 @@ async def test_npm_mcp_server_serves_tools_inside_the_units_sandbox(
     assert echoed.content[0].text == "Echo: inside the unit"
 
 
-async def test_npm_writes_its_cache_where_the_unit_lets_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("unit", [UNIT, TEMPLATE], ids=["single", "template"])
+async def test_npm_writes_its_cache_where_the_unit_lets_it(tmp_path: Path, unit: Path) -> None:
     """A dynamic user's home is / (read-only under ProtectSystem=strict): npm's cache must be elsewhere."""
     needs("npm", "npm")
     root = tmp_path / "root"
-    status, out = await run(str(SANDBOX), "--root", str(root), str(UNIT), "npm", "config", "get", "cache")
+    status, out = await run(str(SANDBOX), "--root", str(root), str(unit), "npm", "config", "get", "cache")
     assert status == 0, out
     cache = Path(out.strip())
     assert cache.is_relative_to(root / "var" / "cache" / "finopsd"), cache  # the unit's CacheDirectory
