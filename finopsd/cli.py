@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -266,6 +267,45 @@ async def _tail(store: LogStore, show: Callable[[dict[str, Any]], None], lines: 
             show(item)
             seen[item["id"]] = item["ts"]
         seen = {rid: ts for rid, ts in seen.items() if ts >= since}  # the window has moved past the rest
+
+
+@main.command(name="migrate")
+@click.option("--to", "url", required=True, metavar="postgresql://…",
+              help="An empty PostgreSQL database (env:NAME reads the URL from a variable: it holds a password).")
+@click.option("--from", "source", type=click.Path(dir_okay=False, exists=True),
+              help="The SQLite log to copy (default: the config's storage.path).")
+@_config_option
+def migrate_command(url: str, source: str | None, config_path: str | None) -> None:
+    """Copy the SQLite request log, with its sessions, roll-ups, keys and alerts, into PostgreSQL.
+
+    Progress goes to stderr; a database that already holds a log is refused. Then set
+    storage.url to the same URL (README "Scale-out").
+
+    \b
+    finopsd migrate --config /etc/finopsd/config.yaml --to env:FINOPSD_PG_URL
+    """
+    from finopsd.log.pg.from_sqlite import MigrateError, migrate_file  # psycopg only when asked for
+
+    try:
+        url = cfg.resolve_env(url, os.environ, click.BadParameter)
+    except click.BadParameter as e:
+        raise click.BadParameter(e.message, param_hint="--to") from None
+    if not url.startswith(cfg.POSTGRES_SCHEMES):
+        raise click.BadParameter("must be a postgresql:// URL", param_hint="--to")
+    path = source or _load(config_path)[0].storage.path
+    if not Path(path).exists():
+        raise click.ClickException(f"no request log at {path}")
+
+    def progress(table: str, done: int, total: int) -> None:
+        if done == total or done and done % 20_000 == 0:
+            click.echo(f"{table}: {done:,} of {total:,} rows", err=True)
+
+    try:
+        copied = migrate_file(path, url, progress)
+    except MigrateError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"copied {copied['requests']:,} requests in {copied['sessions']:,} sessions from {path}"
+               f" to {cfg.redact_url(url)}", err=True)
 
 
 # ---------------------------------------------------------------- finopsd keys, usage
