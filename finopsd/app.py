@@ -13,7 +13,7 @@ from finopsd import access, admin, attribution, catalog, governance, keystore, m
 from finopsd.alerts.watch import watch_alerts
 from finopsd.log import recorder
 from finopsd.metrics import endpoint as metrics
-from finopsd.appkeys import CONFIG, GOVERNANCE, RUNTIME
+from finopsd.appkeys import CONFIG, GOVERNANCE, RUNTIME, STATE
 from finopsd.config import Config
 from finopsd.middleware import (
     INFLATE_SLOTS, cors_preflight, errors_as_json, in_flight, on_prepare, request_body, request_id, scrub_secrets,
@@ -24,7 +24,9 @@ from finopsd.routes import logs
 from finopsd.routes import keyadmin, keys
 from finopsd.routes import mcp
 from finopsd.routes import usage
+from finopsd.router import KeyPool
 from finopsd.runtime import Runtime
+from finopsd.state import open_state, run_state
 
 MB = 1024 * 1024
 
@@ -45,8 +47,9 @@ def build_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[INFLATE_SLOTS] = asyncio.Semaphore(2)
-    app[RUNTIME] = Runtime(config)
-    app[GOVERNANCE] = governance.Governance(config, app[RUNTIME])
+    app[STATE] = open_state(config)  # in this process, or shared through Redis
+    app[RUNTIME] = Runtime(config, keys=KeyPool(app[STATE]))
+    app[GOVERNANCE] = governance.Governance(config, app[RUNTIME], state=app[STATE])
     app[admin.THROTTLE] = admin.Throttle()
     app[admin.CSRF_SECRET] = secrets.token_bytes(32)
     # open_logstore puts the logging hook first; metrics before governance, to count what it
@@ -61,6 +64,7 @@ def build_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(recorder.open_logstore)
     app.cleanup_ctx.append(metrics.count_log_batches)
     app.cleanup_ctx.append(otel.open_tracing)  # spans of the last exchanges flushed before the log closes
+    app.cleanup_ctx.append(run_state)  # Redis connected (or its fallback announced) before spend is rebuilt
     app.cleanup_ctx.append(governance.open_governance)  # spend rebuilt from the log before serving
     app.cleanup_ctx.append(recorder.prune_old_rows)
     app.cleanup_ctx.append(upstream_session)  # the one pooled ClientSession

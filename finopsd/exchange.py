@@ -6,10 +6,13 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from finopsd.caching import CachingConfig
 from finopsd.usage import clean_usage
+
+if TYPE_CHECKING:
+    from finopsd.state import Hold
 
 
 # Our own generator, not the module's: the log writer makes session ids in its thread, and
@@ -118,8 +121,8 @@ class Exchange:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     transcript: Transcript = field(default_factory=Transcript)
-    # governance: USD reserved against budgets while in flight, and the (scope, name) it holds
-    reservation: tuple[float, tuple[tuple[str, str], ...]] | None = None
+    # governance: USD held against the key's and team's budgets while in flight (a finopsd.state.Hold)
+    reservation: Hold | None = None
     # for the log's sessions (finopsd.log.sessions): the client's own session id, the
     # Responses API chain, and the body's size (the log queue is bounded in bytes)
     session_hint: str | None = None

@@ -57,9 +57,9 @@ from finopsd.errors import GatewayError
 from finopsd.exchange import Exchange
 from finopsd.pricing import Pricer, cache_reads, cache_writes
 from finopsd.router import NATIVE_NAMES, permits, plan, resolve_model
-from finopsd.spend import (
-    Counter, Ledger, SlidingWindow, estimate_usage, iso, usd_text, window_end, window_start,
-)
+from finopsd.spend import Counter, estimate_usage, iso, usd_text, window_end, window_start
+from finopsd.state import BudgetRefusal, Charge, Hold, Limits, LiveState, RateRefusal
+from finopsd.state.local import LocalState
 
 if TYPE_CHECKING:
     from finopsd.config import Budget, Config, RateLimit, VirtualKey
@@ -125,30 +125,35 @@ def _refuse(status: int, type_: str, code: str, message: str, headers: dict[str,
     return GatewayError(message, status=status, type=type_, code=code, headers=headers)
 
 
-class Meter:
-    __slots__ = ("requests", "tokens")
+def limits(scope: str, name: str, rate: RateLimit, budgets: Iterable[Budget]) -> Limits:
+    return Limits(scope, name, rate.requests_per_minute, rate.tokens_per_minute,
+                  tuple((b.period, b.usd) for b in budgets))
 
-    def __init__(self) -> None:
-        self.requests = SlidingWindow()
-        self.tokens = SlidingWindow()
+
+HOLD_GRACE_S: Final = 60.0
+
+
+def hold_ttl(config: Config) -> float:
+    """How long a request's hold may outlive it in shared state (a process killed with -9 never
+    releases it): the longest any one upstream call may take (``timeouts.total``), plus a grace."""
+    return max((p.timeouts.total for p in config.providers.values()), default=900.0) + HOLD_GRACE_S
 
 
 # --- the hook --------------------------------------------------------------------------
 
 
 class Governance:
-    """The governance hook and the state it keeps: spend per budget window, rate windows."""
+    """The governance hook; its counters (spend per budget window, rate windows, holds) live in ``state``."""
 
-    def __init__(self, config: Config, runtime: Runtime | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: Config, runtime: Runtime | None = None, clock: Callable[[], float] = time.time,
+                 state: LiveState | None = None) -> None:
         self.runtime = runtime  # when set, its config (swapped on SIGHUP) is the one in force
         self.config = config
         self.by_digest = index_keys(config.virtual_keys)
         self.clock = clock
         self.pricer = Pricer(config.pricing, config.providers)
-        self.ledger = Ledger()
-        self.meters: dict[tuple[str, str], Meter] = {}
-        # (scope, name) → [USD reserved by its requests in flight, how many]
-        self.reserved: dict[tuple[str, str], list[float]] = {}
+        self.state: LiveState = state or LocalState()
+        self.hold_ttl = hold_ttl(config)
         self.store: SpendSource | None = None
         self._lock = asyncio.Lock()  # held while counters are rebuilt; charges wait for it
 
@@ -167,7 +172,7 @@ class Governance:
         """Rebuild every budget counter from the log (at startup, before serving)."""
         self.store = store
         async with self._lock:
-            await self._rebuild(self.counters_for(self.config))
+            await self.state.track(self.counters_for(self.config), self.clock(), self._sums)
 
     async def sync(self) -> None:
         """Apply the runtime's config if it changed (SIGHUP), keeping the spend of every counter still in use."""
@@ -177,21 +182,18 @@ class Governance:
             config = self.runtime.effective
             if config is self.config:
                 return  # another request applied it while this one waited
-            wanted = self.counters_for(config)
-            for counter in self.ledger.tracked - wanted:
-                self.ledger.drop(counter)
             if (config.pricing, config.providers) != (self.config.pricing, self.config.providers):
                 self.pricer = Pricer(config.pricing, config.providers)
-            await self._rebuild(wanted - self.ledger.tracked)
+            await self.state.track(self.counters_for(config), self.clock(), self._sums)
             # only now: until the new counters hold their spend, requests wait at the lock above
-            self.config, self.by_digest = config, index_keys(config.virtual_keys)
+            self.config, self.by_digest, self.hold_ttl = config, index_keys(config.virtual_keys), hold_ttl(config)
             log.info("governance: %d keys, %d teams in force", len(config.virtual_keys), len(config.teams))
 
-    async def _rebuild(self, counters: set[Counter]) -> None:
-        """Sum the log's spend into ``counters`` (the caller holds the lock, so no charge races it)."""
+    async def _sums(self, counters: set[Counter], now: float) -> dict[Counter, tuple[float, float]]:
+        """Each counter's window start and the log's spend in it (at start and SIGHUP the caller holds
+        the lock, so no charge of this process races it; the state calls it too when Redis lost counters)."""
         if not counters:
-            return
-        now = self.clock()
+            return {}
         starts = {c: window_start(c[2], now) for c in counters}
         sums = dict.fromkeys(counters, 0.0)
         if self.store is not None:
@@ -204,8 +206,7 @@ class Governance:
                     for c in by_owner.get(owner, ()):  # type: ignore[arg-type]
                         if ts >= starts[c]:
                             sums[c] += usd
-        for c in counters:
-            self.ledger.install(c, starts[c], sums[c])
+        return {c: (starts[c], sums[c]) for c in counters}
 
     def warn_about_config(self) -> None:
         """Startup warning: configured models without a price.
@@ -218,12 +219,6 @@ class Governance:
         for name in self.pricer.unpriced(pairs):
             log.warning("no price for %s: its requests cost 0 and are marked unpriced (add it under `pricing:`)",
                         name)
-
-    def meter(self, scope: str, name: str) -> Meter:
-        meter = self.meters.get((scope, name))
-        if meter is None:
-            meter = self.meters[(scope, name)] = Meter()
-        return meter
 
     # ---------------------------------------------------------------- pre
 
@@ -278,41 +273,33 @@ class Governance:
             raise _refuse(403, "permission_error", "model_not_allowed",
                           f"key {key.name!r} may not use model {name!r}; it may use: {', '.join(key.models)}")
 
-    def _check_rate(self, scope: str, name: str, limit: RateLimit, now: float) -> None:
-        rpm, tpm = limit.requests_per_minute, limit.tokens_per_minute
-        if rpm is None and tpm is None:
-            return
-        meter = self.meter(scope, name)
-        requests, tokens = meter.requests.used(now), meter.tokens.used(now)
-        if rpm is not None and requests >= rpm:
-            what, wait = f"{rpm} requests per minute", meter.requests.wait(now, rpm)
-        elif tpm is not None and tokens >= tpm:
-            what, wait = f"{tpm} tokens per minute (used {int(tokens)})", meter.tokens.wait(now, tpm)
+    @staticmethod
+    def _rate_error(r: RateRefusal) -> GatewayError:
+        o = r.limits
+        if r.kind == "requests":
+            what = f"{o.rpm} requests per minute"
         else:
-            return
-        retry = max(1, math.ceil(wait))
+            what = f"{o.tpm} tokens per minute (used {int(r.tokens)})"
+        retry = max(1, math.ceil(r.wait))
         headers = {"Retry-After": str(retry)}
-        if rpm is not None:
-            headers["x-ratelimit-limit-requests"] = str(rpm)
-            headers["x-ratelimit-remaining-requests"] = str(max(rpm - int(requests), 0))
-        if tpm is not None:
-            headers["x-ratelimit-limit-tokens"] = str(tpm)
-            headers["x-ratelimit-remaining-tokens"] = str(max(tpm - int(tokens), 0))
-        raise _refuse(429, "rate_limit_error", "rate_limit_exceeded",
-                      f"rate limit reached for {scope} {name!r}: {what}; retry in {retry} s", headers)
+        if o.rpm is not None:
+            headers["x-ratelimit-limit-requests"] = str(o.rpm)
+            headers["x-ratelimit-remaining-requests"] = str(max(o.rpm - int(r.requests), 0))
+        if o.tpm is not None:
+            headers["x-ratelimit-limit-tokens"] = str(o.tpm)
+            headers["x-ratelimit-remaining-tokens"] = str(max(o.tpm - int(r.tokens), 0))
+        return _refuse(429, "rate_limit_error", "rate_limit_exceeded",
+                       f"rate limit reached for {o.scope} {o.name!r}: {what}; retry in {retry} s", headers)
 
-    def _check_budgets(self, scope: str, name: str, budgets: Iterable[Budget], now: float) -> None:
-        usd = self.reserved.get((scope, name), (0.0, 0))[0]
-        for budget in budgets:
-            spent = self.ledger.spent((scope, name, budget.period), now)
-            if spent + usd < budget.usd:
-                continue
-            end = window_end(budget.period, window_start(budget.period, now))
-            resets = f"it resets at {iso(end)}" if end is not None else "a total budget does not reset"
-            held = f" and requests in flight hold {usd_text(usd)}" if usd else ""
-            raise _refuse(402, "insufficient_quota", "budget_exceeded",
-                          f"budget exceeded: {scope} {name!r} has spent {usd_text(spent)}{held} of its"
-                          f" {usd_text(budget.usd)} {budget.period} budget; {resets}")
+    @staticmethod
+    def _budget_error(r: BudgetRefusal, now: float) -> GatewayError:
+        o = r.limits
+        end = window_end(r.period, window_start(r.period, now))
+        resets = f"it resets at {iso(end)}" if end is not None else "a total budget does not reset"
+        held = f" and requests in flight hold {usd_text(r.held)}" if r.held else ""
+        return _refuse(402, "insufficient_quota", "budget_exceeded",
+                       f"budget exceeded: {o.scope} {o.name!r} has spent {usd_text(r.spent)}{held} of its"
+                       f" {usd_text(r.usd)} {r.period} budget; {resets}")
 
     def estimate_cost(self, ex: Exchange) -> float:
         """The most ``ex`` may cost (see the module doc); 0 when no model it may reach is priced."""
@@ -333,30 +320,6 @@ class Governance:
             return 0.0  # a model no provider serves: the router refuses it
         return max(self.pricer.price(p.name, m, usage)[0] for p, m in targets)
 
-    def _reserve(self, ex: Exchange, owners: list[tuple[str, str]]) -> None:
-        usd = self.estimate_cost(ex) if owners else 0.0
-        if usd <= 0:
-            return
-        ex.reservation = (usd, tuple(owners))
-        for owner in owners:
-            held = self.reserved.setdefault(owner, [0.0, 0])
-            held[0] += usd
-            held[1] += 1
-
-    def _release(self, ex: Exchange) -> None:
-        if ex.reservation is None:
-            return
-        usd, owners = ex.reservation
-        ex.reservation = None
-        for owner in owners:
-            held = self.reserved.get(owner)
-            if held is None:
-                continue
-            held[0] -= usd
-            held[1] -= 1
-            if held[1] <= 0:
-                del self.reserved[owner]  # and with it any float drift
-
     async def pre(self, ex: Exchange, request: web.Request) -> None:
         await self.sync()
         now = self.clock()
@@ -369,29 +332,34 @@ class Governance:
         self._check_models(key, ex)
         team = self.config.teams.get(key.team) if key.team else None
         ex.caching = (key.caching,) if team is None else (key.caching, team.caching)
-        scopes = [("key", key.name, key.rate_limit, key.budgets)]
+        owners = [limits("key", key.name, key.rate_limit, key.budgets)]
         if team is not None:
-            scopes.append(("team", team.name, team.rate_limit, team.budgets))
-        for scope, name, limit, _ in scopes:
-            self._check_rate(scope, name, limit, now)
-        for scope, name, _, budgets in scopes:
-            self._check_budgets(scope, name, budgets, now)
-        for scope, name, _, _ in scopes:  # admitted: the request counts from now
-            self.meter(scope, name).requests.add(now, 1)
-        if ex.route != "mcp":
-            self._reserve(ex, [(scope, name) for scope, name, _, budgets in scopes if budgets])
+            owners.append(limits("team", team.name, team.rate_limit, team.budgets))
+        # what it may cost, held against the budgets while it runs (an MCP tool call costs nothing)
+        estimate = self.estimate_cost(ex) if ex.route != "mcp" and any(o.budgets for o in owners) else 0.0
+        verdict = await self.state.admit(owners, now, estimate, self.hold_ttl)
+        if isinstance(verdict, RateRefusal):
+            raise self._rate_error(verdict)
+        if isinstance(verdict, BudgetRefusal):
+            raise self._budget_error(verdict, now)
+        ex.reservation = verdict
 
     # ---------------------------------------------------------------- post
 
     async def post(self, ex: Exchange) -> None:
-        self._release(ex)  # the real cost, if any, is charged below
+        hold, ex.reservation = ex.reservation, None
+        # released as the real cost, if any, is charged: one step
+        await self.state.settle(hold, await self._charge(ex))
+
+    async def _charge(self, ex: Exchange) -> Charge | None:
+        """Price what ``ex`` used (its log row shows it) and what to charge its key and team."""
         if ex.provider is None or ex.route == "mcp":
-            return  # refused before routing, or an MCP tool call: no tokens to price
+            return None  # refused before routing, or an MCP tool call: no tokens to price
         usage = ex.transcript.usage if isinstance(ex.transcript.usage, dict) else None
         flags: set[str] = set()
         if usage is None:
             if ex.ttft_ms is None and ex.status != "client_closed":
-                return  # the upstream failed before answering: nothing was generated
+                return None  # the upstream failed before answering: nothing was generated
             t = ex.transcript
             usage = estimate_usage(ex.request, t.content, t.reasoning, [c.as_dict() for c in t.tool_calls])
             ex.transcript.usage = usage  # the log row shows the estimate, flagged below
@@ -403,18 +371,15 @@ class Governance:
             if cache_reads(usage) or cache_writes(usage) else cost)
         ex.cost_flags = ",".join(sorted(flags | price_flags)) or None
         if ex.key_name is None and ex.team is None:
-            return
+            return None
         if self._lock.locked():
             async with self._lock:  # counters are being rebuilt from the log: charge after
                 pass
         tokens = usage.get("total_tokens")
         if not isinstance(tokens, int):
             tokens = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
-        now = self.clock()
-        for scope, name in (("key", ex.key_name), ("team", ex.team)):
-            if name is not None:
-                self.ledger.charge(scope, name, now, cost)
-                self.meter(scope, name).tokens.add(now, tokens)
+        owners = tuple((scope, name) for scope, name in (("key", ex.key_name), ("team", ex.team)) if name is not None)
+        return Charge(owners, self.clock(), cost, tokens)
 
     # ---------------------------------------------------------------- views
 
@@ -431,7 +396,7 @@ class Governance:
     def _budget_views(self, scope: str, name: str, budgets: Iterable[Budget], now: float) -> list[dict[str, Any]]:
         views = []
         for b in budgets:
-            spent = self.ledger.spent((scope, name, b.period), now)
+            spent = self.state.spent((scope, name, b.period), now)
             views.append({
                 "period": b.period, "usd": b.usd, "spent_usd": round(spent, 6),
                 "percent": round(100 * spent / b.usd, 1) if b.usd else (100.0 if spent else 0.0),
@@ -440,12 +405,12 @@ class Governance:
         return views
 
     def _rate_view(self, scope: str, name: str, limit: RateLimit, now: float) -> dict[str, Any]:
-        meter = self.meters.get((scope, name))
+        requests, tokens = self.state.rate_used(scope, name, now)
         return {
             "requests_per_minute": limit.requests_per_minute,
             "tokens_per_minute": limit.tokens_per_minute,
-            "requests_last_minute": int(meter.requests.used(now)) if meter else 0,
-            "tokens_last_minute": int(meter.tokens.used(now)) if meter else 0,
+            "requests_last_minute": int(requests),
+            "tokens_last_minute": int(tokens),
         }
 
     def report(self) -> dict[str, Any]:

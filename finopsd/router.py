@@ -26,10 +26,12 @@ from finopsd.exchange import Exchange
 from finopsd.providers.base import Adapter, BaseAdapter, Target, UpstreamRequest
 from finopsd.providers.shape import parsed
 from finopsd.scrub import Scrubber
+from finopsd.state.local import LocalState
 from finopsd.upstream import error_headers, read_body, send
 
 if TYPE_CHECKING:
     from finopsd.config import Config, ProviderConfig
+    from finopsd.state import LiveState
 
 log = logging.getLogger(__name__)
 
@@ -125,39 +127,32 @@ PARK_AUTH_FAILURE_S: Final = 300.0
 
 @dataclass
 class KeyPool:
-    """Which upstream keys are parked (failed auth or rate-limited), until when."""
+    """Which upstream keys are parked (failed auth or rate-limited), until when: kept in ``state``
+    (this process's, or shared through Redis), read here without waiting."""
 
-    parked: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
-    clock: Callable[[], float] = time.monotonic
+    state: LiveState = field(default_factory=LocalState)
 
     def pick(self, provider: ProviderConfig, model: str, avoid: set[str] = frozenset()) -> Target | None:  # type: ignore[assignment]
         """A weighted random choice among usable keys; None when every key is parked or avoided."""
         if not provider.keys:
             return Target(provider, model)
-        now = self.clock()
-        usable = [
-            k for k in provider.keys
-            if k.name not in avoid and self.parked.get((provider.name, k.name), (0.0, ""))[0] <= now
-        ]
+        parking = self.state.parking
+        now = parking.clock()
+        usable = [k for k in provider.keys if k.name not in avoid and parking.until(provider.name, k.name) <= now]
         if not usable:
             return None
         key = usable[0] if len(usable) == 1 else random.choices(usable, weights=[k.weight for k in usable])[0]
         return Target(provider, model, key.value, key.name)
 
-    def park(self, target: Target, seconds: float, why: str) -> None:
+    async def park(self, target: Target, seconds: float, why: str) -> None:
         if target.key_name is None:
             return
         log.warning("parking key %s of %s for %.0f s: %s", target.key_name, target.provider.name, seconds, why)
-        self.parked[(target.provider.name, target.key_name)] = (self.clock() + seconds, why)
+        await self.state.park(target.provider.name, target.key_name, seconds, why)
 
     def status(self) -> dict[str, dict[str, str]]:
         """Parked keys per provider, with the reason (for /healthz)."""
-        now = self.clock()
-        out: dict[str, dict[str, str]] = {}
-        for (provider, key), (until, why) in self.parked.items():
-            if until > now:
-                out.setdefault(provider, {})[key] = f"{why}; {until - now:.0f} s left"
-        return out
+        return self.state.parking.status()
 
 
 def pick_key(provider: ProviderConfig, model: str) -> Target:
@@ -235,13 +230,13 @@ async def open_upstream(
         attempt["error"] = err.message
         status = err.status
         if status in (401, 403) and len(provider.keys) > 1:
-            keys.park(target, PARK_AUTH_FAILURE_S, f"upstream answered {status}")
+            await keys.park(target, PARK_AUTH_FAILURE_S, f"upstream answered {status}")
             tried_keys.add(target.key_name or "")
             continue
         if status == 429:
             wait = _retry_after(err.headers)
             if target.key_name and len(provider.keys) > 1:
-                keys.park(target, wait or 1.0, "rate limited (429)")
+                await keys.park(target, wait or 1.0, "rate limited (429)")
                 tried_keys.add(target.key_name)
                 if len(tried_keys) < len(provider.keys):
                     continue

@@ -90,7 +90,7 @@ async def test_fifty_parallel_streams_overshoot_a_budget_by_at_most_one_estimate
     spent = (await store.search(team="squad"))["totals"]["cost_usd"]
     assert spent == pytest.approx(2.0, abs=0.01)  # the one admitted, charged its real cost
     assert spent <= BUDGET + 2.0  # the documented bound: budget + one request's estimate
-    assert not gw.server.app[GOVERNANCE].reserved  # every reservation was released
+    assert not gw.server.app[GOVERNANCE].state.reserved  # every reservation was released
 
 
 async def test_a_request_without_an_output_limit_reserves_the_default(
@@ -113,4 +113,4 @@ async def test_a_refused_or_failed_request_releases_its_reservation(
             async with s.post(gw.make_url("/openai/chat/completions"), json=ROUTES["/openai/chat/completions"],
                               headers={"Authorization": f"Bearer {KEYS[0]}"}) as resp:
                 assert resp.status == 400
-    assert not gw.server.app[GOVERNANCE].reserved
+    assert not gw.server.app[GOVERNANCE].state.reserved

@@ -76,7 +76,7 @@ async def rows(gw: TestClient) -> list[dict[str, Any]]:
 
 def spent(gw: TestClient, scope: str, name: str, period: str) -> float:
     gov = gw.server.app[GOVERNANCE]
-    return gov.ledger.spent((scope, name, period), gov.clock())
+    return gov.state.spent((scope, name, period), gov.clock())
 
 
 @pytest.fixture
