@@ -13,6 +13,7 @@ import asyncio
 import json
 from typing import Any
 
+import aiohttp
 import httpx
 import openai
 import pytest
@@ -119,6 +120,38 @@ async def test_requests_spread_over_three_instances_are_one_log_and_one_session(
             turns = (await instance.get(f"/api/sessions/{s['id']}"))["turns"]
             assert [t["request_id"] for t in turns] == (ids if s["source"] == "header" else prefix_ids)
             assert [t["turn"] for t in turns] == list(range(1, s["turns"] + 1))
+
+
+async def test_a_key_made_on_one_instance_is_live_on_every_instance(
+    cluster: ClusterFactory, fake_openai: FakeUpstream
+) -> None:
+    admin = {"Authorization": "Bearer adm-cluster-token-0001"}
+    gw = await cluster(config(fake_openai) + "server: {admin_token: adm-cluster-token-0001}\n")
+    fake_openai.answer_json(answer())
+    async with aiohttp.ClientSession(headers=admin) as s:
+        async with s.post(f"{gw[0].url}/api/keys", json={"name": "made-live", "team": "web"}) as resp:
+            made = await resp.json()
+            assert resp.status == 201, made
+        for instance in gw.instances:  # the others poll the key store: the key arrives there within a second or so
+            assert await until_answered(instance, made["secret"], 200)
+        async with s.patch(f"{gw[1].url}/api/keys/made-live", json={"enabled": False}) as resp:
+            assert resp.status == 200, await resp.text()
+    for instance in gw.instances:
+        assert await until_answered(instance, made["secret"], 401)
+
+
+async def until_answered(instance: Instance, key: str, status: int) -> bool:
+    """Ask with ``key`` until the instance answers ``status`` (a hang guard bounds the wait)."""
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                await ask(instance, key)
+                got = 200
+            except openai.APIStatusError as e:
+                got = e.status_code
+            if got == status:
+                return True
+            await asyncio.sleep(0.1)
 
 
 async def test_a_team_budget_with_room_for_ten_admits_ten_across_three_instances(
