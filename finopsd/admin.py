@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import secrets
 import ipaddress
 import math
 import time
@@ -153,7 +154,16 @@ def require_admin(request: web.Request) -> None:
 
 CSRF_HEADER: Final = "X-CSRF-Token"
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
-CSRF_SECRET: Final = web.AppKey("csrf_secret", bytes)  # random per process: a restart asks for a reload
+CSRF_SECRET: Final = web.AppKey("csrf_secret", bytes)
+
+
+def csrf_secret(admin_token: str | None) -> bytes:
+    """With an admin token, derived from it: the same on every instance behind a load balancer,
+    so that a /keys page one instance served may post to another (changing the token ends every
+    session anyway). Without one (loopback browsers only), random per process."""
+    if admin_token:
+        return hmac.new(admin_token.encode(), b"finopsd csrf secret v1", hashlib.sha256).digest()
+    return secrets.token_bytes(32)
 
 
 def csrf_token(request: web.Request) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -51,7 +50,7 @@ def build_app(config: Config) -> web.Application:
     app[RUNTIME] = Runtime(config, keys=KeyPool(app[STATE]))
     app[GOVERNANCE] = governance.Governance(config, app[RUNTIME], state=app[STATE])
     app[admin.THROTTLE] = admin.Throttle()
-    app[admin.CSRF_SECRET] = secrets.token_bytes(32)
+    app[admin.CSRF_SECRET] = admin.csrf_secret(config.server.admin_token)
     # open_logstore puts the logging hook first; metrics before governance, to count what it
     # charged; attribution before it, so a bad x-finops-* header is refused before it counts
     app[otel.TRACING] = otel.TracingHook()  # after governance's post too: spans carry the cost

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import aiohttp
@@ -138,6 +139,16 @@ async def test_a_key_made_on_one_instance_is_live_on_every_instance(
             assert resp.status == 200, await resp.text()
     for instance in gw.instances:
         assert await until_answered(instance, made["secret"], 401)
+    # a browser: logged in and served /keys by one instance, its change posted (by the balancer) to another
+    async with aiohttp.ClientSession() as browser:
+        async with browser.post(f"{gw[0].url}/login", data={"token": "adm-cluster-token-0001", "next": "/keys"},
+                                allow_redirects=False) as resp:
+            cookie = {"Cookie": f"finopsd_admin={resp.cookies['finopsd_admin'].value}"}
+        async with browser.get(f"{gw[0].url}/keys", headers=cookie) as resp:
+            token = re.search(r'name="csrf-token" content="([0-9a-f]{64})"', await resp.text())[1]  # type: ignore[index]
+        async with browser.post(f"{gw[2].url}/api/keys", json={"name": "from-the-page"},
+                                headers={**cookie, "Origin": gw[2].url, "X-CSRF-Token": token}) as resp:
+            assert resp.status == 201, await resp.text()
 
 
 async def until_answered(instance: Instance, key: str, status: int) -> bool:
