@@ -2,11 +2,15 @@
 
 ``content.tsv`` is ``setweight(to_tsvector(TS_CONFIG, fold(prompt)), PROMPT_WEIGHT) ||
 setweight(to_tsvector(TS_CONFIG, fold(answer)), ANSWER_WEIGHT)``, built from the same
-``index_text`` FTS5 gets. ``simple`` only lower-cases (no stemming, no stop words), which is
-what FTS5's unicode61 tokenizer does; its ``remove_diacritics 2`` is ``fold`` here, in Python,
-so no extension (unaccent) is needed. A search folds the user's terms the same way and passes
-them through ``to_tsquery(TS_CONFIG, ...)``; ``RANK_WEIGHTS`` (for ``ts_rank``, in the order
-D, C, B, A) count a match in the answer twice one in the prompt, like ``bm25(content_fts, 1.0, 2.0)``.
+``index_text`` FTS5 gets. ``simple`` only lower-cases (no stemming, no stop words), as FTS5's
+unicode61 tokenizer does. The rest of unicode61 is ``fold``, in Python, so no extension
+(unaccent) is needed: diacritics go (``remove_diacritics 2``), and every run of characters
+that are not letters or digits becomes one space, so that PostgreSQL's parser sees the words
+FTS5 sees (its own would keep ``foo@bar.com``, ``/a/b.py`` or ``3.14`` as one token, and a
+search for ``bar`` would miss it). A search folds the user's terms the same way (a term that
+folds to several words is a phrase of them) and passes them through ``to_tsquery(TS_CONFIG,
+...)``; ``RANK_WEIGHTS`` (for ``ts_rank``, in the order D, C, B, A) count a match in the
+answer twice one in the prompt, like ``bm25(content_fts, 1.0, 2.0)``.
 
 A tsvector holds at most 1 MB, so each side of a piece is indexed from its first
 ``INDEX_BYTES`` of UTF-8 (a word-dense text that size stays well under the limit).
@@ -14,6 +18,7 @@ A tsvector holds at most 1 MB, so each side of a piece is indexed from its first
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Final
 
@@ -24,14 +29,20 @@ RANK_WEIGHTS: Final = "{0, 0, 0.5, 1}"
 INDEX_BYTES: Final = 128 << 10
 
 
+SEPARATORS: Final = re.compile(r"[\W_]+")  # what unicode61 splits on: all but letters and digits
+
+
 def fold(text: str | None) -> str:
-    """``text`` without its diacritics (é -> e, as unicode61's remove_diacritics 2), cut to INDEX_BYTES."""
+    """``text`` as FTS5's tokenizer reads it: words of letters and digits, one space apart, without
+    diacritics (é -> e); cut to INDEX_BYTES."""
     if not text:
         return ""
+    data = text.encode(errors="replace")
+    if len(data) > INDEX_BYTES:
+        text = data[:INDEX_BYTES].decode(errors="ignore")
     if not text.isascii():
         text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    data = text.encode()
-    return text if len(data) <= INDEX_BYTES else data[:INDEX_BYTES].decode(errors="ignore")
+    return SEPARATORS.sub(" ", text).strip()
 
 
 
