@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 from finopsd.caching import CachingConfig, caching_section
 from finopsd.keyconfig import AuthConfig, Budget, Price, RateLimit, TeamConfig, VirtualKey, governance_section
@@ -21,9 +22,10 @@ from finopsd.yamldoc import ConfigError, Doc, Reader, resolve_env
 
 # the sections' types, importable from here as before the split
 __all__ = [
-    "AuthConfig", "Budget", "CachingConfig", "Config", "ConfigError", "CorsConfig", "LogsConfig", "McpConfig", "McpServerConfig",
-    "Price", "ProviderConfig", "ProviderKey", "RateLimit", "ServerConfig", "StorageConfig", "TeamConfig",
-    "Timeouts", "VirtualKey", "default_data_dir", "embedded_default", "load", "parse", "resolve_env",
+    "AuthConfig", "Budget", "CachingConfig", "Config", "ConfigError", "CorsConfig", "LogsConfig", "McpConfig",
+    "McpServerConfig", "Price", "ProviderConfig", "ProviderKey", "RateLimit", "ServerConfig", "StateConfig",
+    "StorageConfig", "TeamConfig", "Timeouts", "VirtualKey", "default_data_dir", "embedded_default", "load",
+    "parse", "redact_url", "resolve_env", "url_password",
 ]
 
 DEFAULT_ALLOWED_HEADERS: Final = (
@@ -65,6 +67,14 @@ class ServerConfig:
 @dataclass(frozen=True)
 class StorageConfig:
     path: str = ""
+    # postgresql://…: the log, sessions, roll-ups, alerts and dashboard keys live there, not in ``path``
+    url: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    # redis://…: rate windows, budget counters and parked upstream keys shared by every instance
+    redis_url: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,7 @@ class ProviderConfig:
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    state: StateConfig = field(default_factory=StateConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
     providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
     aliases: Mapping[str, str] = field(default_factory=dict)
@@ -165,6 +176,54 @@ class Config:
 
 
 # --- sections -----------------------------------------------------------------------
+
+
+POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
+REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``: what errors, logs and pages may show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + parts.netloc.rpartition("@")[2]))
+
+
+def url_password(url: str | None) -> str | None:
+    """The password in a database URL, for the scrubber."""
+    try:
+        return urlsplit(url).password if url else None
+    except ValueError:
+        return None
+
+
+def _storage(doc: Doc, top: Reader, env: Mapping[str, str]) -> tuple[StorageConfig, StateConfig]:
+    st = Reader(doc, top.data.get("storage"), "storage", {"path", "url"})
+    sa = Reader(doc, top.data.get("state"), "state", {"redis_url"})
+
+    def url(r: Reader, key: str, schemes: tuple[str, ...], what: str) -> str | None:
+        raw = r.get(key, str)
+        if raw is None:
+            return None
+        value = resolve_env(raw, env, lambda m: doc.error(r.sub(key), m))
+        if not value.startswith(schemes):
+            # the value may hold a password: name the scheme only
+            raise doc.error(r.sub(key), f"must be a {what} URL ({', '.join(schemes)}…), got {value.split(':')[0]!r}")
+        try:
+            urlsplit(value).port  # noqa: B018 -- parses the port, raising on a bad one
+        except ValueError:
+            raise doc.error(r.sub(key), f"is not a valid {what} URL") from None
+        return value
+
+    storage = StorageConfig(path=st.get("path", str) or str(default_data_dir(env) / "finops.db"),
+                            url=url(st, "url", POSTGRES_SCHEMES, "PostgreSQL"))
+    state = StateConfig(redis_url=url(sa, "redis_url", REDIS_SCHEMES, "Redis"))
+    if state.redis_url and not storage.url:
+        raise doc.error("state.redis_url", "shares live counters between instances, which then also need one "
+                        "log: set storage.url to a PostgreSQL database too (or drop state.redis_url)")
+    return storage, state
 
 
 def _server(doc: Doc, data: Any, env: Mapping[str, str]) -> ServerConfig:
@@ -281,9 +340,8 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
     doc = Doc(filename, text)
     top = Reader(doc, doc.data, "", {"server", "storage", "logs", "providers", "aliases", "fallbacks", "anthropic",
                                       "gemini", "auth", "teams", "virtual_keys", "pricing", "mcp", "metrics", "otel",
-                                      "alerts"})
-    st = Reader(doc, top.data.get("storage"), "storage", {"path"})
-    storage = StorageConfig(path=st.get("path", str) or str(default_data_dir(env) / "finops.db"))
+                                      "alerts", "state"})
+    storage, state = _storage(doc, top, env)
     pr = Reader(doc, top.data.get("providers"), "providers", set(top.data.get("providers") or {}))
     providers = {name: _provider(doc, name, pr.data[name], env) for name in pr.data}
     al = Reader(doc, top.data.get("aliases"), "aliases", set(top.data.get("aliases") or {}))
@@ -316,6 +374,7 @@ def parse(text: str, filename: str = "config.yaml", env: Mapping[str, str] | Non
     return Config(
         server=_server(doc, top.data.get("server"), env),
         storage=storage,
+        state=state,
         logs=logs,
         providers=providers,
         aliases=aliases,

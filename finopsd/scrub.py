@@ -21,6 +21,8 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
+from finopsd.config import url_password
+
 if TYPE_CHECKING:
     from finopsd.config import Config
 
@@ -40,6 +42,8 @@ def config_secrets(config: Config) -> Iterator[str | None]:
     for server in config.mcp.servers.values():
         yield from server.env.values()
         yield from server.headers.values()
+    yield url_password(config.storage.url)
+    yield url_password(config.state.redis_url)
 
 
 class Scrubber:

@@ -14,6 +14,7 @@ from finopsd.app import build_app
 from finopsd.providers.registry import KNOWN_PROVIDERS
 from tests.daemon import daemon_for  # noqa: F401  (a fixture for every test module)
 from tests.fakes import FakeUpstream
+from tests.servers import log_backend, pg_cluster, postgres_url, redis_server  # noqa: F401
 
 GatewayFactory = Callable[..., Awaitable[TestClient]]
 
