@@ -212,7 +212,9 @@ MESSAGE_REFS_SQL: Final = """
 with recursive chain(id, lim) as (
     select id, n_messages from requests where id = ?
     union all
-    select r.parent, min(c.lim, r.prefix_len) from chain c join requests r on r.id = c.id
+    -- SQLite's min(c.lim, r.prefix_len), null when either is, spelled so PostgreSQL reads it too
+    select r.parent, case when c.lim <= r.prefix_len then c.lim when r.prefix_len < c.lim then r.prefix_len end
+    from chain c join requests r on r.id = c.id
     where r.parent is not null
 )
 select rc.pos, rc.content from chain c join request_content rc on rc.request = c.id

@@ -13,50 +13,48 @@ import asyncio
 import json
 import logging
 import math
-import sqlite3
 from collections.abc import Iterable
 from typing import Any, Final
 
-import aiosqlite
-
 from finopsd.errors import BadRequest
 from finopsd.log.content import index_text, unpack
-from finopsd.log.schema import LATE_COLUMNS, NUMBERS, SCALARS, shown, total_of
+from finopsd.log.schema import LATE_COLUMNS, NUMBERS, SCALARS, shown
+from finopsd.log.sql import Db, Dialect, fts_literal, marks
 from finopsd.log.text import snippet
 
 log = logging.getLogger(__name__)
 
-SUMMARY_SQL: Final = "r.id, r.request_id, " + ", ".join(f"r.{c}" for c in (*SCALARS, *LATE_COLUMNS)) + (
+# columns quoted: ``user`` is a reserved word in PostgreSQL
+SUMMARY_SQL: Final = "r.id, r.request_id, " + ", ".join(f'r."{c}"' for c in (*SCALARS, *LATE_COLUMNS)) + (
     ", (select preview from request_previews p where p.request_id = r.request_id) as preview"
     ", (select session_id from sessions s where s.id = r.session) as session_id, r.turn")
-TOTALS_SQL: Final = (
-    "count(*), total(r.prompt_tokens), total(r.completion_tokens), total(r.cost_usd), total(r.status = 'error'),"
-    " total(coalesce(r.cost_without_cache_usd, r.cost_usd))"
-)
-# the same over in-range values only: about twice the work, so only when an odd value an older
-# version stored made a plain sum infinite
-BOUNDED_TOTALS_SQL: Final = (
-    f"count(*), {total_of('r.prompt_tokens')}, {total_of('r.completion_tokens')}, {total_of('r.cost_usd')},"
-    f" total(r.status = 'error'), {total_of('coalesce(r.cost_without_cache_usd, r.cost_usd)')}"
-)
-# bm25 weights (prompt_text, response_text): an answer is what the model said, a prompt
-# piece may be boilerplate an agent repeats; 2:1 ranks the request where a term was
-# answered above the one where it was asked. (llm weights its prompt 10:1 because
-# there a prompt is only the newest message.)
-SEARCH_RANK: Final = "bm25(content_fts, 1.0, 2.0)"
-MATCHED_CONTENT: Final = "select rowid from content_fts where content_fts match ?"
-MATCHED_REQUESTS: Final = f"select rc.request from request_content rc where rc.content in ({MATCHED_CONTENT})"
-# For a broad match, a page walks requests newest first and tests each one's few pieces
-# against the set of matches (the `+` keeps SQLite from probing the index of every match
-# instead: 6 s against 80 ms for a word in every request, at 100,000 requests).
-ADDED_MATCH: Final = (
-    f"exists (select 1 from request_content rc where rc.request = r.id and +rc.content in ({MATCHED_CONTENT}))"
-)
+TOTALS: Final = ("r.prompt_tokens", "r.completion_tokens", "r.cost_usd",
+                  "coalesce(r.cost_without_cache_usd, r.cost_usd)")  # fmt: skip
 MAX_LIMIT: Final = 500
 SELECTIVE: Final = 5_000  # fewer matching pieces than this: look requests up by id (see search())
 
 
-def summary(row: sqlite3.Row) -> dict[str, Any]:
+def totals_sql(d: Dialect, bounded: bool = False) -> str:
+    """The totals' columns; ``bounded``: over in-range values only, about twice the work, so
+    only when an odd value an older version stored made a plain sum infinite."""
+    tokens, completion, cost, uncached = (d.total_of(c) if bounded else d.total(c) for c in TOTALS)
+    errors = d.count_if("r.status = 'error'")
+    return f"count(*), {tokens}, {completion}, {cost}, {errors}, {uncached}"
+
+
+def matched_requests(d: Dialect) -> str:
+    """The requests that added a piece matching one ``?``."""
+    return f"select rc.request from request_content rc where rc.content in ({d.matched})"
+
+
+def added_match(d: Dialect) -> str:
+    """For a broad match, a page walks requests newest first and tests each one's few pieces
+    against the set of matches (the ``+`` keeps SQLite from probing the index of every match
+    instead: 6 s against 80 ms for a word in every request, at 100,000 requests)."""
+    return f"exists (select 1 from request_content rc where rc.request = r.id and +rc.content in ({d.matched}))"
+
+
+def summary(row: Any) -> dict[str, Any]:
     item = {k: shown(row[k]) if k in NUMBERS else row[k] for k in SCALARS}
     item["id"] = row["request_id"]
     item["preview"] = row["preview"]
@@ -76,11 +74,6 @@ def _tags(stored: Any) -> list[str]:
     return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
 
 
-def fts_literal(q: str) -> str:
-    """``q`` as one FTS5 phrase: inside double quotes only ``"`` is special, written twice."""
-    return '"' + q.replace('"', '""') + '"'
-
-
 def encode_cursor(kind: str, key: float, rowid: int) -> str:
     return f"{kind}{key!r}~{rowid}"
 
@@ -97,7 +90,7 @@ def decode_cursor(cursor: str, kind: str) -> tuple[float, int]:
 
 
 def filters(
-    provider: str | None, model: str | None, key: str | None, team: str | None, status: str | None,
+    d: Dialect, provider: str | None, model: str | None, key: str | None, team: str | None, status: str | None,
     stream: bool | None, since: float | None, until: float | None,
     min_cost: float | None, min_latency_ms: float | None,
     user: str | None = None, project: str | None = None, tag: str | None = None,
@@ -107,10 +100,10 @@ def filters(
     for column, value in (("provider", provider), ("model", model), ("key_name", key), ("team", team),
                           ("status", status), ("user", user), ("project", project)):  # fmt: skip
         if value not in (None, ""):  # an empty form field means "any"
-            where.append(f"r.{column} = ?")
+            where.append(f'r."{column}" = ?')
             params.append(value)
     if tag not in (None, ""):
-        where.append("exists (select 1 from json_each(iif(json_valid(r.tags), r.tags, null)) where value = ?)")
+        where.append(d.has_tag("r.tags"))
         params.append(tag)
     for clause, number in (("r.ts >= ?", since), ("r.ts < ?", until), ("r.cost_usd >= ?", min_cost),
                            ("r.duration_ms >= ?", min_latency_ms)):  # fmt: skip
@@ -127,25 +120,40 @@ def where_sql(where: list[str]) -> str:
     return " where " + " and ".join(where) if where else ""
 
 
-async def parse(db: aiosqlite.Connection, text: str) -> tuple[str, bool] | None:
-    """The expression FTS5 accepts for ``text`` (as typed, else as a literal phrase),
-    and whether it matches fewer than SELECTIVE pieces; None if neither form parses."""
-    for expression in (text, fts_literal(text)):
+def expressions(d: Dialect, text: str) -> list[str]:
+    """What to try as the engine's query for ``text``: FTS5 takes it as typed, else as a literal
+    phrase; PostgreSQL takes the tsquery ``finopsd.log.pg.query`` makes of it (the literal
+    phrase's where FTS5 would reject it). Empty when it can match nothing."""
+    if d.name == "sqlite":
+        return [text, fts_literal(text)]
+    from finopsd.log.pg import query  # PostgreSQL only
+
+    try:
+        tsquery = query.tsquery(text)
+    except query.QuerySyntaxError:
+        tsquery = query.literal(text)
+    return [tsquery] if tsquery is not None else []
+
+
+async def parse(db: Db, text: str) -> tuple[str, bool] | None:
+    """The engine's query for ``text`` (see ``expressions``) and whether it matches fewer than
+    SELECTIVE pieces; None if no form parses."""
+    failure: BaseException | None = None
+    for expression in expressions(db.dialect, text):
         try:
-            rows = await db.execute_fetchall(f"select count(*) from ({MATCHED_CONTENT} limit ?)",
-                                             (expression, SELECTIVE))
-        except sqlite3.OperationalError as e:
-            # FTS5 reports bad syntax as OperationalError ("fts5: syntax error",
-            # "unterminated string", "no such column"); the literal phrase is next.
+            rows = await db.fetch(f"select count(*) from ({db.dialect.matched} limit ?) m", (expression, SELECTIVE))
+        except db.dialect.bad_query as e:  # the literal phrase is next
             failure = e
             continue
-        return expression, next(iter(rows))[0] < SELECTIVE
-    log.warning("log search failed even as a literal phrase (%s)", getattr(failure, "sqlite_errorname", "error"))
+        return expression, rows[0][0] < SELECTIVE
+    if failure is not None:
+        log.warning("log search failed even as a literal phrase (%s)",
+                    getattr(failure, "sqlite_errorname", None) or type(failure).__name__)
     return None
 
 
 async def search(
-    db: aiosqlite.Connection, *, q: str | None = None, provider: str | None = None, model: str | None = None,
+    db: Db, *, q: str | None = None, provider: str | None = None, model: str | None = None,
     key: str | None = None, team: str | None = None, status: str | None = None,
     stream: bool | None = None, since: float | None = None, until: float | None = None,
     min_cost: float | None = None, min_latency_ms: float | None = None,
@@ -159,7 +167,8 @@ async def search(
     text = q if q is not None and q.strip() else None
     by_rank = order == "relevance" and text is not None
     after = decode_cursor(cursor, "r" if by_rank else "t") if cursor else None
-    where, params = filters(provider, model, key, team, status, stream, since, until, min_cost, min_latency_ms,
+    d = db.dialect
+    where, params = filters(d, provider, model, key, team, status, stream, since, until, min_cost, min_latency_ms,
                             user, project, tag)
     matched, matched_params = list(where), list(params)
     counted, counted_params = list(where), list(params)
@@ -172,15 +181,15 @@ async def search(
         # Few matches: fetch those requests by id and sort them. Many: walk the
         # requests in page order and test each (ADDED_MATCH). Totals read every match
         # either way, and looking them up by id is the faster way to do that.
-        matched.append(f"r.id in ({MATCHED_REQUESTS})" if selective else ADDED_MATCH)
+        matched.append(f"r.id in ({matched_requests(d)})" if selective else added_match(d))
         matched_params.append(match)
-        counted.append(f"r.id in ({MATCHED_REQUESTS})")
+        counted.append(f"r.id in ({matched_requests(d)})")
         counted_params.append(match)
     totals: dict[str, Any] | None = None
     if with_totals:
-        for sql in (TOTALS_SQL, BOUNDED_TOTALS_SQL):  # the page's WHERE without the cursor
-            rows = await db.execute_fetchall(f"select {sql} from requests r{where_sql(counted)}", counted_params)
-            row = next(iter(rows))
+        for bounded in (False, True):  # the page's WHERE without the cursor
+            row = (await db.fetch(f"select {totals_sql(d, bounded)} from requests r{where_sql(counted)}",
+                                  counted_params))[0]
             if all(shown(v) is not None for v in row):
                 break
         totals = totals_dict(row)
@@ -198,16 +207,16 @@ async def search(
 
 
 async def _page_by_time(
-    db: aiosqlite.Connection, where: list[str], params: list[Any], limit: int, after: tuple[float, int] | None
-) -> tuple[list[sqlite3.Row], str | None]:
+    db: Db, where: list[str], params: list[Any], limit: int, after: tuple[float, int] | None
+) -> tuple[list[Any], str | None]:
     where, params = list(where), list(params)
     if after:
         where.append("(r.ts, r.id) < (?, ?)")  # keyset: resumes inside the index, no OFFSET
         params.extend(after)
-    rows = list(await db.execute_fetchall(
+    rows = await db.fetch(
         f"select {SUMMARY_SQL} from requests r{where_sql(where)} order by r.ts desc, r.id desc limit ?",
         [*params, limit + 1],
-    ))
+    )
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]
@@ -215,9 +224,9 @@ async def _page_by_time(
 
 
 async def _page_by_rank(
-    db: aiosqlite.Connection, where: list[str], params: list[Any], match: str, limit: int,
+    db: Db, where: list[str], params: list[Any], match: str, limit: int,
     after: tuple[float, int] | None,
-) -> tuple[list[sqlite3.Row], str | None]:  # fmt: skip
+) -> tuple[list[Any], str | None]:  # fmt: skip
     # A request's score is its best piece's; the filters arrive as a set of ids read
     # from their indexes (a join would look up every match's row).
     inner, inner_params = "", []
@@ -228,17 +237,18 @@ async def _page_by_rank(
     if after:
         outer = " where (score, id) > (?, ?)"  # bm25: lower is better, so ascending
         outer_params = list(after)
-    ranked = list(await db.execute_fetchall(
+    ranked = await db.fetch(
         # materialized: bm25() only works in the query that reads the FTS table itself
-        f"with f as materialized (select rowid, {SEARCH_RANK} as score from content_fts where content_fts match ?)"
+        f"with f as materialized ({db.dialect.ranked})"
         f" select * from (select rc.request as id, min(f.score) as score from f"
-        f" join request_content rc on rc.content = f.rowid{inner} group by rc.request){outer}"
+        f" join request_content rc on rc.content = f.rowid{inner} group by rc.request) s{outer}"
         " order by score, id limit ?",
         [match, *inner_params, *outer_params, limit + 1],
-    ))  # fmt: skip
+    )  # fmt: skip
     ids = [row["id"] for row in ranked[:limit]]
-    rows = await db.execute_fetchall(
-        f"select {SUMMARY_SQL} from requests r where r.id in ({', '.join('?' * len(ids))})", ids)
+    if not ids:
+        return [], None
+    rows = await db.fetch(f"select {SUMMARY_SQL} from requests r where r.id in ({marks(ids)})", ids)
     by_id = {row["id"]: row for row in rows}
     page = [by_id[i] for i in ids if i in by_id]
     if len(ranked) <= limit:
@@ -247,33 +257,35 @@ async def _page_by_rank(
     return page, encode_cursor("r", last["score"], last["id"])
 
 
-async def snippets_for(db: aiosqlite.Connection, match: str, q: str, requests: list[int]) -> dict[int, str]:
+async def snippets_for(db: Db, match: str, q: str, requests: list[int]) -> dict[int, str]:
     """A highlighted fragment of the first matching piece each of these requests added."""
     if not requests:
         return {}
-    refs = list(await db.execute_fetchall(
-        f"select request, content from request_content where request in ({', '.join('?' * len(requests))})"
-        " order by request, pos < 0, pos", requests))  # fmt: skip
+    refs = await db.fetch(
+        f"select request, content from request_content where request in ({marks(requests)})"
+        " order by request, pos < 0, pos", requests)
     if not refs:
         return {}
     ids = sorted({r[1] for r in refs})
     # A rowid range lets FTS5 evaluate the query once over the range; the `+` keeps the
     # list a filter on it, not a lookup per id.
-    hits = {r[0] for r in await db.execute_fetchall(
-        f"{MATCHED_CONTENT} and rowid between ? and ? and +rowid in ({', '.join('?' * len(ids))})",
+    rowid = db.dialect.rowid
+    hits = {r[0] for r in await db.fetch(
+        f"{db.dialect.matched} and {rowid} between ? and ? and +{rowid} in ({marks(ids)})",
         [match, ids[0], ids[-1], *ids])}  # fmt: skip
     first: dict[int, int] = {}
     for request, content in refs:
         if content in hits:
             first.setdefault(request, content)
     wanted = sorted(set(first.values()))
-    pieces = list(await db.execute_fetchall(
-        f"select id, kind, size, body from content where id in ({', '.join('?' * len(wanted))})", wanted))
+    if not wanted:
+        return {}
+    pieces = await db.fetch(f"select id, kind, size, body from content where id in ({marks(wanted)})", wanted)
     texts = await asyncio.to_thread(_snippets, pieces, q)
     return {request: texts[content] for request, content in first.items() if content in texts}
 
 
-def _snippets(pieces: Iterable[sqlite3.Row], q: str) -> dict[int, str]:
+def _snippets(pieces: Iterable[Any], q: str) -> dict[int, str]:
     out = {}
     for cid, kind, size, body in pieces:
         prompt, answer = index_text(kind, unpack(size, body))

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
 from typing import Any, Final
 
-import aiosqlite
-
 from finopsd.errors import BadRequest
 from finopsd.log.content import ANSWER, POS, unpack
-from finopsd.log.search import MATCHED_CONTENT, MATCHED_REQUESTS, MAX_LIMIT, parse, snippets_for, where_sql
+from finopsd.log.search import MAX_LIMIT, matched_requests, parse, snippets_for, where_sql
+from finopsd.log.sql import Db, Dialect, marks
 
 RUNNING_S: Final = 120  # a session whose last request ended this recently (without error) is "running"
 STATUSES: Final = ("ok", "error", "running")
@@ -33,10 +31,9 @@ TURN_SQL: Final = (
 )
 
 
-ADDED_TO_SESSION: Final = (
-    "exists (select 1 from requests r join request_content rc on rc.request = r.id where r.session = s.id"
-    f" and +rc.content in ({MATCHED_CONTENT}))"
-)
+def added_to_session(d: Dialect) -> str:
+    return ("exists (select 1 from requests r join request_content rc on rc.request = r.id where r.session = s.id"
+            f" and +rc.content in ({d.matched}))")
 
 
 class InvalidQuery(BadRequest, ValueError):
@@ -48,7 +45,7 @@ def _usage(prompt: Any, completion: Any, cached: Any) -> dict[str, int]:
     return {"prompt_tokens": p, "completion_tokens": c, "cached_tokens": k, "total_tokens": p + c}
 
 
-def summary(row: sqlite3.Row, now: float) -> dict[str, Any]:
+def summary(row: Any, now: float) -> dict[str, Any]:
     status = "error" if row["errors"] else "running" if now - row["last_ts"] < RUNNING_S else "ok"
     models = json.loads(row["models"]) if row["models"] else []
     return {
@@ -74,13 +71,13 @@ def _cursor(cursor: str) -> tuple[float, int]:
 
 
 async def sessions(
-    db: aiosqlite.Connection, *, provider: str | None = None, model: str | None = None, key: str | None = None,
+    db: Db, *, provider: str | None = None, model: str | None = None, key: str | None = None,
     team: str | None = None, status: str | None = None, since: float | None = None, until: float | None = None,
     q: str | None = None, min_cost: float | None = None, cursor: str | None = None, limit: int = 50,
     with_totals: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Sessions newest-active first (keyset on last_ts), filtered; totals over the filter on request."""
-    now = time.time()
+    now, d = time.time(), db.dialect
     limit = max(1, min(int(limit), MAX_LIMIT))
     after = _cursor(cursor) if cursor else None
     where: list[str] = []
@@ -109,25 +106,23 @@ async def sessions(
         if parsed is None:
             return {"items": [], "next_cursor": None, "totals": _totals(None) if with_totals else None}
         match, selective = parsed
-        counted = f"s.id in (select r.session from requests r where r.id in ({MATCHED_REQUESTS}))"
+        counted = f"s.id in (select r.session from requests r where r.id in ({matched_requests(d)}))"
         # as in search(): a broad match walks the sessions in page order and tests each
-        page_where, page_params = [*where, counted if selective else ADDED_TO_SESSION], [*params, match]
+        page_where, page_params = [*where, counted if selective else added_to_session(d)], [*params, match]
         where, params = [*where, counted], [*params, match]
     else:
         page_where, page_params = list(where), list(params)
     totals = None
     if with_totals:
-        rows = await db.execute_fetchall(
-            "select count(*), total(s.turns), total(s.prompt_tokens), total(s.completion_tokens),"
-            f" total(s.cached_tokens), total(s.cost_usd), total(s.cost_without_cache_usd)"
-            f" from sessions s{where_sql(where)}", params)
-        totals = _totals(next(iter(rows)))
+        sums = ", ".join(d.total(f"s.{c}") for c in ("turns", "prompt_tokens", "completion_tokens", "cached_tokens",
+                                                          "cost_usd", "cost_without_cache_usd"))
+        totals = _totals((await db.fetch(f"select count(*), {sums} from sessions s{where_sql(where)}", params))[0])
     if after:
         page_where.append("(s.last_ts, s.id) < (?, ?)")
         page_params += list(after)
-    rows = list(await db.execute_fetchall(
+    rows = await db.fetch(
         f"select {SESSION_SQL} from sessions s{where_sql(page_where)} order by s.last_ts desc, s.id desc limit ?",
-        [*page_params, limit + 1]))  # fmt: skip
+        [*page_params, limit + 1])
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -146,16 +141,14 @@ def _totals(row: Any) -> dict[str, Any]:
             "cost_without_cache_usd": float(uncached), "cache_savings_usd": float(uncached) - float(cost)}  # fmt: skip
 
 
-async def _add_matches(
-    db: aiosqlite.Connection, match: str, q: str, rows: list[sqlite3.Row], items: list[dict[str, Any]]
-) -> None:
+async def _add_matches(db: Db, match: str, q: str, rows: list[Any], items: list[dict[str, Any]]) -> None:
     """Each session's first turn that added matching text, with a snippet of it."""
     ids = [row["id"] for row in rows]
-    hits = await db.execute_fetchall(
+    hits = await db.fetch(
         f"select r.session, r.id, r.request_id, r.turn from requests r where r.session in"
-        f" ({', '.join('?' * len(ids))}) and r.id in ({MATCHED_REQUESTS}) order by r.session, r.turn",
+        f" ({marks(ids)}) and r.id in ({matched_requests(db.dialect)}) order by r.session, r.turn",
         [*ids, match])  # fmt: skip
-    first: dict[int, sqlite3.Row] = {}
+    first: dict[int, Any] = {}
     for hit in hits:
         first.setdefault(hit["session"], hit)
     snippets = await snippets_for(db, match, q, [h["id"] for h in first.values()])
@@ -166,24 +159,23 @@ async def _add_matches(
                              "snippet": snippets.get(hit["id"], "")}  # fmt: skip
 
 
-async def session(db: aiosqlite.Connection, session_id: str) -> dict[str, Any] | None:
+async def session(db: Db, session_id: str) -> dict[str, Any] | None:
     """The session's summary and its turns, each with the messages it added and its answer."""
-    rows = list(await db.execute_fetchall(f"select {SESSION_SQL} from sessions s where s.session_id = ?",
-                                          (session_id,)))
+    rows = await db.fetch(f"select {SESSION_SQL} from sessions s where s.session_id = ?", (session_id,))
     if not rows:
         return None
     head = rows[0]
-    turns = list(await db.execute_fetchall(
-        f"select {TURN_SQL} from requests r where r.session = ? order by r.turn, r.id", (head["id"],)))
+    turns = await db.fetch(f"select {TURN_SQL} from requests r where r.session = ? order by r.turn, r.id",
+                           (head["id"],))
     # Only what each request added: its messages from new_from on, and its answer.
-    pieces = list(await db.execute_fetchall(
+    pieces = await db.fetch(
         "select rc.request, rc.pos, c.size, c.body from requests r join request_content rc on rc.request = r.id"
         " join content c on c.id = rc.content where r.session = ? and (rc.pos >= r.new_from or rc.pos = ?)"
-        " order by rc.request, rc.pos", (head["id"], POS[ANSWER])))  # fmt: skip
+        " order by rc.request, rc.pos", (head["id"], POS[ANSWER]))
     return await asyncio.to_thread(_session, head, turns, pieces, time.time())
 
 
-def _session(head: sqlite3.Row, turns: list[sqlite3.Row], pieces: list[sqlite3.Row], now: float) -> dict[str, Any]:
+def _session(head: Any, turns: list[Any], pieces: list[Any], now: float) -> dict[str, Any]:
     added: dict[int, list[Any]] = {}
     answers: dict[int, Any] = {}
     for request, pos, size, body in pieces:

@@ -138,6 +138,7 @@ def preview_of(request: Any) -> str | None:
 # way the index's tokenizer folds them (case, diacritics).
 
 _TOKEN: Final = re.compile(r"[^\W_]+(\*?)")
+_WORD: Final = re.compile(r"[^\W_]+")
 _OPERATORS: Final = frozenset({"AND", "OR", "NOT", "NEAR"})
 SNIPPET_BEFORE: Final = 60
 SNIPPET_CHARS: Final = 200
@@ -153,6 +154,12 @@ def _fold_char(c: str) -> str:
 def fold(text: str) -> str:
     """Lower case without diacritics, one character for each of ``text``'s (positions line up)."""
     return text.lower() if text.isascii() else "".join(map(_fold_char, text))
+
+
+def index_words(text: str | None) -> str:
+    """The words FTS5's unicode61 tokenizer sees in ``text``, folded and space-separated: what
+    PostgreSQL's ``content.tsv`` indexes, so that ``os.path.join`` or ``gpt-5`` split as in SQLite."""
+    return " ".join(_WORD.findall(fold(text))) if text else ""
 
 
 def _hit_pattern(q: str) -> re.Pattern[str] | None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, Final
 
-import aiosqlite
+from finopsd.log.sql import Db
 
 __all__ = ["GRAINS", "GROUPS", "METRICS", "NONE", "Window", "percentile", "usage", "window"]
 
@@ -103,7 +103,7 @@ def _name(value: str) -> str:
     return value or NONE
 
 
-async def usage(reader: aiosqlite.Connection, span: Window, group_by: str, filters: dict[str, str],
+async def usage(db: Db, span: Window, group_by: str, filters: dict[str, str],
                 metrics: Iterable[str] = METRICS) -> dict[str, Any]:  # fmt: skip
     """Per group: each metric per bucket (``series``) and over the whole span (``totals``),
     the error types, and the same for all groups together (``all``)."""
@@ -119,21 +119,21 @@ async def usage(reader: aiosqlite.Connection, span: Window, group_by: str, filte
             parts[name] = Parts(n)
         return parts[name]
 
-    for row in await reader.execute_fetchall(
+    for row in await db.fetch(
             f"select u.bucket, d.{column}, {', '.join(f'sum(u.{c})' for c in SUMS)} from usage_rollup u {DIMS}"
             f" where {where} group by 1, 2", params):
         sums = part(row[1]).sums
         for j in range(len(SUMS)):
             sums[j][index[row[0]]] += row[2 + j]
     wanted = [m for m in METRICS if m in set(metrics)]
-    binned = [] if not set(wanted) & set(PERCENTILES) else await reader.execute_fetchall(
+    binned = [] if not set(wanted) & set(PERCENTILES) else await db.fetch(
         f"select u.bucket, d.{column}, {BIN_SUMS} from usage_latency u {DIMS} where {where} group by 1, 2", params)
     for row in binned:
         hist = part(row[1]).hist
         for m, metric in enumerate(("latency", "ttft")):
             counts = row[2 + m * _BINS: 2 + (m + 1) * _BINS]
             hist[metric][index[row[0]]] = {k: c for k, c in enumerate(counts) if c}
-    for row in await reader.execute_fetchall(
+    for row in await db.fetch(
             f"select d.{column}, u.error_type, sum(u.n) from usage_errors u {DIMS} where {where} group by 1, 2",
             params):
         part(row[0]).errors[row[1]] = row[2]
