@@ -401,8 +401,7 @@ class Batch:
 
     def flush(self) -> None:
         """Write every planned row: one statement per table (per 512 rows)."""
-        stored = dict(self.sql.select_in("select hash, id from content where hash in ({})",
-                                         [p.digest for p in self.pieces]))  # fmt: skip
+        stored = self.sql.stored_pieces([p.digest for p in self.pieces])
         missing = [p for p in self.pieces if p.digest not in stored]
         fresh = dict(zip((p.digest for p in missing), self.sql.reserve("content", len(missing)) if missing else ()))
         # a piece another instance stored since the lookup above keeps that instance's id

@@ -91,6 +91,10 @@ class SQLite:
             args = [v for m in chunk for v in (m, floor)] + [None, None] * (n - len(chunk))
             yield from self.db.execute(" union all ".join([CANDIDATES_SQL] * n), args)
 
+    def stored_pieces(self, digests: list[bytes]) -> dict[bytes, int]:
+        """The ids of the pieces already stored, by hash."""
+        return dict(self.select_in("select hash, id from content where hash in ({})", digests))
+
     def hold(self, sids: Iterable[int]) -> dict[int, int | None]:
         """Lock these sessions until the batch commits; their stored last_request (none here: one writer)."""
         return {}

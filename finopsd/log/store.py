@@ -37,13 +37,13 @@ from typing import Any, Final
 import aiosqlite
 
 from finopsd.exchange import new_request_id
+from finopsd.log.dialect import SQLite
+from finopsd.log.intake import Intake
 from finopsd.log.reads import LogReads
 from finopsd.log.retention import prune_step
 from finopsd.log.schema import MIGRATIONS, migrate
 from finopsd.log.sql import SqliteDb
 from finopsd.log.text import prompt_text, response_text
-from finopsd.log.dialect import SQLite
-from finopsd.log.intake import Intake
 from finopsd.log.writer import Writer
 
 __all__ = ["LogStore", "MIGRATIONS", "migrate", "new_request_id", "prompt_text", "response_text"]
@@ -73,9 +73,9 @@ def _open_writer(path: str) -> tuple[sqlite3.Connection, list[str]]:
     return db, applied
 
 
-class LogStore(Intake, LogReads):
+class LogStore(LogReads, Intake):
     """Owns the database file: a writer connection (migrations, batches, prune) and a reader
-    (what it answers is ``LogReads'``)."""
+    (what it answers is ``LogReads``')."""
 
     def __init__(
         self, writer: sqlite3.Connection, reader: aiosqlite.Connection, batch_rows: int, flush_ms: int,

@@ -26,8 +26,7 @@ from psycopg.pq import TransactionStatus
 
 from finopsd.log.content import index_text
 from finopsd.log.dialect import CANDIDATES, DELTA_COLUMNS, NEW_SESSION, SESSION_COLUMNS, SESSION_SET, SQLite
-from finopsd.log.pg.text import fold, tsv_sql
-from finopsd.log.schema import MESSAGE_REFS_SQL
+from finopsd.log.pg.text import indexed, tsv_sql
 
 TABLES: Final = ("content", "sessions", "requests", "request_content", "request_previews")
 INT64: Final = 1 << 63
@@ -88,7 +87,6 @@ class PostgreSQL(SQLite):
     (transactions are begun by ``begin``, as on SQLite)."""
 
     shared = True
-    message_refs = translate(MESSAGE_REFS_SQL.replace("min(c.lim", "least(c.lim"))
 
     def __init__(self, db: psycopg.Connection[Any]) -> None:
         self.db = db
@@ -144,6 +142,13 @@ class PostgreSQL(SQLite):
                 " from sessions where fingerprint = m and last_ts >= %s order by last_ts desc"
                 f" limit {CANDIDATES}) s", (marks, floor))
 
+    def stored_pieces(self, digests: list[bytes]) -> dict[bytes, int]:
+        # key share: retention cannot delete a piece between this lookup and the commit that refers to it
+        if not digests:
+            return {}
+        return dict(self.db.execute("select hash, id from content where hash = any(%s) order by id for key share",
+                                    (digests,)).fetchall())  # fmt: skip
+
     def hold(self, sids: Iterable[int]) -> dict[int, int | None]:
         ids = sorted(set(sids))
         if not ids:
@@ -179,14 +184,14 @@ class PostgreSQL(SQLite):
         if not rows:
             return {}
         index = [index_text(r[2], r[5]) for r in rows]
-        columns = [*zip(*(r[:5] for r in rows)), [fold(p) for p, _ in index], [fold(a) for _, a in index]]
+        columns = [*zip(*(r[:5] for r in rows)), [indexed(p) for p, _ in index], [indexed(a) for _, a in index]]
         inserted = {r[0] for r in self.db.execute(
             "insert into content (id, hash, kind, size, body, tsv) select id, hash, kind, size, body,"
             f" {tsv_sql('p', 'a')} from unnest(%s::bigint[], %s::bytea[], %s::text[], %s::bigint[], %s::bytea[],"
             " %s::text[], %s::text[]) v(id, hash, kind, size, body, p, a) order by hash"
             " on conflict (hash) do nothing returning hash", [list(c) for c in columns])}
         lost = [r[1] for r in rows if r[1] not in inserted]
-        return dict(self.db.execute("select hash, id from content where hash = any(%s)", (lost,))) if lost else {}
+        return self.stored_pieces(lost) if lost else {}
 
     def update_sessions(self, rows: list[tuple[Any, ...]]) -> None:
         if not rows:

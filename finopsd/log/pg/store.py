@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
 from finopsd.config import redact_url
 from finopsd.log.intake import SHED, Intake
 from finopsd.log.pg.dialect import PostgreSQL
+from finopsd.log.pg.reader import PgDb, open_pool
+from finopsd.log.pg.retention import prune_step
 from finopsd.log.pg.schema import migrate
+from finopsd.log.reads import LogReads
 from finopsd.log.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -49,17 +54,19 @@ def _open_writer(url: str) -> tuple[psycopg.Connection[Any], list[str]]:
     return db, applied
 
 
-class PgLogStore(Intake):
-    """Owns the PostgreSQL log's writer connection (and, for reading, its pool)."""
+class PgLogStore(LogReads, Intake):
+    """Owns the PostgreSQL log's writer connection and, for reading (``LogReads``), a pool."""
 
     policy = SHED
 
     def __init__(
-        self, url: str, writer: psycopg.Connection[Any], batch_rows: int, flush_ms: int, max_queue: int,
-        max_queue_bytes: int, scrub: Callable[[Any], Any] | None,
+        self, url: str, writer: psycopg.Connection[Any], pool: AsyncConnectionPool, batch_rows: int, flush_ms: int,
+        max_queue: int, max_queue_bytes: int, scrub: Callable[[Any], Any] | None,
     ) -> None:  # fmt: skip
         self._url = url
         self._db = writer
+        self._pool = pool
+        self._read = PgDb(pool)
         super().__init__(Writer(PostgreSQL(writer), scrub), batch_rows, flush_ms, max_queue, max_queue_bytes)
 
     @classmethod
@@ -75,7 +82,12 @@ class PgLogStore(Intake):
             raise RuntimeError(f"log database {redact_url(url)}: {e}") from None
         if applied:
             log.info("log database %s: applied %s", redact_url(url), ", ".join(applied))
-        return cls(url, writer, batch_rows, flush_ms, max_queue, max_queue_bytes, scrub)
+        try:
+            pool = await open_pool(url)
+        except BaseException:
+            await asyncio.to_thread(writer.close)
+            raise
+        return cls(url, writer, pool, batch_rows, flush_ms, max_queue, max_queue_bytes, scrub)
 
     def _recover(self) -> None:
         if self._writer.sql.connected():
@@ -86,4 +98,25 @@ class PgLogStore(Intake):
         self._writer.forget()  # other instances wrote on while this one could not
 
     async def _close_connections(self) -> None:
+        await self._pool.close()
         await asyncio.to_thread(self._db.close)
+
+    async def prune(self, retention_days: float) -> int:
+        """As ``LogStore.prune``: whole sessions last active more than ``retention_days`` ago go,
+        with the content nothing else refers to; return how many requests went."""
+        if retention_days < 0:
+            raise ValueError("retention_days must be >= 0")
+        cutoff = time.time() - retention_days * 86_400
+        deleted = 0
+        while True:
+            try:
+                count, sessions = await self._on_writer(prune_step, self._writer.sql, cutoff)
+            except psycopg.Error as e:  # down: the next hourly run catches up
+                log.warning("log retention: %s", self._writer.sql.error_name(e))
+                break
+            for sid in sessions:
+                self._writer.drop(sid)
+            deleted += count
+            if not sessions:
+                break
+        return deleted
