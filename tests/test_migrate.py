@@ -110,6 +110,17 @@ async def answers(gw: TestClient, response_id: str, now: float) -> dict[str, Any
     }
 
 
+def rounded(value: Any) -> Any:
+    """``value`` with every float rounded to 9 decimals."""
+    if isinstance(value, float):
+        return round(value, 9)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
+
+
 def without_pace(usage: dict[str, Any]) -> dict[str, Any]:
     """The usage answer but the budgets' spend per day so far, which changes as the clock runs."""
     for budget in usage["budgets"]:
@@ -141,8 +152,8 @@ async def test_a_migrated_log_answers_every_row_and_session_as_the_sqlite_one_di
 
     on_pg = await make_gateway(yaml_for(fake_openai, f"{{url: '{postgres_url}'}}"))
     after = await answers(on_pg, response_id, now)
-    for part in before:
-        assert after[part] == before[part], part
+    for part in before:  # sums may differ in the last bits: SQLite's total() compensates rounding, PostgreSQL's sum() not
+        assert rounded(after[part]) == rounded(before[part]), part
     # the gateway goes on from there: new ids follow the copied ones
     await run_task(on_pg, fake_openai, ROO_KEY, "One more task", [], "Done.")
     await on_pg.server.app[LOGSTORE].flush()
