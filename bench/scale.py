@@ -251,6 +251,9 @@ def main() -> None:
         sys.exit(asyncio.run(bench(args)))
     except KeyboardInterrupt:
         sys.exit(130)
+    except RuntimeError as e:  # a server that would not start: the message names it and its log
+        print(f"bench failed: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
