@@ -87,7 +87,7 @@ class LogStore(LogReads):
         self._db = writer
         self._writer = Writer(writer, scrub)
         self._reader = reader
-        self._read = SqliteDb(reader, writer, self._on_writer)
+        self._read = SqliteDb(writer, self._on_writer, reader)
         self._batch_rows = max(1, batch_rows)
         self._flush_s = max(0, flush_ms) / 1000
         self._max_queue = max_queue
