@@ -23,6 +23,7 @@ from finopsd.errors import BadRequest
 from finopsd.governance import new_virtual_key, offline_report
 from finopsd.keyclient import KeyChange, Refused, gateway_url
 from finopsd.keystore import KeyStore
+from finopsd.log import open_log
 from finopsd.log.store import LogStore
 from finopsd.routes.logs import SESSION_STATUSES, parse_time, search_items, session_items
 from finopsd.server import run, serve
@@ -126,11 +127,12 @@ def _config_option(fn: Callable[..., Any]) -> Callable[..., Any]:
                         " default's data dir).")(fn)  # fmt: skip
 
 
-async def _with_logstore(path: str, work: Callable[[LogStore], Awaitable[T]]) -> T:
+async def _with_logstore(config: cfg.Config, work: Callable[[LogStore], Awaitable[T]]) -> T:
     # Never create a log the gateway has not: a typo in --config would show an empty log.
-    if not Path(path).exists():
+    path = config.storage.path
+    if not config.storage.url and not Path(path).exists():
         raise click.ClickException(f"no request log at {path} (storage.path); the gateway creates it on start")
-    store = await LogStore.open(path)  # WAL: reading beside a running gateway is safe
+    store = await open_log(config)  # WAL: reading beside a running gateway is safe
     try:
         return await work(store)
     finally:
@@ -158,7 +160,7 @@ def logs_search(
     """
     config, _ = _load(config_path)
     kw = {"q": text, "provider": provider, "model": model, "limit": limit}
-    body = asyncio.run(_with_logstore(config.storage.path, lambda store: search_items(store, kw)))
+    body = asyncio.run(_with_logstore(config, lambda store: search_items(store, kw)))
     _print_page(body, terminal_line, as_json, lambda t: f"{t['requests']} matching requests, ${t['cost_usd']:.4f}")
 
 
@@ -206,7 +208,7 @@ def logs_sessions(config_path: str | None, text: str | None, since: str | None, 
                 kw[name] = parse_time(value, f"--{name}")
             except BadRequest as e:
                 raise click.BadParameter(e.message, param_hint=f"--{name}") from None
-    body = asyncio.run(_with_logstore(config.storage.path, lambda store: session_items(store, kw)))
+    body = asyncio.run(_with_logstore(config, lambda store: session_items(store, kw)))
     _print_page(body, session_line, as_json,
                 lambda t: f"{t['sessions']} sessions, {t['requests']} requests, ${t['cost_usd']:.4f}")
 
@@ -237,7 +239,7 @@ def logs_tail(config_path: str | None, interval: float, lines: int, follow: bool
         await _tail(store, show, lines, interval if follow else None)
 
     try:
-        asyncio.run(_with_logstore(config.storage.path, run))
+        asyncio.run(_with_logstore(config, run))
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a tail ends
 
@@ -467,7 +469,7 @@ def keys_list(config_path: str | None, as_json: bool) -> None:
             await keys.close()
             return await offline_report(keys.merged(config), store)
 
-        report = asyncio.run(_with_logstore(config.storage.path, with_dashboard))
+        report = asyncio.run(_with_logstore(config, with_dashboard))
     else:  # nothing logged yet: every budget is untouched
         report = asyncio.run(offline_report(config, None))
     if as_json:
@@ -557,7 +559,7 @@ def usage_command(config_path: str | None, by: str, since: str | None, as_json: 
         start = parse_time(since, "--since") if since else window_start("month", time.time())
     except BadRequest as e:
         raise click.BadParameter(e.message, param_hint="--since") from None
-    rows = asyncio.run(_with_logstore(config.storage.path, lambda store: store.usage_by(by, since=start)))
+    rows = asyncio.run(_with_logstore(config, lambda store: store.usage_by(by, since=start)))
     if as_json:
         click.echo(json.dumps({"by": by, "since": iso(start), "rows": rows}, indent=2))
         return

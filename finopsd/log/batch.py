@@ -21,22 +21,21 @@ from __future__ import annotations
 import json
 import math
 import operator
-import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from finopsd.exchange import new_request_id
-from finopsd.log.content import (
-    ANSWER, MESSAGE, POS, SKELETON, TOOLS, index_text, pack, split_request, unpack, without_images,
-)  # fmt: skip
-from finopsd.log.schema import MESSAGE_REFS_SQL, REQUEST_COLUMNS, SCALARS
+from finopsd.log.content import ANSWER, MESSAGE, POS, SKELETON, TOOLS, pack, split_request, unpack, without_images
+from finopsd.log.dialect import CANDIDATES, NEW_SESSION, SESSION_COLUMNS, SQLite
+from finopsd.log.schema import REQUEST_COLUMNS, SCALARS
 from finopsd.log.sessions import PREFIX_IDLE_S, common_prefix, extends, fingerprint, first_words, new_from, same_message
 from finopsd.log.text import _dumps, preview_of
 
 if TYPE_CHECKING:
     from finopsd.log.writer import Writer
+
 
 # a session's list of models is kept in memory and rewritten on every turn: bounded, since
 # a client names its models (a task that tries more is still logged, row by row)
@@ -44,27 +43,6 @@ MAX_MODELS: Final = 16
 MAX_DURATION_MS: Final = 86_400_000
 MODEL_CHARS: Final = 200
 INT64: Final = 1 << 63
-CANDIDATES: Final = 4  # sessions of one fingerprint the prefix rule compares, last active first
-MAX_CHUNK: Final = 512  # rows per statement; a batch is 500 rows, a few pieces each
-
-SESSION_COLUMNS: Final = ("id", "session_id", "source", "client_session_id", "key_name", "team", "fingerprint",
-                          "ts", "last_ts", "first_words")  # fmt: skip
-# the batch's sums per session; a session it created starts from the inserted zeros
-DELTA_COLUMNS: Final = ("id", "ts", "last_ts", "turns", "errors", "prompt_tokens", "completion_tokens", "cached_tokens",
-                        "cost_usd", "cost_without_cache_usd", "models", "source", "last_request")  # fmt: skip
-SESSION_UPDATE: Final = (
-    f"with v({', '.join(DELTA_COLUMNS)}) as (values {{rows}})"
-    " update sessions set ts = min(sessions.ts, v.ts), last_ts = max(sessions.last_ts, v.last_ts),"
-    " turns = v.turns, errors = sessions.errors + v.errors, prompt_tokens = sessions.prompt_tokens +"
-    " v.prompt_tokens, completion_tokens = sessions.completion_tokens + v.completion_tokens,"
-    " cached_tokens = sessions.cached_tokens + v.cached_tokens, cost_usd = sessions.cost_usd + v.cost_usd,"
-    " cost_without_cache_usd = sessions.cost_without_cache_usd + v.cost_without_cache_usd,"
-    " models = v.models, source = v.source, last_request = v.last_request from v where sessions.id = v.id"
-)
-CANDIDATES_SQL: Final = (
-    f"select * from (select fingerprint, id, last_ts from sessions where fingerprint = ? and last_ts >= ?"
-    f" order by last_ts desc limit {CANDIDATES})"
-)
 
 
 class Unstorable(ValueError):
@@ -134,14 +112,11 @@ class Batch:
 
     def __init__(self, writer: Writer, rows: list[dict[str, Any]]) -> None:
         self.writer = writer
-        self.db = writer.db
-        # begin immediate holds the write lock: nobody else takes these ids
-        last_request, last_session, last_content = self.db.execute(
-            "select (select max(id) from requests), (select max(id) from sessions), (select max(id) from content)"
-        ).fetchone()
-        self.next_request = (last_request or 0) + 1
-        self.next_session = (last_session or 0) + 1
-        self.next_content = (last_content or 0) + 1
+        self.sql = writer.sql
+        self.size = len(rows)
+        self.request_ids = self.sql.reserve("requests", self.size)  # one a row
+        self.session_ids: Sequence[int] = ()  # reserved when the first new session is planned
+        self.new_requests = self.new_sessions = 0
         self.threads: dict[int, Thread] = {}  # sessions the batch touched, as they are after it
         self.marked: dict[bytes, set[int]] = {}  # fingerprint -> sessions in self.threads
         self.pending: dict[bytes, int] = {}  # digest -> placeholder id of a piece in self.pieces
@@ -154,6 +129,7 @@ class Batch:
         self.responses: dict[tuple[str, Any], int] = {}  # this batch's own response ids
         self.failed = 0
         self.degraded = 0
+        self.held: set[int] = set()  # sessions checked against the database in this batch
         self._prefetch(rows)
 
     # ------------------------------------------------------------------ lookups, once per batch
@@ -204,41 +180,46 @@ class Batch:
         for found, asked, sql in asks:
             try:
                 got: dict[tuple[str, Any], int | None] = {}
-                for value, key, sid in self._select_in(sql, sorted({v for v, _ in asked})):
+                for value, key, sid in self.sql.select_in(sql, sorted({v for v, _ in asked})):
                     got.setdefault((value, key), sid)
             except Exception:  # noqa: BLE001 - see above
                 continue
             found.update(got)
             for pair in asked:
                 found.setdefault(pair, None)
-        ordered = sorted(marks)
-        step = 250  # two arguments each, and at most 500 selects in one compound
-        for start in range(0, len(ordered), step):
-            chunk = ordered[start:start + step]
-            n = _shape(len(chunk))
-            args = [v for m in chunk for v in (m, self.floor)] + [None, None] * (n - len(chunk))
-            sessions: dict[bytes, list[tuple[int, float]]] = {m: [] for m in chunk}
-            try:
-                for mark, sid, last_ts in self.db.execute(" union all ".join([CANDIDATES_SQL] * n), args):
-                    sessions[mark].append((sid, last_ts))
-            except Exception:  # noqa: BLE001 - see above
-                continue
+        sessions: dict[bytes, list[tuple[int, float]]] = {m: [] for m in marks}
+        try:
+            for mark, sid, last_ts in self.sql.candidates(sorted(marks), self.floor):
+                sessions[mark].append((sid, last_ts))
+        except Exception as e:  # noqa: BLE001 - see above
+            if self.sql.transient(e):
+                raise
+        else:
             self.candidates.update((m, (self.floor, found)) for m, found in sessions.items())
+        if self.sql.shared:  # in one statement, in id order: two instances lock them in the same order
+            found_ids = {*self.hints.values(), *self.stored_responses.values()}
+            found_ids.update(sid for _, listed in self.candidates.values() for sid, _ in listed)
+            self._hold(sorted(s for s in found_ids if s is not None))
 
-    def _select_in(self, sql: str, values: list[Any]) -> Iterator[tuple[Any, ...]]:
-        for n, args in _chunks(self.writer, [(v,) for v in values], 1):
-            yield from self.db.execute(sql.format(", ".join(["?"] * n)), args)
+    def _hold(self, sids: list[int]) -> None:
+        """Lock sessions another instance may write too, and forget what the writer remembers
+        of those it did write since."""
+        for sid, last in self.sql.hold(sids).items():
+            self.held.add(sid)
+            cached = self.writer.threads.get(sid)
+            if cached is not None and cached.last_request != last:
+                self.writer.drop(sid)
 
     def _hint_session(self, hint: str, key: Any) -> int | None:
         if (hint, key) not in self.hints:
-            found = self.db.execute("select id from sessions where client_session_id = ? and key_name is ?"
+            found = self.sql.execute("select id from sessions where client_session_id = ? and key_name is ?"
                                     " order by id limit 1", (hint, key)).fetchone()  # fmt: skip
             self.hints[(hint, key)] = found[0] if found else None
         return self.hints[(hint, key)]
 
     def _response_session(self, previous: str, key: Any) -> int | None:
         if (previous, key) not in self.stored_responses:
-            found = self.db.execute("select session from requests where response_id = ? and key_name is ?"
+            found = self.sql.execute("select session from requests where response_id = ? and key_name is ?"
                                     " order by id limit 1", (previous, key)).fetchone()  # fmt: skip
             self.stored_responses[(previous, key)] = found[0] if found else None
         stored = self.stored_responses[(previous, key)]  # stored rows come first: their ids are lower
@@ -250,8 +231,8 @@ class Batch:
         floor = ts - PREFIX_IDLE_S
         asked = self.candidates.get(mark)
         if asked is None or floor < asked[0]:
-            asked = (min(floor, self.floor), [(sid, last) for _, sid, last in self.db.execute(
-                CANDIDATES_SQL, (mark, min(floor, self.floor)))])  # fmt: skip
+            asked = (min(floor, self.floor), [(sid, last) for _, sid, last in self.sql.candidates(
+                [mark], min(floor, self.floor))])  # fmt: skip
             self.candidates[mark] = asked
         found = {sid: last for sid, last in asked[1] if sid not in self.threads}
         for sid in self.marked.get(mark, ()):
@@ -261,7 +242,11 @@ class Batch:
 
     def _thread(self, sid: int) -> Thread:
         thread = self.threads.get(sid)
-        return thread if thread is not None else self.writer.thread(sid)
+        if thread is not None:
+            return thread
+        if self.sql.shared and sid not in self.held:
+            self._hold([sid])
+        return self.writer.thread(sid)
 
     def _find(self, row: dict[str, Any], msgs: list[Any], key: Any, ts: float) -> tuple[Thread | None, str, Any]:
         """(the session's thread or None, how it was found, the fingerprint a new session gets)."""
@@ -306,15 +291,25 @@ class Batch:
         session = None
         if thread is None:
             hint = row.get("session_hint") if source == "header" else None
-            thread = Thread(self.next_session, source, fingerprint=mark, last_ts=ts)
-            session = (thread.rowid, new_request_id(), source, hint, key, scalars["team"], mark, scalars["ts"],
-                       scalars["ts"], scrub(first_words(msgs)) if store_text else None)  # fmt: skip
+            if len(self.session_ids) == self.new_sessions:  # at most one a row: once per batch on SQLite
+                self.session_ids, self.new_sessions = self.sql.reserve("sessions", self.size), 0
+            session = (self.session_ids[self.new_sessions], new_request_id(), source, hint, key, scalars["team"],
+                       mark, scalars["ts"], scalars["ts"], scrub(first_words(msgs)) if store_text else None)  # fmt: skip
+            claimed = self.sql.claim(session) if hint is not None else None
+            if claimed is None or claimed == session[0]:
+                thread = Thread(session[0], source, fingerprint=mark, last_ts=ts)
+            else:
+                thread = self._thread(claimed)  # another instance's, threaded into as any other
+            if claimed is not None:  # stored already: by this row (its id is taken) or by another instance
+                self.new_sessions += claimed == session[0]
+                self.hints[(hint, key)] = claimed
+                session = None
         old = thread.messages
         exact = common_prefix(old, msgs, operator.eq)
         loose = exact + common_prefix(old[exact:], msgs[exact:], same_message)
         reuse = min(exact, len(thread.content_ids))  # the stored prefix this request shares
         turn = thread.turns + 1
-        rid = self.next_request
+        rid = self.request_ids[self.new_requests]
         images = bool(row.get("images", True))
         attempts = row.get("attempts") or []
         if not strict:
@@ -362,9 +357,9 @@ class Batch:
                        size if isinstance(size, int) else 0, thread.fingerprint, max(thread.last_ts, end))  # fmt: skip
 
         # planned: nothing below can fail
-        self.next_request += 1
+        self.new_requests += 1
         if session is not None:
-            self.next_session += 1
+            self.new_sessions += 1
             self.sessions.append(session)
             if session[3] is not None:
                 self.hints[(session[3], key)] = after.rowid
@@ -406,69 +401,30 @@ class Batch:
 
     def flush(self) -> None:
         """Write every planned row: one statement per table (per 512 rows)."""
-        stored = dict(self._select_in("select hash, id from content where hash in ({})",
-                                      [p.digest for p in self.pieces]))  # fmt: skip
-        ids: list[int] = []  # placeholder -k is ids[k - 1]
-        fresh: list[tuple[int, Piece]] = []
-        for piece in self.pieces:
-            cid = stored.get(piece.digest)
-            if cid is None:
-                cid = self.next_content
-                self.next_content += 1
-                fresh.append((cid, piece))
-            ids.append(cid)
+        stored = self.sql.stored_pieces([p.digest for p in self.pieces])
+        missing = [p for p in self.pieces if p.digest not in stored]
+        fresh = dict(zip((p.digest for p in missing), self.sql.reserve("content", len(missing)) if missing else ()))
+        # a piece another instance stored since the lookup above keeps that instance's id
+        fresh.update(self.sql.insert_content([(fresh[p.digest], p.digest, p.kind, p.size, p.body, p.stored)
+                                              for p in missing]))  # fmt: skip
+        stored.update(fresh)
+        ids = [stored[p.digest] for p in self.pieces]  # placeholder -k is ids[k - 1]
 
         def real(cid: int) -> int:
             return ids[-cid - 1] if cid < 0 else cid
 
-        self._insert("insert into content (id, hash, kind, size, body)",
-                     [(cid, p.digest, p.kind, p.size, p.body) for cid, p in fresh])  # fmt: skip
-        index = [(cid, *index_text(p.kind, p.stored)) for cid, p in fresh]
-        self._insert("insert into content_fts (rowid, prompt_text, response_text)",
-                     [r for r in index if r[1] or r[2]])  # fmt: skip
-        self._insert(f"insert into sessions ({', '.join(SESSION_COLUMNS)}, turns, errors, prompt_tokens,"
-                     " completion_tokens, cached_tokens, cost_usd, models)",
-                     [(*s, 0, 0, 0, 0, 0, 0, "[]") for s in self.sessions])  # fmt: skip
-        self._insert(f"insert into requests (id, {', '.join((*REQUEST_COLUMNS, *self.writer.late))})", self.requests)
-        self._insert("insert into request_content (request, pos, content)",
-                     [(r, pos, real(c)) for r, pos, c in self.parts])  # fmt: skip
-        self._insert("insert or replace into request_previews (request_id, preview)", self.previews)
-        width = len(DELTA_COLUMNS)
-        for n, args in _chunks(self.writer, [(sid, *d) for sid, d in self.deltas.items()], width):
-            self.db.execute(SESSION_UPDATE.format(rows=", ".join([_marks(width)] * n)), args)
+        self.sql.insert("sessions", (*SESSION_COLUMNS, *NEW_SESSION), [(*s, *NEW_SESSION.values()) for s in self.sessions])
+        self.sql.insert("requests", ("id", *REQUEST_COLUMNS, *self.writer.late), self.requests)
+        self.sql.insert("request_content", ("request", "pos", "content"),
+                        [(r, pos, real(c)) for r, pos, c in self.parts])  # fmt: skip
+        self.sql.insert("request_previews", ("request_id", "preview"), self.previews, replace=True)
+        self.sql.update_sessions([(sid, *d) for sid, d in self.deltas.items()])
         for thread in self.threads.values():
             thread.content_ids = [real(c) for c in thread.content_ids]
             thread.tools_id = None if thread.tools_id is None else real(thread.tools_id)
 
-    def _insert(self, head: str, rows: list[tuple[Any, ...]]) -> None:
-        if not rows:
-            return
-        width = len(rows[0])
-        for n, args in _chunks(self.writer, rows, width):
-            # the padding rows are all null; the first column never is
-            self.db.execute(
-                f"{head} select * from (values {', '.join([_marks(width)] * n)}) where column1 is not null", args)
 
-
-def _shape(n: int) -> int:
-    """The next power of two: a statement per table for any batch, and few shapes to prepare."""
-    return 1 << (n - 1).bit_length()
-
-
-def _marks(width: int) -> str:
-    return f"({', '.join(['?'] * width)})"
-
-
-def _chunks(writer: Writer, rows: list[tuple[Any, ...]], width: int) -> Iterator[tuple[int, list[Any]]]:
-    """(row count, flat arguments) per statement, padded with null rows to a power of two."""
-    step = min(MAX_CHUNK, 1 << ((writer.max_vars // width).bit_length() - 1))
-    for start in range(0, len(rows), step):
-        chunk = rows[start:start + step]
-        n = _shape(len(chunk))
-        yield n, [v for r in chunk for v in r] + [None] * (width * (n - len(chunk)))
-
-
-def load_thread(db: sqlite3.Connection, sid: int) -> Thread:
+def load_thread(db: SQLite, sid: int) -> Thread:
     """A session's newest request, read back from the database (after a restart or an eviction)."""
     source, turns, last, models, mark, last_ts = db.execute(
         "select source, turns, last_request, models, fingerprint, last_ts from sessions where id = ?", (sid,)
@@ -477,7 +433,7 @@ def load_thread(db: sqlite3.Connection, sid: int) -> Thread:
     if last is None:
         return thread
     (count,) = db.execute("select n_messages from requests where id = ?", (last,)).fetchone()
-    refs = db.execute(MESSAGE_REFS_SQL, (last,)).fetchall()
+    refs = db.execute(db.message_refs, (last,)).fetchall()
     if count is None or [pos for pos, _ in refs] != list(range(count)):
         return thread  # no stored text: the prefix rule cannot match it
     bodies = content_values(db, {cid for _, cid in refs})
@@ -491,16 +447,9 @@ def load_thread(db: sqlite3.Connection, sid: int) -> Thread:
     return thread
 
 
-def content_values(db: sqlite3.Connection, ids: set[int]) -> dict[int, Any]:
-    out: dict[int, Any] = {}
-    pending = list(ids)
-    while pending:
-        chunk, pending = pending[:500], pending[500:]
-        for cid, size, body in db.execute(
-            f"select id, size, body from content where id in ({', '.join('?' * len(chunk))})", chunk
-        ):
-            out[cid] = unpack(size, body)
-    return out
+def content_values(db: SQLite, ids: set[int]) -> dict[int, Any]:
+    return {cid: unpack(size, body)
+            for cid, size, body in db.select_in("select id, size, body from content where id in ({})", list(ids))}
 
 
 def _json_list(text: str | None) -> list[str]:

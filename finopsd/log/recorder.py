@@ -17,6 +17,7 @@ from aiohttp import web
 
 from finopsd.appkeys import LOGSTORE, RUNTIME
 from finopsd.exchange import Exchange
+from finopsd.log import open_log
 from finopsd.log.sessions import session_hint
 from finopsd.log.store import LogStore
 from finopsd.pricing import cache_reads
@@ -86,8 +87,8 @@ def row_of(ex: Exchange, content: bool) -> dict[str, Any]:
 
 
 class RecordHook:
-    """Notes the client's session id and body size in ``pre`` and slows intake while the log
-    queue is past its bounds (rows are never dropped); logs the exchange in ``post``."""
+    """Notes the client's session id and body size in ``pre`` and, on SQLite, slows intake while
+    the log queue is past its bounds (rows are never dropped); logs the exchange in ``post``."""
 
     def __init__(self, runtime: Runtime, store: LogStore) -> None:
         self.runtime = runtime
@@ -106,7 +107,7 @@ class RecordHook:
 async def open_logstore(app: web.Application) -> AsyncIterator[None]:
     """Open the database before serving; close (draining every queued row) after the last handler."""
     rt = app[RUNTIME]
-    store = await LogStore.open(rt.config.storage.path, scrub=lambda value: rt.scrubber.value(value))
+    store = await open_log(rt.config, scrub=lambda value: rt.scrubber.value(value))
     app[LOGSTORE] = store
     rt.hooks = (RecordHook(rt, store), *rt.hooks)
     try:

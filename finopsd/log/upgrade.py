@@ -16,6 +16,7 @@ import time
 from typing import Any, Final
 
 from finopsd.log.schema import SCALARS
+from finopsd.log.dialect import SQLite
 from finopsd.log.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def _loads(text: str | None) -> Any:
 def rewrite_requests(db: sqlite3.Connection, old: str) -> int:
     """Move every row of table ``old`` into ``requests``; return how many moved."""
     (total,) = db.execute(f"select count(*) from {old}").fetchone()
-    writer = Writer(db)
+    writer = Writer(SQLite(db))
     # a column added with m007 (cost_without_cache_usd) reads as null from the old table
     present = {r[1] for r in db.execute(f"pragma table_info({old})")}
     columns = ", ".join(c if c in present else f"null as {c}"

@@ -1,4 +1,4 @@
-"""The log writer's work, run in a worker thread on its own sqlite3 connection.
+"""The log writer's work, run in a worker thread on its own connection (SQLite's or PostgreSQL's: ``dialect``).
 
 Per row it threads the request into a session, finds how much of its message list the
 session's previous request already stored (Python equality on the parsed messages:
@@ -10,18 +10,20 @@ A batch is planned in memory and written with a few statements (``batch``). If t
 fails, the batch is rolled back and written again row by row, each row in its own
 savepoint: a row that fails is rolled back alone and retried once without its
 conversation and with the values SQLite cannot hold (integers past 64 bits,
-infinities) cleared; only if that fails too is it lost, and counted.
+infinities) cleared; only if that fails too is it lost, and counted. An error that says
+the database itself failed (PostgreSQL gone, a deadlock: ``dialect.transient``) is no
+row's fault: the batch is rolled back and raised, for the store to write again later.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
 from finopsd.log.batch import Batch, Thread, load_thread
+from finopsd.log.dialect import SQLite
 from finopsd.log.schema import LATE_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -41,28 +43,33 @@ class Writer:
     worker thread, on the row's own fields and on each new piece only: a whole conversation
     scrubbed per request would cost the event loop time that grows with the history."""
 
-    def __init__(self, db: sqlite3.Connection, scrub: Callable[[Any], Any] | None = None) -> None:
-        self.db = db
+    def __init__(self, sql: SQLite, scrub: Callable[[Any], Any] | None = None) -> None:
+        self.sql = sql
         self.scrub = scrub or _as_is
-        self.max_vars = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         self.threads: OrderedDict[int, Thread] = OrderedDict()
         self.cached_bytes = 0
-        columns = {r[1] for r in db.execute("pragma table_info(requests)")}
+        columns = sql.columns("requests")
         self.late = tuple(c for c in LATE_COLUMNS if c in columns)  # none while m007 rewrites old logs
         self.failed = 0  # rows lost: not even their metadata could be written
         self.degraded = 0  # rows written without their conversation or some values
 
     # ------------------------------------------------------------------ batches
 
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        """One transaction for the batch."""
-        self.db.execute("begin immediate")
+    def write(self, rows: list[dict[str, Any]], again: bool = False) -> None:
+        """One transaction for the batch; ``again`` after an attempt whose commit may have landed
+        unacknowledged (the connection died): the rows stored then are left out."""
+        self.sql.begin()
         try:
+            if again:
+                ids = [str(r.get("id")) for r in rows]
+                stored = {r[0] for r in self.sql.select_in("select request_id from requests where request_id in ({})",
+                                                           ids)}  # fmt: skip
+                rows = [r for r in rows if str(r.get("id")) not in stored]
             self.write_rows(rows)
-            self.db.execute("commit")
+            self.sql.execute("commit")
         except BaseException:
-            if self.db.in_transaction:
-                self.db.execute("rollback")
+            if self.sql.in_transaction():
+                self.sql.execute("rollback")
             self.forget()  # the cache may name rows that were just rolled back
             raise
 
@@ -76,18 +83,26 @@ class Writer:
             self._write(rows, None)
             return
         except Exception as e:  # noqa: BLE001 - whatever one row holds, the others are written
-            log.warning("log batch of %d rows: %s; writing it row by row", len(rows), _err(e))
+            self._unless_transient(e)
+            log.warning("log batch of %d rows: %s; writing it row by row", len(rows), self.sql.error_name(e))
         for row in rows:
             try:
                 self._write([row], True)
                 continue
             except Exception as e:  # noqa: BLE001
-                log.warning("log row %s: %s; writing it without its conversation", row.get("id"), _err(e))
+                self._unless_transient(e)
+                log.warning("log row %s: %s; writing it without its conversation", row.get("id"),
+                            self.sql.error_name(e))
             try:
                 self._write([row], False)
             except Exception as e:  # noqa: BLE001
+                self._unless_transient(e)
                 self.failed += 1
-                log.error("log row %s not written (%s)", row.get("id"), _err(e))
+                log.error("log row %s not written (%s)", row.get("id"), self.sql.error_name(e))
+
+    def _unless_transient(self, e: Exception) -> None:
+        if self.sql.transient(e):
+            raise e
 
     def _write(self, rows: list[dict[str, Any]], strict: bool | None) -> None:
         """Plan and write ``rows`` in a savepoint; with ``strict`` None each row is tried whole,
@@ -100,20 +115,23 @@ class Writer:
             try:
                 batch.add(row, True)
             except Exception as e:  # noqa: BLE001
-                log.warning("log row %s: %s; writing it without its conversation", row.get("id"), _err(e))
+                self._unless_transient(e)
+                log.warning("log row %s: %s; writing it without its conversation", row.get("id"),
+                            self.sql.error_name(e))
                 try:
                     batch.add(row, False)
                 except Exception as e:  # noqa: BLE001
+                    self._unless_transient(e)
                     batch.failed += 1
-                    log.error("log row %s not written (%s)", row.get("id"), _err(e))
-        self.db.execute("savepoint log_rows")
+                    log.error("log row %s not written (%s)", row.get("id"), self.sql.error_name(e))
+        self.sql.execute("savepoint log_rows")
         try:
             batch.flush()
         except BaseException:
-            self.db.execute("rollback to log_rows")
-            self.db.execute("release log_rows")
+            self.sql.execute("rollback to log_rows")
+            self.sql.execute("release log_rows")
             raise
-        self.db.execute("release log_rows")
+        self.sql.execute("release log_rows")
         for thread in batch.threads.values():
             self._remember(thread)
         self.failed += batch.failed
@@ -127,9 +145,15 @@ class Writer:
         if thread is not None:
             self.threads.move_to_end(sid)
             return thread
-        thread = load_thread(self.db, sid)
+        thread = load_thread(self.sql, sid)
         self._remember(thread)
         return thread
+
+    def drop(self, sid: int) -> None:
+        """Forget one session (another instance wrote to it, or retention deleted it)."""
+        old = self.threads.pop(sid, None)
+        if old is not None:
+            self.cached_bytes -= old.size
 
     def _remember(self, thread: Thread) -> None:
         old = self.threads.pop(thread.rowid, None)
@@ -141,7 +165,3 @@ class Writer:
             _, evicted = self.threads.popitem(last=False)
             self.cached_bytes -= evicted.size
 
-
-def _err(e: BaseException) -> str:
-    # SQLite's error name (SQLITE_CONSTRAINT_UNIQUE…) carries no row content.
-    return getattr(e, "sqlite_errorname", None) or type(e).__name__

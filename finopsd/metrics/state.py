@@ -27,6 +27,14 @@ class StateCollector(Collector):
             yield CounterMetricFamily("finopsd_log_rows_degraded",
                                       "Log rows written without their conversation or some values",
                                       value=store.degraded_rows)
+            yield CounterMetricFamily("finopsd_log_rows_dropped",
+                                      "Log rows never written: the queue was full (PostgreSQL unreachable)",
+                                      value=store.dropped_rows)
+            yield CounterMetricFamily("finopsd_log_rows_stripped",
+                                      "Log rows queued without their conversation: the queue was past its bytes bound",
+                                      value=store.stripped_rows)
+            yield GaugeMetricFamily("finopsd_log_database_up", "1 while the log database takes writes, else 0",
+                                    value=int(store.database_up))
         yield from self._budgets()
 
     def _budgets(self) -> Iterator[Metric]:

@@ -1,0 +1,122 @@
+"""The request log on PostgreSQL (``storage.url``): several instances write one log.
+
+The write side is SQLite's (``intake`` batches, ``writer`` plans and writes them) on a
+psycopg connection of its own in the worker thread, with PostgreSQL's statements
+(``finopsd.log.pg.dialect``). A server that is down or slow never holds a request back
+(``intake.SHED``): rows queue in memory up to a bound in rows and bytes, the batch that
+failed is written again once a new connection works, and what happens past the bounds
+is counted on /metrics. The connection has TCP keepalives and a user timeout, so a
+server that vanished without closing it is noticed in seconds, not at the kernel's
+retransmission limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from finopsd.config import redact_url
+from finopsd.log.intake import SHED, Intake
+from finopsd.log.pg.dialect import PostgreSQL
+from finopsd.log.pg.reader import PgDb, open_pool
+from finopsd.log.pg.retention import prune_step
+from finopsd.log.pg.schema import migrate
+from finopsd.log.reads import LogReads
+from finopsd.log.writer import Writer
+
+log = logging.getLogger(__name__)
+
+CONNECT: Final = {
+    "autocommit": True, "connect_timeout": 5, "application_name": "finopsd",
+    "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,
+}  # fmt: skip
+
+
+def connect(url: str) -> psycopg.Connection[Any]:
+    """A synchronous autocommit connection (call it in a worker thread)."""
+    return psycopg.connect(url, **CONNECT)
+
+
+def _open_writer(url: str) -> tuple[psycopg.Connection[Any], list[str]]:
+    db = connect(url)
+    try:
+        applied = migrate(db)
+    except BaseException:
+        db.close()
+        raise
+    return db, applied
+
+
+class PgLogStore(LogReads, Intake):
+    """Owns the PostgreSQL log's writer connection and, for reading (``LogReads``), a pool."""
+
+    policy = SHED
+
+    def __init__(
+        self, url: str, writer: psycopg.Connection[Any], pool: AsyncConnectionPool, batch_rows: int, flush_ms: int,
+        max_queue: int, max_queue_bytes: int, scrub: Callable[[Any], Any] | None,
+    ) -> None:  # fmt: skip
+        self._url = url
+        self._db = writer
+        self._pool = pool
+        self._read = PgDb(pool)
+        super().__init__(Writer(PostgreSQL(writer), scrub), batch_rows, flush_ms, max_queue, max_queue_bytes)
+
+    @classmethod
+    async def open(
+        cls, url: str, *, batch_rows: int = 500, flush_ms: int = 100, max_queue: int = 50_000,
+        max_queue_bytes: int = 64 << 20, scrub: Callable[[Any], Any] | None = None,
+    ) -> PgLogStore:  # fmt: skip
+        """Connect, migrate (once across instances starting together), start the writer."""
+        try:
+            writer, applied = await asyncio.to_thread(_open_writer, url)
+        except psycopg.Error as e:
+            # libpq's message names the host and user, never the password; the URL is shown redacted
+            raise RuntimeError(f"log database {redact_url(url)}: {e}") from None
+        if applied:
+            log.info("log database %s: applied %s", redact_url(url), ", ".join(applied))
+        try:
+            pool = await open_pool(url)
+        except BaseException:
+            await asyncio.to_thread(writer.close)
+            raise
+        return cls(url, writer, pool, batch_rows, flush_ms, max_queue, max_queue_bytes, scrub)
+
+    def _recover(self) -> None:
+        if self._writer.sql.connected():
+            return
+        self._db.close()
+        self._db = connect(self._url)
+        self._writer.sql = PostgreSQL(self._db)
+        self._writer.forget()  # other instances wrote on while this one could not
+
+    async def _close_connections(self) -> None:
+        await self._pool.close()
+        await asyncio.to_thread(self._db.close)
+
+    async def prune(self, retention_days: float) -> int:
+        """As ``LogStore.prune``: whole sessions last active more than ``retention_days`` ago go,
+        with the content nothing else refers to; return how many requests went."""
+        if retention_days < 0:
+            raise ValueError("retention_days must be >= 0")
+        cutoff = time.time() - retention_days * 86_400
+        deleted = 0
+        while True:
+            try:
+                count, sessions = await self._on_writer(prune_step, self._writer.sql, cutoff)
+            except psycopg.Error as e:  # down: the next hourly run catches up
+                log.warning("log retention: %s", self._writer.sql.error_name(e))
+                break
+            for sid in sessions:
+                self._writer.drop(sid)
+            deleted += count
+            if not sessions:
+                break
+        return deleted
