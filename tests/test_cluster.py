@@ -2,15 +2,14 @@
 
 The test is the load balancer: it sends each request to the instance it picks (round robin
 unless it says otherwise), with the real openai client, to a fake upstream in this process.
-Every request costs a known amount: gpt-5's output is priced at $1000 per million tokens and
-each answer reports 1000 completion tokens, so a request costs (and, asking for at most 1000
+Every request costs a known amount: gpt-5's output is priced at $500 per million tokens and
+each answer reports 2000 completion tokens, so a request costs (and, asking for at most 2000
 tokens, reserves) $1.00.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from typing import Any
 
@@ -20,19 +19,11 @@ import pytest
 
 from tests.cluster import Cluster, ClusterFactory, Instance, cluster  # noqa: F401  (the fixture)
 from tests.fakes import FakeUpstream, Reply
+from tests.test_budget_reservation import FRAMES, OUTPUT
 from tests.test_governance import key_line
 
 AGENT, LIMITED = "sk-fo-cluster-agent-00000001", "sk-fo-cluster-limit-00000002"
-OUTPUT = 1000
 SYSTEM = "You are a coding agent. Use the tools; answer briefly."
-CHUNK = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-5"}
-FRAMES = [
-    b"data: " + json.dumps({**CHUNK, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"}}]}).encode(),
-    b"data: " + json.dumps({**CHUNK, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}).encode(),
-    b"data: " + json.dumps({**CHUNK, "choices": [], "usage": {
-        "prompt_tokens": 10, "completion_tokens": OUTPUT, "total_tokens": OUTPUT + 10}}).encode(),
-    b"data: [DONE]",
-]
 
 
 def config(fake: FakeUpstream, teams: str = "{web: {}}", keys: str = "") -> str:
@@ -42,7 +33,7 @@ auth: {{required: true}}
 providers:
   openai: {{base_url: '{fake.url}', keys: [{{value: sk-upstream-cluster-secret}}], models: [gpt-5]}}
 pricing:
-  openai/gpt-5: {{input: 0, output: 1000}}
+  openai/gpt-5: {{input: 0, output: 500}}
 teams: {teams}
 virtual_keys:
 {keys}"""
@@ -81,6 +72,26 @@ async def streamed(instance: Instance, key: str = AGENT) -> tuple[int, str | Non
         async for _ in raw.parse():
             pass
     return 200, str(raw.headers["x-request-id"])
+
+
+async def six_streams(gw: Cluster, fake: FakeUpstream) -> list[str]:
+    """Six whole streams, two to each instance, and once they are in the log; their request ids."""
+    fake.add(stream())
+    done = [rid for i in range(6) for _, rid in [await streamed(gw[i])] if rid is not None]
+    assert len(done) == 6
+    await logged(gw[0], 6)
+    return done
+
+
+async def hold_a_stream_on_each(gw: Cluster, fake: FakeUpstream) -> tuple[asyncio.Event, list[Any]]:
+    """One stream in flight on each instance, held by the fake mid-answer until the event is set."""
+    gate, before = asyncio.Event(), len(fake.requests)
+    fake.add(stream(hold_before=1, until=gate))
+    held = [asyncio.create_task(streamed(instance)) for instance in gw.instances]
+    async with asyncio.timeout(20):
+        while len(fake.requests) < before + len(gw):
+            await asyncio.sleep(0.02)
+    return gate, held
 
 
 async def logged(instance: Instance, at_least: int, **filters: Any) -> dict[str, Any]:
@@ -207,17 +218,8 @@ async def test_kill_9_of_one_instance_mid_stream_loses_only_its_in_flight_rows(
     cluster: ClusterFactory, fake_openai: FakeUpstream
 ) -> None:
     gw = await cluster(config(fake_openai))
-    fake_openai.add(stream())
-    done = [rid for i in range(6) for status, rid in [await streamed(gw[i])] if status == 200]
-    assert len(done) == 6
-    await logged(gw[0], 6)  # the victim's rows are written (a row still queued in memory is in flight too)
-    # now one stream in flight on each instance, held mid-answer
-    gate = asyncio.Event()
-    fake_openai.add(stream(hold_before=1, until=gate))
-    held = [asyncio.create_task(streamed(gw[i])) for i in range(3)]
-    async with asyncio.timeout(20):
-        while len(fake_openai.requests) < 6 + 3:
-            await asyncio.sleep(0.02)
+    done = await six_streams(gw, fake_openai)  # written: a row still queued in memory is in flight too
+    gate, held = await hold_a_stream_on_each(gw, fake_openai)
     victim = gw[1]
     await victim.kill()
     gate.set()
@@ -237,17 +239,9 @@ async def test_redis_restarted_mid_load_recovers_the_budget_counters(
     cluster: ClusterFactory, fake_openai: FakeUpstream, redis_server: Any
 ) -> None:
     gw = await cluster(config(fake_openai, teams="{web: {budgets: [{usd: 10, period: day}]}}"))
-    fake_openai.add(stream())
-    statuses = [(await streamed(gw[i]))[0] for i in range(6)]  # $6 of $10
-    assert statuses == [200] * 6
-    await logged(gw[0], 6)
+    await six_streams(gw, fake_openai)  # $6 of $10
     # Redis goes away with a stream in flight on each instance; they still answer, from local counters
-    gate = asyncio.Event()
-    fake_openai.add(stream(hold_before=1, until=gate))
-    held = [asyncio.create_task(streamed(gw[i])) for i in range(3)]
-    async with asyncio.timeout(20):
-        while len(fake_openai.requests) < 6 + 3:
-            await asyncio.sleep(0.02)
+    gate, held = await hold_a_stream_on_each(gw, fake_openai)
     redis_server.stop()
     gate.set()
     assert [status for status, _ in await asyncio.gather(*held)] == [200] * 3  # $9 now
