@@ -249,7 +249,7 @@ async def test_redis_restarted_mid_load_recovers_the_budget_counters(
     for instance in gw.instances:
         await until_state(instance, ok=False)
         metrics = await instance.get("/metrics")
-        assert "finops_state_redis_up 0" in metrics
+        assert "finopsd_state_redis_up 0" in metrics
     redis_server.start()  # empty: its counters are gone and are rebuilt from the log
     for instance in gw.instances:
         await until_state(instance, ok=True)
