@@ -98,7 +98,12 @@ def check_command(config_path: str) -> None:
         sys.exit(1)
     click.echo(f"{config_path}: OK")
     click.echo(f"listen: {config.server.host}:{config.server.port}")
-    click.echo(f"storage: {config.storage.path}")
+    url, redis_url = config.storage.url, config.state.redis_url
+    click.echo(f"storage: {cfg.redact_url(url) if url else config.storage.path}")
+    click.echo(f"state: {cfg.redact_url(redis_url) if redis_url else 'in this process'}")
+    if url and not redis_url:
+        click.echo("warning: no state.redis_url: rate limits and budgets count per instance; run one instance"
+                   " on this database, or share them through Redis", err=True)
     click.echo("providers:")
     for name, p in sorted(config.providers.items()):
         models = ", ".join(p.models) if p.models is not None else "(asked from the upstream at startup)"

@@ -34,6 +34,22 @@ def test_check_lists_providers_models_and_aliases(tmp_path: Path) -> None:
     assert "gsk-secret" not in result.output
 
 
+def test_check_shows_the_shared_engines_without_their_passwords(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    pg = "storage: {url: 'postgresql://finops:pg-pass-0123456@db.internal/finops'}\n"
+    path.write_text(pg)
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "storage: postgresql://finops:***@db.internal/finops" in result.output
+    assert "state: in this process" in result.output
+    assert "warning: no state.redis_url: rate limits and budgets count per instance" in result.output
+    path.write_text(pg + "state: {redis_url: 'redis://:redis-pass-0123456@cache.internal:6379/0'}\n")
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "state: redis://:***@cache.internal:6379/0" in result.output and "warning" not in result.output
+    assert "pass-0123456" not in result.output
+
+
 def test_check_reports_errors_with_line_and_exit_1(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("providers:\n  groq:\n    kyes: []\n")

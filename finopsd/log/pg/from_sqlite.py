@@ -67,7 +67,8 @@ def copy_log(source: sqlite3.Connection, target: psycopg.Connection[Any], progre
     (autocommit; migrated here); return the rows copied per table."""
     pg_schema.migrate(target)
     tables = TABLES + ROLLUPS
-    holding = [t for t in tables if target.execute(f"select exists (select 1 from {t})").fetchone()[0]]  # type: ignore[index]
+    holding = [t for t in tables
+               if target.execute(f"select exists (select 1 from {t})").fetchone()[0]]  # type: ignore[index]
     if holding:
         raise MigrateError(f"the target database already holds a log ({', '.join(holding)} not empty);"
                            " finopsd migrate copies into an empty database only")
