@@ -465,7 +465,7 @@ def keys_list(config_path: str | None, as_json: bool) -> None:
     config, _ = _load(config_path)
     if Path(config.storage.path).exists():
         async def with_dashboard(store: LogStore) -> dict[str, Any]:
-            keys = await KeyStore.open(config.storage.path)
+            keys = await KeyStore.open(config.storage)
             await keys.close()
             return await offline_report(keys.merged(config), store)
 

@@ -68,7 +68,7 @@ class KeyChange:
         self.via = "database"
         parts = path.strip("/").split("/")  # api, keys|teams, [name, [rotate]]
         kind = "key" if parts[1] == "keys" else "team"
-        store = await KeyStore.open(self.config.storage.path)
+        store = await KeyStore.open(self.config.storage)
         clash = store.conflict_message(self.config)
         try:
             if clash is not None:

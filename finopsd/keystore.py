@@ -12,18 +12,33 @@ is refused, not lost) and ``generation``, which tells ``Runtime.effective`` to m
 so the next request sees it. Every change also writes an ``audit`` row, in the same
 transaction: actor, client address, the definitions before and after (never a secret).
 
-SQLite work runs in a thread (``asyncio.to_thread``) on one connection, one change at a time.
+The tables live beside the log: in its SQLite file (work in a thread on one connection), or
+in its PostgreSQL database (``storage.url``), where several instances share them. There, a
+change is checked in SQL, not against this instance's memory: an update or delete names the
+version it was based on (``where name = ? and version = ?``), a create meets the primary
+key; a statement that finds the row moved on rolls the whole change back, the store reads
+the tables again and either applies the change to what it finds (no ``If-Match`` given) or
+answers 409. Writers take turns on an advisory lock, so audit ids commit in order and
+``max(audit.id)`` is a version of the whole dashboard: ``watch`` polls it every
+``POLL_S`` (an index lookup) and reloads when it moved, so a key made, edited, rotated or
+deleted on one instance works or stops working on every other within a second. Polling,
+not LISTEN/NOTIFY: no connection held open per instance, nothing to miss while one is
+broken (a notification sent then is lost; a poll after it reconnects is not), and it works
+through a transaction-pooling PgBouncer. SQLite gets the same watch: a change the CLI
+writes into the file of a running gateway takes effect within a second too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import sqlite3
 import time
 from dataclasses import replace
 from pathlib import Path
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
@@ -33,11 +48,12 @@ from finopsd.errors import GatewayError
 from finopsd.governance import new_virtual_key
 from finopsd.keyconfig import TEAM_KEYS, TeamConfig, VirtualKey, team_config, virtual_key
 from finopsd.log.schema import migrate
+from finopsd.log.sql import Db, SqliteDb, Stale
 from finopsd.spend import iso
 from finopsd.yamldoc import ConfigError, Doc
 
 if TYPE_CHECKING:
-    from finopsd.config import Config
+    from finopsd.config import Config, StorageConfig
 
 __all__ = ["EDITABLE", "KeyStore", "key_definition", "open_keystore", "team_definition"]
 
@@ -51,6 +67,11 @@ AUDIT_PAGE: Final = 500
 MAX_PENDING: Final = 100
 AUDIT_INSERT: Final = ("insert into audit (ts, actor, client_ip, action, kind, name, before, after)"
                        " values (?, ?, ?, ?, ?, ?, ?, ?)")
+POLL_S: Final = 0.5
+ATTEMPTS: Final = 3  # a change another instance keeps beating is answered 409 after this many tries
+WRITE_LOCK: Final = 0x6B657973  # "keys": PostgreSQL's advisory lock for dashboard changes
+
+log = logging.getLogger(__name__)
 
 
 class BodyDoc(Doc):
@@ -125,48 +146,84 @@ def not_found(kind: str, name: str) -> GatewayError:
 
 
 class KeyStore:
-    """The dashboard's keys and teams: in memory for the hot path, in SQLite for restarts."""
+    """The dashboard's keys and teams: in memory for the hot path, in the log's database for
+    restarts and for the other instances."""
 
-    def __init__(self, path: str, db: sqlite3.Connection) -> None:
-        self.path, self._db = path, db
+    def __init__(self, where: str, db: Db, close: Any) -> None:
+        self.path, self._db, self._close = where, db, close  # ``path``: where, as messages may name it
         self._lock = asyncio.Lock()
         self.keys: dict[str, VirtualKey] = {}
         self.teams: dict[str, TeamConfig] = {}
         # (kind, name) → {"definition", "version", "created_at", "updated_at"}
         self.rows: dict[tuple[str, str], dict[str, Any]] = {}
         self.generation = 0
+        self.seen = -1  # max(audit.id) when the tables were last read
         self._reloads: list[tuple[Any, ...]] = []  # audit rows of SIGHUPs, written with the next change or read
 
     # ---------------------------------------------------------------- opening
 
     @classmethod
-    async def open(cls, path: str) -> KeyStore:
-        def connect() -> sqlite3.Connection:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            # the first to open a new file: set what the log store needs before any table exists
-            for pragma in ("auto_vacuum = incremental", "journal_mode = wal", "busy_timeout = 5000"):
-                db.execute(f"pragma {pragma}")
-            migrate(db)
-            return db
+    async def open(cls, storage: StorageConfig) -> KeyStore:
+        """The store on ``storage.url`` (PostgreSQL) if set, else on the SQLite file ``storage.path``."""
+        if storage.url:
+            from finopsd.log.pg.reader import open_keys  # PostgreSQL only
 
-        store = cls(path, await asyncio.to_thread(connect))
-        await asyncio.to_thread(store._load)
+            where, db, close = await open_keys(storage.url)
+        else:
+            where, db, close = await _open_sqlite(storage.path)
+        store = cls(where, db, close)
+        try:
+            await store.refresh()
+        except BaseException:
+            await close()
+            raise
         return store
 
-    def _load(self) -> None:
-        for name, definition, version, created, updated in self._db.execute(
-                "select name, definition, version, created_at, updated_at from dashboard_teams"):
-            self.teams[name] = team_config(BodyDoc(None), "", name, json.loads(definition), "dashboard")
-            self.rows[("team", name)] = self._meta(json.loads(definition), version, created, updated)
-        for name, digest, prev, prev_until, definition, version, created, updated in self._db.execute(
-                "select name, key_sha256, previous_sha256, previous_until, definition, version, created_at,"
-                " updated_at from dashboard_keys"):
-            self.keys[name] = self._parse_key(name, json.loads(definition), digest, _EveryTeam(), prev, prev_until)
-            self.rows[("key", name)] = self._meta(json.loads(definition), version, created, updated)
+    async def refresh(self) -> None:
+        """Read the tables again (another instance, or the CLI, changed them)."""
+        seen = (await self._db.fetch("select coalesce(max(id), 0) from audit"))[0][0]  # first: a change after it shows next time
+        teams = await self._db.fetch("select name, definition, version, created_at, updated_at from dashboard_teams")
+        keys = await self._db.fetch("select name, key_sha256, previous_sha256, previous_until, definition, version,"
+                                    " created_at, updated_at from dashboard_keys")
+        loaded = await asyncio.to_thread(self._parse_rows, teams, keys)  # a thousand keys: no stall on the loop
+        self.keys, self.teams, self.rows = loaded
+        self.seen = seen
+        self.generation += 1
+
+    def _parse_rows(self, teams: Sequence[Any], keys: Sequence[Any]) -> tuple[dict[str, VirtualKey],
+                                                                               dict[str, TeamConfig],
+                                                                               dict[tuple[str, str], dict[str, Any]]]:
+        out_keys, out_teams, rows = {}, {}, {}
+        for name, definition, version, created, updated in teams:
+            out_teams[name] = team_config(BodyDoc(None), "", name, json.loads(definition), "dashboard")
+            rows[("team", name)] = self._meta(json.loads(definition), version, created, updated)
+        for name, digest, prev, prev_until, definition, version, created, updated in keys:
+            out_keys[name] = self._parse_key(name, json.loads(definition), digest, _EveryTeam(), prev, prev_until)
+            rows[("key", name)] = self._meta(json.loads(definition), version, created, updated)
+        return out_keys, out_teams, rows
+
+    async def watch(self, interval: float = POLL_S) -> None:
+        """Reload whenever ``max(audit.id)`` moved: what the other instances changed, within ``interval``.
+        Runs until cancelled; a database that is away leaves the keys in memory in force."""
+        failing = False
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                seen = (await self._db.fetch("select coalesce(max(id), 0) from audit"))[0][0]
+                if seen != self.seen:
+                    async with self._lock:
+                        await self.refresh()
+                if failing:
+                    log.info("dashboard keys: the database answers again")
+                failing = False
+            except Exception as e:  # noqa: BLE001 - the watch outlives any one poll
+                if not failing:
+                    log.warning("dashboard keys: cannot read the database (%s); the keys in memory stay in force",
+                                type(e).__name__)
+                failing = True
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._db.close)
+        await self._close()
 
     @staticmethod
     def _meta(definition: dict[str, Any], version: int, created: float, updated: float) -> dict[str, Any]:
@@ -235,19 +292,14 @@ class KeyStore:
         limit = max(1, min(limit, AUDIT_PAGE))
 
         pending, self._reloads = self._reloads, []  # taken on the loop, where note_reload adds
-
-        def read() -> list[dict[str, Any]]:
-            if pending:
-                with self._db:
-                    self._db.executemany(AUDIT_INSERT, pending)
-            rows = self._db.execute(
-                "select id, ts, actor, client_ip, action, kind, name, before, after from audit"
-                " where id < ? order by id desc limit ?", (before_id or 2**62, limit)).fetchall()
-            return [{"id": r[0], "time": iso(r[1]), "actor": r[2], "client_ip": r[3], "action": r[4], "kind": r[5],
-                     "name": r[6], "before": json.loads(r[7]) if r[7] else None,
-                     "after": json.loads(r[8]) if r[8] else None} for r in rows]
-
-        return await asyncio.to_thread(read)
+        if pending:
+            await self._db.apply([(AUDIT_INSERT, row) for row in pending], lock=WRITE_LOCK)
+        rows = await self._db.fetch(
+            "select id, ts, actor, client_ip, action, kind, name, before, after from audit"
+            " where id < ? order by id desc limit ?", (before_id or 2**62, limit))
+        return [{"id": r[0], "time": iso(r[1]), "actor": r[2], "client_ip": r[3], "action": r[4], "kind": r[5],
+                 "name": r[6], "before": json.loads(r[7]) if r[7] else None,
+                 "after": json.loads(r[8]) if r[8] else None} for r in rows]
 
     # ---------------------------------------------------------------- changes
 
@@ -275,21 +327,27 @@ class KeyStore:
         return {**config.teams, **self.teams}
 
     async def _write(self, sql: list[tuple[str, tuple[Any, ...]]], audit: tuple[Any, ...]) -> None:
+        """The change and its audit rows in one transaction; Stale if a statement found its row
+        moved on (then nothing is written, and the SIGHUP rows wait for the next change)."""
         pending, self._reloads = self._reloads, []
-
-        def run() -> None:
-            self._db.execute("begin immediate")
-            try:
-                for statement, args in sql:
-                    self._db.execute(statement, args)
-                self._db.executemany(AUDIT_INSERT, [*pending, audit])
-                self._db.execute("commit")
-            except BaseException:
-                self._db.execute("rollback")
-                raise
-
-        await asyncio.to_thread(run)
+        try:
+            await self._db.apply([*sql, *((AUDIT_INSERT, row) for row in (*pending, audit))], lock=WRITE_LOCK)
+        except BaseException:
+            self._reloads = [*pending, *self._reloads][-MAX_PENDING:]
+            raise
         self.generation += 1
+
+    async def _retrying(self, change: Any) -> Any:
+        """Run ``change()`` (which checks against memory, then writes naming the version it saw)
+        until no other instance got there first: after a Stale, read the tables again and retry,
+        so a check that now fails (404, 409 for a moved If-Match) is answered from what is stored."""
+        async with self._lock:
+            for attempt in range(ATTEMPTS):
+                try:
+                    return await change()
+                except Stale:
+                    await self.refresh()
+            raise conflict("the dashboard's keys changed under this request several times: try again")
 
     @staticmethod
     def _audit(actor: str, ip: str | None, action: str, kind: str, name: str,
@@ -301,20 +359,21 @@ class KeyStore:
                      ip: str | None) -> tuple[dict[str, Any], str | None]:
         """Make a key (answering its secret, the only time it is ever shown) or a team."""
         name = _check_name(body.get("name"))
-        definition = {k: v for k, v in body.items() if k != "name"}
-        _check_fields(kind, definition)
-        async with self._lock:
-            self._taken(kind, name, config)
+        fields = {k: v for k, v in body.items() if k != "name"}
+        _check_fields(kind, fields)
+
+        async def change() -> str | None:
+            self._taken(kind, name, config)  # a row another instance made is found by the primary key
             now = time.time()
             secret = None
             if kind == "key":
                 secret, digest = new_virtual_key()
-                key = self._parse_key(name, definition, digest, self._teams(config))
+                key = self._parse_key(name, fields, digest, self._teams(config))
                 definition = key_definition(key)
                 sql = [("insert into dashboard_keys (name, key_sha256, definition, version, created_at, updated_at)"
                         " values (?, ?, ?, 1, ?, ?)", (name, digest, json.dumps(definition), now, now))]
             else:
-                team = team_config(BodyDoc(definition), "", name, definition, "dashboard")
+                team = team_config(BodyDoc(fields), "", name, fields, "dashboard")
                 definition = team_definition(team)
                 sql = [("insert into dashboard_teams (name, definition, version, created_at, updated_at)"
                         " values (?, ?, 1, ?, ?)", (name, json.dumps(definition), now, now))]
@@ -324,13 +383,17 @@ class KeyStore:
             else:
                 self.teams[name] = team
             self.rows[(kind, name)] = self._meta(definition, 1, now, now)
+            return secret
+
+        secret = await self._retrying(change)
         return self.view(kind, name, config), secret
 
     async def update(self, kind: str, name: str, patch: dict[str, Any], config: Config, actor: str,
                      ip: str | None, version: int | None = None, action: str = "edit") -> dict[str, Any]:
         """Apply the fields of ``patch`` (the rest stay); ``version``: refuse unless it is still current."""
         _check_fields(kind, patch)
-        async with self._lock:
+
+        async def change() -> None:
             row = self._owned(kind, name, config, version)
             before = row["definition"]
             merged = {**before, **patch}
@@ -345,14 +408,16 @@ class KeyStore:
                 team = team_config(BodyDoc(merged), "", name, merged, "dashboard")
                 after = team_definition(team)
                 table = "dashboard_teams"
-            sql = [(f"update {table} set definition = ?, version = ?, updated_at = ? where name = ?",
-                    (json.dumps(after), new_version, now, name))]
+            sql = [(f"update {table} set definition = ?, version = ?, updated_at = ? where name = ? and version = ?",
+                    (json.dumps(after), new_version, now, name, row["version"]))]
             await self._write(sql, self._audit(actor, ip, action, kind, name, before, after))
             if kind == "key":
                 self.keys[name] = key
             else:
                 self.teams[name] = team
             self.rows[(kind, name)] = self._meta(after, new_version, row["created_at"], now)
+
+        await self._retrying(change)
         return self.view(kind, name, config)
 
     async def rotate(self, name: str, config: Config, actor: str, ip: str | None, grace_s: float = 0,
@@ -361,47 +426,80 @@ class KeyStore:
         if not 0 <= grace_s <= MAX_GRACE_S:
             raise GatewayError(f"grace_seconds: must be 0 to {MAX_GRACE_S}", status=422,
                                type="invalid_request_error", param="grace_seconds", code="invalid_field")
-        async with self._lock:
+
+        async def change() -> str:
             row = self._owned("key", name, config, version)
             old = self.keys[name]
             secret, digest = new_virtual_key()
             now, new_version = time.time(), row["version"] + 1
             previous, until = (old.key_sha256, now + grace_s) if grace_s else (None, None)
             sql = [("update dashboard_keys set key_sha256 = ?, previous_sha256 = ?, previous_until = ?, version = ?,"
-                    " updated_at = ? where name = ?", (digest, previous, until, new_version, now, name))]
+                    " updated_at = ? where name = ? and version = ?",
+                    (digest, previous, until, new_version, now, name, row["version"]))]
             note = {"grace_seconds": grace_s} if grace_s else None
             await self._write(sql, self._audit(actor, ip, "rotate", "key", name, None, note))
             self.keys[name] = replace(old, key_sha256=digest, previous_sha256=previous, previous_until=until)
             self.rows[("key", name)] = self._meta(row["definition"], new_version, row["created_at"], now)
+            return secret
+
+        secret = await self._retrying(change)
         return self.view("key", name, config), secret
 
     async def delete(self, kind: str, name: str, config: Config, actor: str, ip: str | None,
                      version: int | None = None) -> None:
         """Revoke a key at once (its spend and log rows stay, under its name), or remove an unused team."""
-        async with self._lock:
+
+        async def change() -> None:
             row = self._owned(kind, name, config, version)
             if kind == "team":
                 users = [k.name for k in config.virtual_keys + tuple(self.keys.values()) if k.team == name]
                 if users:
                     raise conflict(f"team {name!r} still has keys: {', '.join(users[:10])}")
             table = "dashboard_keys" if kind == "key" else "dashboard_teams"
-            await self._write([(f"delete from {table} where name = ?", (name,))],
+            await self._write([(f"delete from {table} where name = ? and version = ?", (name, row["version"]))],
                               self._audit(actor, ip, "delete", kind, name, row["definition"], None))
             (self.keys if kind == "key" else self.teams).pop(name, None)  # type: ignore[attr-defined]
             del self.rows[(kind, name)]
 
+        await self._retrying(change)
+
+
+async def _open_sqlite(path: str) -> tuple[str, Db, Any]:
+    def connect() -> sqlite3.Connection:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # the first to open a new file: set what the log store needs before any table exists
+        for pragma in ("auto_vacuum = incremental", "journal_mode = wal", "busy_timeout = 5000"):
+            db.execute(f"pragma {pragma}")
+        migrate(db)
+        return db
+
+    db = await asyncio.to_thread(connect)
+    lock = asyncio.Lock()  # one statement at a time on the one connection
+
+    async def on_writer(fn: Any, *args: Any) -> Any:
+        async with lock:
+            return await asyncio.to_thread(fn, *args)
+
+    return path, SqliteDb(db, on_writer), lambda: asyncio.to_thread(db.close)
+
 
 async def open_keystore(app: web.Application) -> AsyncIterator[None]:
-    """Load the dashboard's keys and teams (after the log store migrated the file), before governance starts."""
+    """Load the dashboard's keys and teams (after the log store migrated the database), before
+    governance starts; watch the database for what other instances change."""
     rt = app[RUNTIME]
-    store = await KeyStore.open(rt.config.storage.path)
+    store = await KeyStore.open(rt.config.storage)
     clash = store.conflict_message(rt.config)
     if clash is not None:
         await store.close()
         raise ConfigError(clash)
     rt.dashboard = store  # governance merges it in on the next request (``Runtime.effective``)
+    watch = asyncio.create_task(store.watch(), name="keystore-watch")
     try:
         yield
     finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
         rt.dashboard = None
         await store.close()

@@ -7,6 +7,7 @@ from typing import Any
 
 import openai
 import pytest
+import yaml
 from aiohttp.test_utils import TestClient
 
 from finopsd import config as cfg
@@ -62,13 +63,27 @@ providers:
 """
 
 
+def on_backend(yaml_text: str, backend: dict[str, Any] | None) -> str:
+    """A test's config on the ``log_backend`` it asked for: PostgreSQL's adds ``storage.url``
+    (its own ``storage.path``, if any, stays: then unused)."""
+    if not backend or "url" not in backend:
+        return yaml_text
+    data = yaml.safe_load(yaml_text) or {}
+    data["storage"] = {**(data.get("storage") or {}), "url": backend["url"]}
+    return str(yaml.safe_dump(data, sort_keys=False))
+
+
 @pytest.fixture
-def make_gateway(aiohttp_client: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> GatewayFactory:
+def make_gateway(
+    aiohttp_client: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> GatewayFactory:
+    """Build a gateway from YAML; a test that takes ``log_backend`` gets it on each backend."""
     monkeypatch.setenv("TEST_OPENAI_KEY", "sk-upstream-openai-secret")
+    backend = request.getfixturevalue("log_backend") if "log_backend" in request.fixturenames else None
 
     async def factory(yaml_text: str) -> TestClient:
         path = tmp_path / "config.yaml"
-        path.write_text(yaml_text)
+        path.write_text(on_backend(yaml_text, backend))
         client: TestClient = await aiohttp_client(build_app(cfg.load(path)))
         return client
 

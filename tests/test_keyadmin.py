@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from pathlib import Path
@@ -212,3 +213,61 @@ async def test_the_keys_page_pages_and_a_loopback_browser_gets_the_editor(
     assert second.count('<tr data-name="k') == 6 and "keys 201–206 of 206" in second
     assert 'id="new-key"' in first and re.search(r'name="csrf-token" content="[0-9a-f]{64}"', first)
     assert "config file (read-only)" in first and "k0000" in first and "k0204" in second
+
+
+async def _until(check: Any) -> None:
+    """Wait for another instance's watch to pick a change up (it polls every 0.5 s)."""
+    for _ in range(200):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the other instance never saw the change")
+
+
+async def test_two_instances_on_one_postgresql_share_every_key_change(
+    make_gateway: GatewayFactory, fake_openai: FakeUpstream, postgres_url: str, tmp_path: Path
+) -> None:
+    fake_openai.play("openai/text_stream.sse")
+    on_pg = lambda name: gateway_yaml(fake_openai.url, f"storage: {{path: {tmp_path / name}, url: {postgres_url}}}\n"
+                                      + OPEN)  # noqa: E731 - two machines: own files, one database
+    a, b = await make_gateway(on_pg("a.db")), await make_gateway(on_pg("b.db"))
+    secret, _ = await new_key(a, name="shared", budgets=[{"usd": 5, "period": "day"}])
+
+    async def b_knows() -> bool:
+        return (await b.get("/api/keys/shared")).status == 200
+
+    await _until(b_knows)
+    assert await ask(b, secret)  # made on A, used on B
+    # an edit on B, then one on A naming the version B replaced: refused, even before A's watch ran
+    assert (await b.patch("/api/keys/shared", json={"owner": "bo"}, headers={"If-Match": '"v1"'})).status == 200
+    stale = await a.patch("/api/keys/shared", json={"owner": "ana"}, headers={"If-Match": '"v1"'})
+    assert stale.status == 409 and "changed since version 1" in (await stale.json())["error"]["message"]
+    # two edits at once without If-Match, one per instance: neither is lost
+    done = await asyncio.gather(a.patch("/api/keys/shared", json={"description": "from A"}),
+                                b.patch("/api/keys/shared", json={"rate_limit": {"requests_per_minute": 50}}))
+    assert [r.status for r in done] == [200, 200]
+    view = await (await a.get("/api/keys/shared")).json()
+    assert view["version"] == 4 and view["description"] == "from A" and view["owner"] == "bo"
+    assert view["rate_limit"] == {"requests_per_minute": 50}
+    # the same name made on both at once: one of them gets it
+    made = await asyncio.gather(a.post("/api/keys", json={"name": "twice"}), b.post("/api/keys", json={"name": "twice"}))
+    assert sorted(r.status for r in made) == [201, 409]
+    # rotated on A: on B the old secret stops working and the new one works
+    new = (await (await a.post("/api/keys/shared/rotate")).json())["secret"]
+
+    async def b_rotated() -> bool:
+        return (await (await b.get("/api/keys/shared")).json())["version"] == 5
+
+    await _until(b_rotated)
+    assert (await refused(b, secret)).status_code == 401
+    assert await ask(b, new)
+    # deleted on A: refused on B
+    assert (await a.delete("/api/keys/shared")).status == 200
+
+    async def b_forgot() -> bool:
+        return (await b.get("/api/keys/shared")).status == 404
+
+    await _until(b_forgot)
+    assert (await refused(b, new)).status_code == 401
+    actions = [e["action"] for e in (await (await b.get("/api/audit")).json())["items"]]
+    assert actions == ["delete", "rotate", "create", "edit", "edit", "edit", "create"]

@@ -9,10 +9,11 @@ JSON list of tags, and the text index: FTS5 ``match`` and ``bm25()`` against
 ``content.tsv @@ tsquery`` and ``ts_rank`` (``finopsd.log.pg.reader``).
 
 A ``Db`` is what the readers hold: ``fetch`` rows (indexable by position and by column name,
-like ``sqlite3.Row``) and ``change`` a row or two outside the log's batches (stored
-responses, alerts). SQLite's reads go to the query-only aiosqlite connection and its changes
-to the writer's connection, in the writer's thread, one at a time; PostgreSQL's both go
-through a pool (``finopsd.log.pg.reader.PgDb``).
+like ``sqlite3.Row``), ``change`` a row or two outside the log's batches (stored responses,
+alerts), and ``apply`` a few changes at once, each to exactly one row or none at all (the
+dashboard's keys: ``finopsd.keystore``). SQLite's reads go to the query-only aiosqlite
+connection where there is one and its changes to the writer's connection, in the writer's
+thread, one at a time; PostgreSQL's both go through a pool (``finopsd.log.pg.reader.PgDb``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 
 import aiosqlite
 
-__all__ = ["Db", "Dialect", "SQLITE", "SqliteDb", "fts_literal", "marks"]
+__all__ = ["Db", "Dialect", "SQLITE", "SqliteDb", "Stale", "fts_literal", "marks"]
 
 BOUND = 1e18  # schema.total_of's: a number column's value past this is read as null
 
@@ -94,6 +95,10 @@ SQLITE = Dialect(
 )
 
 
+class Stale(Exception):
+    """``Db.apply``: a statement changed no row (its version moved on) or met a duplicate; nothing was applied."""
+
+
 def fts_literal(q: str) -> str:
     """``q`` as one FTS5 phrase: inside double quotes only ``"`` is special, written twice."""
     return '"' + q.replace('"', '""') + '"'
@@ -113,6 +118,15 @@ class Db(Protocol):
     async def change(self, sql: str, params: Sequence[Any] = ()) -> tuple[int, list[Any]]:
         """Run one statement in its own transaction: (rows changed, rows it returned)."""
 
+    async def apply(self, statements: Sequence[tuple[str, Sequence[Any]]], lock: int | None = None) -> None:
+        """Run ``statements`` in one transaction, each changing exactly one row, else raise Stale
+        and apply none. ``lock``: writers naming the same number take turns (SQLite's
+        ``begin immediate`` always does), so their transactions commit in the order they began."""
+
+
+def _fetch(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    return db.execute(sql, params).fetchall()
+
 
 def _change(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> tuple[int, list[Any]]:
     cursor = db.execute(sql, params)
@@ -120,18 +134,39 @@ def _change(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> tuple[in
     return cursor.rowcount, rows
 
 
+def _apply(db: sqlite3.Connection, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+    db.execute("begin immediate")
+    try:
+        for sql, params in statements:
+            if db.execute(sql, params).rowcount != 1:
+                raise Stale(sql.split(" ", 3)[:3])
+        db.execute("commit")
+    except BaseException as e:
+        db.execute("rollback")
+        if isinstance(e, sqlite3.IntegrityError):
+            raise Stale("duplicate") from None
+        raise
+
+
 class SqliteDb:
-    """Reads on the query-only connection; changes on the writer's, through ``on_writer`` (its lock and thread)."""
+    """Reads on the query-only connection (or the writer's, when there is no other); changes on
+    the writer's, through ``on_writer`` (its lock and thread)."""
 
     dialect = SQLITE
 
-    def __init__(self, reader: aiosqlite.Connection, writer: sqlite3.Connection,
-                 on_writer: Callable[..., Awaitable[Any]]) -> None:  # fmt: skip
+    def __init__(self, writer: sqlite3.Connection, on_writer: Callable[..., Awaitable[Any]],
+                 reader: aiosqlite.Connection | None = None) -> None:  # fmt: skip
         self._reader, self._writer, self._on_writer = reader, writer, on_writer
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        if self._reader is None:
+            rows: list[Any] = await self._on_writer(_fetch, self._writer, sql, params)
+            return rows
         return list(await self._reader.execute_fetchall(sql, params))
 
     async def change(self, sql: str, params: Sequence[Any] = ()) -> tuple[int, list[Any]]:
         result: tuple[int, list[Any]] = await self._on_writer(_change, self._writer, sql, params)
         return result
+
+    async def apply(self, statements: Sequence[tuple[str, Sequence[Any]]], lock: int | None = None) -> None:
+        await self._on_writer(_apply, self._writer, statements)

@@ -83,7 +83,7 @@ class LogStore(LogReads, Intake):
     ) -> None:  # fmt: skip
         self._db = writer
         self._reader = reader
-        self._read = SqliteDb(reader, writer, self._on_writer)
+        self._read = SqliteDb(writer, self._on_writer, reader)
         super().__init__(Writer(SQLite(writer), scrub), batch_rows, flush_ms, max_queue, max_queue_bytes)
 
     @classmethod

@@ -15,9 +15,10 @@ SQLite's integers are.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -25,11 +26,13 @@ import psycopg
 from psycopg.adapt import Loader
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from finopsd.config import redact_url
 from finopsd.errors import GatewayError
+from finopsd.log.pg import schema
 from finopsd.log.pg.text import RANK_WEIGHTS, TS_CONFIG
-from finopsd.log.sql import Dialect
+from finopsd.log.sql import Dialect, Stale
 
-__all__ = ["POSTGRES", "PgDb", "Row", "open_pool"]
+__all__ = ["POSTGRES", "PgDb", "Row", "migrate", "open_keys", "open_pool"]
 
 log = logging.getLogger(__name__)
 
@@ -137,3 +140,37 @@ class PgDb:
             cursor = await conn.execute(_pg(sql), params)
             rows = await cursor.fetchall() if cursor.description is not None else []
             return cursor.rowcount, rows
+
+    async def apply(self, statements: Sequence[tuple[str, Sequence[Any]]], lock: int | None = None) -> None:
+        async with self.connection() as conn:
+            try:
+                async with conn.transaction():
+                    if lock is not None:
+                        await conn.execute("select pg_advisory_xact_lock(%s)", (lock,))
+                    for sql, params in statements:
+                        if (await conn.execute(_pg(sql), params)).rowcount != 1:
+                            raise Stale(sql.split(" ", 3)[:3])
+            except psycopg.errors.UniqueViolation:
+                raise Stale("duplicate") from None
+
+
+def _migrate(url: str) -> list[str]:
+    with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                         application_name="finopsd-migrate") as conn:  # fmt: skip
+        return schema.migrate(conn)
+
+
+async def migrate(url: str) -> list[str]:
+    """Bring the database at ``url`` up to date (once, whoever of several instances gets there first)."""
+    try:
+        return await asyncio.to_thread(_migrate, url)
+    except psycopg.OperationalError as e:
+        # the driver's text can name the host and user; the URL shown has no password
+        raise RuntimeError(f"cannot reach PostgreSQL at {redact_url(url)} ({type(e).__name__})") from None
+
+
+async def open_keys(url: str) -> tuple[str, PgDb, Callable[[], Awaitable[None]]]:
+    """The dashboard's tables at ``url``: (where, as messages may name it, the Db, its close)."""
+    await migrate(url)
+    pool = await open_pool(url, max_size=2, name="finopsd-keys")
+    return redact_url(url), PgDb(pool), pool.close
