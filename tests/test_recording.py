@@ -14,6 +14,7 @@ from tests.test_routes_openai import MSGS, TOOLS
 from tests.logrows import logged_rows
 
 CHAT = "/openai/chat/completions"
+pytestmark = pytest.mark.usefixtures("log_backend")  # every test on SQLite and on PostgreSQL
 
 
 async def test_streamed_tool_turn_is_logged_with_transcript_and_usage(
