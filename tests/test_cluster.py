@@ -129,8 +129,11 @@ async def test_requests_spread_over_three_instances_are_one_log_and_one_session(
         assert sorted((s["source"], s["turns"]) for s in sessions) == [("header", 6), ("prefix", 4)]
         for s in sessions:
             turns = (await instance.get(f"/api/sessions/{s['id']}"))["turns"]
-            assert [t["request_id"] for t in turns] == (ids if s["source"] == "header" else prefix_ids)
             assert [t["turn"] for t in turns] == list(range(1, s["turns"] + 1))
+            if s["source"] == "prefix":  # each turn was written before the next was sent
+                assert [t["request_id"] for t in turns] == prefix_ids
+            else:  # numbered as the instances wrote them: a fake answers faster than a batch is written
+                assert sorted(t["request_id"] for t in turns) == sorted(ids)
 
 
 async def test_a_key_made_on_one_instance_is_live_on_every_instance(
