@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from finopsd.appkeys import GOVERNANCE, LOGSTORE, RUNTIME
+from finopsd.appkeys import GOVERNANCE, LOGSTORE, RUNTIME, STATE
 
 BUDGET_LABELS = ("scope", "name", "period")
 
@@ -35,6 +35,12 @@ class StateCollector(Collector):
                                       value=store.stripped_rows)
             yield GaugeMetricFamily("finopsd_log_database_up", "1 while the log database takes writes, else 0",
                                     value=int(store.database_up))
+        live = self.app[STATE].metrics()
+        if "redis_up" in live:
+            yield GaugeMetricFamily("finopsd_state_redis_up", "1 while Redis answers; 0: limits and budgets "
+                                    "are this instance's own", value=live["redis_up"])
+            yield CounterMetricFamily("finopsd_state_redis_fallbacks", "Times this instance lost Redis and "
+                                      "fell back to its own counters", value=live["fallbacks"])
         yield from self._budgets()
 
     def _budgets(self) -> Iterator[Metric]:

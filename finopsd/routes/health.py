@@ -1,4 +1,4 @@
-"""``GET /healthz``: liveness plus which providers are configured."""
+"""``GET /healthz``: liveness plus which providers are configured, parked keys, the live state."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from aiohttp import web
 
 from finopsd import __version__
 from finopsd import access
-from finopsd.appkeys import RUNTIME
+from finopsd.appkeys import RUNTIME, STATE
 
 
 @access.public
@@ -18,6 +18,7 @@ async def healthz(request: web.Request) -> web.Response:
             "version": __version__,
             "providers": sorted(rt.config.providers),
             "parked_keys": rt.keys.status(),
+            "state": request.app[STATE].health(),  # Redis reachable, or this instance on its own counters
         }
     )
 

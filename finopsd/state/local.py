@@ -7,7 +7,7 @@ loop an admission cannot interleave with another's.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from finopsd.spend import Counter, Ledger, SlidingWindow
@@ -139,7 +139,7 @@ class LocalState:
     def metrics(self) -> dict[str, float]:
         return {}
 
-    async def open(self, config: Config) -> None:
+    async def open(self, current: Callable[[], Config]) -> None:
         return None
 
     async def close(self) -> None:

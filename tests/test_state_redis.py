@@ -1,0 +1,247 @@
+"""Live state shared through a real Redis (``state.redis_url``) by several gateways.
+
+Each test runs two or three apps on one throwaway redis-server (tests/servers.py), called
+with the openai SDK. ``storage.url`` names a PostgreSQL database because the config refuses
+Redis without it; each app keeps its own ``storage.path`` where the log is still SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient
+
+from finopsd.appkeys import GOVERNANCE, RUNTIME
+from finopsd.spend import window_start
+from finopsd.state import Limits
+from finopsd.state.redis import RedisState, spend_key
+from tests.conftest import GatewayFactory
+from tests.fakes import FakeUpstream, Reply, fixture_frames
+from tests.servers import REDIS_PASSWORD, RedisServer
+from tests.test_governance import ALPHA, BRAVO, COST, ask, governed, key_line, refused, spent
+from tests.test_reliability import OK, two_keys
+from tests.test_routes_openai import MSGS
+
+Apps = Callable[..., Awaitable[list[TestClient]]]
+
+
+@pytest.fixture
+def apps(make_gateway: GatewayFactory, fake_openai: FakeUpstream, redis_server: RedisServer, postgres_url: str,
+         tmp_path: Path) -> Apps:
+    """``apps(n, keys, teams)``: n gateways on one Redis, each with its own log file."""
+
+    async def start(n: int, keys: str, teams: str = "{}", providers: str | None = None) -> list[TestClient]:
+        out = []
+        for i in range(n):
+            shared = (f"storage: {{path: {tmp_path / f'log{i}.db'}, url: '{postgres_url}'}}\n"
+                      f"state: {{redis_url: '{redis_server.url}'}}\n")
+            if providers is None:
+                text = governed(fake_openai.url, keys, teams, extra=shared)
+            else:
+                text = f"{providers}auth: {{required: true}}\nteams: {teams}\nvirtual_keys:\n{keys}\n{shared}"
+            out.append(await make_gateway(text))
+        return out
+
+    return start
+
+
+async def until(check: Callable[[], Any]) -> None:
+    """Wait for ``check()`` (or what it awaits) to be true; the watch looks at Redis every second."""
+    async with asyncio.timeout(15):  # a hang guard
+        while True:
+            result = check()
+            if await result if inspect.isawaitable(result) else result:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def idle(*gws: TestClient) -> None:
+    """Until every request has run its hooks: the client has its answer before the charge lands."""
+    await until(lambda: not any(gw.server.app[RUNTIME].inflight for gw in gws))
+
+
+async def health(gw: TestClient) -> dict[str, Any]:
+    return (await (await gw.get("/healthz")).json())["state"]
+
+
+async def test_a_rate_limit_holds_across_two_instances(apps: Apps, fake_openai: FakeUpstream) -> None:
+    fake_openai.play("openai/text_stream.sse")
+    one, two = await apps(2, key_line("a", ALPHA, rate_limit="{requests_per_minute: 3}"))
+    assert (await health(one))["ok"] is True
+    await ask(one, ALPHA)
+    await ask(two, ALPHA)
+    await ask(one, ALPHA)
+    err = await refused(two, ALPHA)
+    assert err.status_code == 429 and "key 'a': 3 requests per minute" in err.body["message"]
+    assert err.response.headers["x-ratelimit-remaining-requests"] == "0"
+    assert 1 <= int(err.response.headers["Retry-After"]) <= 60
+    assert (await refused(one, ALPHA)).status_code == 429
+
+
+async def test_a_team_budget_is_one_budget_across_three_instances(apps: Apps, fake_openai: FakeUpstream) -> None:
+    """$0.05 a day has room for 3 requests of $0.018: the 4th is refused on whichever instance."""
+    fake_openai.play("openai/text_stream.sse")
+    gws = await apps(3, key_line("alpha", ALPHA, team="t") + key_line("bravo", BRAVO, team="t"),
+                     "{t: {budgets: [{usd: 0.05, period: day}]}}")
+    for gw, key in zip(gws, (ALPHA, BRAVO, ALPHA)):
+        await ask(gw, key)
+    for gw in gws:
+        err = await refused(gw, BRAVO)
+        assert err.status_code == 402 and "team 't' has spent $0.054 of its $0.05 day budget" in err.body["message"]
+    for gw in gws:  # every instance's view shows the whole team's spend
+        await until(lambda: spent(gw, "team", "t", "day") == pytest.approx(3 * COST))
+
+
+async def test_parallel_requests_over_three_instances_admit_no_more_than_the_budget_allows(
+    apps: Apps, fake_openai: FakeUpstream
+) -> None:
+    """30 streams at once, 10 per instance, each reserving $4 (2,000 tokens at $2,000 per MTok) of a
+    $1 budget: exactly one is admitted, because the check and the hold are one script in Redis; the
+    others learn what holds the budget."""
+    gate = asyncio.Event()
+    fake_openai.add(Reply(frames=fixture_frames("openai/text_stream.sse"), hold_before=1, until=gate))
+    gws = await apps(3, key_line("alpha", ALPHA, team="squad"), "{squad: {budgets: [{usd: 1, period: day}]}}")
+    statuses: list[int] = []
+    messages: list[str] = []
+
+    async def one(i: int) -> None:
+        async with gws[i % 3].post("/openai/chat/completions", headers={"Authorization": f"Bearer {ALPHA}"},
+                                   json={"model": "openai/gpt-5", "messages": MSGS, "stream": True,
+                                         "max_tokens": 2000}) as resp:
+            statuses.append(resp.status)
+            body = await resp.read()
+            if resp.status == 402:
+                messages.append(json.loads(body)["error"]["message"])
+
+    tasks = [asyncio.create_task(one(i)) for i in range(30)]
+    async with asyncio.timeout(30):
+        while statuses.count(402) + len(fake_openai.requests) < 30:
+            await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(*tasks)
+    assert statuses.count(200) == 1 and statuses.count(402) == 29
+    assert all("team 'squad' has spent $0.00 and requests in flight hold $4" in m for m in messages), messages[:1]
+    for gw in gws:  # released: each instance admits again ($0.018 spent of $1)
+        assert await ask(gw, ALPHA)
+    await idle(*gws)
+    await until(lambda: spent(gws[0], "team", "squad", "day") == pytest.approx(4 * COST))  # each view, in time
+
+
+async def test_a_parked_upstream_key_is_avoided_by_the_other_instance(
+    apps: Apps, fake_openai: FakeUpstream
+) -> None:
+    fake_openai.answer_json(OK)
+    fake_openai.key_replies["Bearer sk-first"] = Reply(status=401, json={"error": {"message": "revoked"}})
+    one, two = await apps(2, key_line("a", ALPHA), providers=two_keys(fake_openai.url))
+    async with asyncio.timeout(15):
+        while not any(r.headers["Authorization"] == "Bearer sk-first" for r in fake_openai.requests):
+            resp = await one.post("/openai/chat/completions", json={"model": "openai/gpt-5", "messages": MSGS},
+                                  headers={"Authorization": f"Bearer {ALPHA}"})
+            assert resp.status == 200
+    await until(lambda: _parked(two))
+    seen = len(fake_openai.requests)
+    for _ in range(6):
+        resp = await two.post("/openai/chat/completions", json={"model": "openai/gpt-5", "messages": MSGS},
+                              headers={"Authorization": f"Bearer {ALPHA}"})
+        assert resp.status == 200
+    assert {r.headers["Authorization"] for r in fake_openai.requests[seen:]} == {"Bearer sk-second"}
+
+
+async def _parked(gw: TestClient) -> bool:
+    return "first" in (await (await gw.get("/healthz")).json())["parked_keys"].get("openai", {})
+
+
+async def test_a_dead_instances_hold_expires(apps: Apps, fake_openai: FakeUpstream, redis_server: RedisServer) -> None:
+    """An instance killed with -9 never releases its holds: they lapse after ``hold_ttl``."""
+    fake_openai.play("openai/text_stream.sse")
+    (gw,) = await apps(1, key_line("a", ALPHA, budgets="[{usd: 0.02, period: total}]"))
+    gov = gw.server.app[GOVERNANCE]
+    dead = RedisState(redis_server.url)  # what the killed instance left behind: a hold, never settled
+    await dead.open(lambda: gov.config)
+    await dead.track(gov.counters_for(gov.config), time.time(), gov._sums)
+    hold = await dead.admit([Limits("key", "a", budgets=(("total", 0.02),))], time.time(), 5.0, gov.hold_ttl)
+    assert hold is not None and hold.shared  # type: ignore[union-attr]
+    await dead.close()
+    err = await refused(gw, ALPHA)
+    assert err.status_code == 402 and "requests in flight hold $5.00" in err.body["message"]
+    later = time.time() + gov.hold_ttl + 1
+    gov.clock = lambda: later
+    assert await ask(gw, ALPHA)  # the hold lapsed
+    await idle(gw)
+    assert spent(gw, "key", "a", "total") == pytest.approx(COST)
+
+
+async def test_redis_lost_mid_load_falls_back_then_recovers_its_counters(
+    apps: Apps, fake_openai: FakeUpstream, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="finopsd.state")
+    fake_openai.play("openai/text_stream.sse")
+    (gw,) = await apps(1, key_line("a", ALPHA, team="t"), "{t: {budgets: [{usd: 10, period: day}]}}")
+    counter = spend_key(("team", "t", "day"), window_start("day", time.time()))
+    direct = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        await ask(gw, ALPHA)
+        await ask(gw, ALPHA)
+        await idle(gw)
+        assert float(await direct.get(counter)) == pytest.approx(2 * COST)
+        redis_server.stop()
+        await ask(gw, ALPHA)  # admitted by this instance's own counters
+        state = await health(gw)
+        assert state["backend"] == "redis" and state["ok"] is False and state["fallbacks"] == 1
+        metrics = await (await gw.get("/metrics")).text()
+        assert "finopsd_state_redis_up 0.0" in metrics and "finopsd_state_redis_fallbacks_total 1.0" in metrics
+        await ask(gw, ALPHA)
+        await idle(gw)
+        assert spent(gw, "team", "t", "day") == pytest.approx(4 * COST)
+        redis_server.start()  # empty: a Redis that crashed loses every counter
+        await direct.aclose()
+        direct = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+        await until(lambda: _ok(gw))
+        assert float(await direct.get(counter)) == pytest.approx(4 * COST)  # rebuilt from the log
+        await ask(gw, ALPHA)
+        await idle(gw)
+        assert float(await direct.get(counter)) == pytest.approx(5 * COST)
+        assert "finopsd_state_redis_up 1.0" in await (await gw.get("/metrics")).text()
+    finally:
+        await direct.aclose()
+    lines = [r.getMessage() for r in caplog.records if r.name == "finopsd.state.redis"]
+    assert sum("falling back" in m for m in lines) == 1 and sum("answers again" in m for m in lines) == 1
+    shown = json.dumps(await health(gw)) + metrics + "\n".join(lines)
+    assert REDIS_PASSWORD not in shown and ":***@" in json.dumps(await health(gw))
+
+
+async def _ok(gw: TestClient) -> bool:
+    return bool((await health(gw))["ok"])
+
+
+async def test_a_paused_redis_gets_the_charges_made_meanwhile(
+    apps: Apps, fake_openai: FakeUpstream, redis_server: RedisServer
+) -> None:
+    """Redis unresponsive for a while, same server after: what this instance charged is added to it."""
+    fake_openai.play("openai/text_stream.sse")
+    one, two = await apps(2, key_line("a", ALPHA, budgets="[{usd: 10, period: day}]"))
+    counter = spend_key(("key", "a", "day"), window_start("day", time.time()))
+    direct = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        await ask(one, ALPHA)
+        await ask(two, ALPHA)
+        await direct.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        await ask(one, ALPHA)  # times out on Redis (a quarter second), then charged here
+        await idle(one)
+        assert (await health(one))["ok"] is False
+        await until(lambda: _ok(one))
+        assert float(await direct.get(counter)) == pytest.approx(3 * COST)
+        await until(lambda: spent(two, "key", "a", "day") == pytest.approx(3 * COST))
+    finally:
+        await direct.aclose()
+
