@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from finopsd.log.pg.dialect import translate
+from finopsd.log.pg.reader import _pg as translate
 from finopsd.log.pg.store import PgLogStore
 from finopsd.log.store import LogStore
 
@@ -21,7 +21,7 @@ async def open_store(backend: dict[str, Any], **options: Any) -> Any:
 
 
 def query(backend: dict[str, Any], sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    """Rows of one statement written with ``?`` (and ``x is ?``), on a connection of its own."""
+    """Rows of one statement written with ``?``, on a connection of its own."""
     if backend.get("url"):
         with psycopg.connect(backend["url"], autocommit=True) as db:
             cursor = db.execute(translate(sql), list(args))  # type: ignore[call-overload]

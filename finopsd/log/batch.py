@@ -212,14 +212,14 @@ class Batch:
 
     def _hint_session(self, hint: str, key: Any) -> int | None:
         if (hint, key) not in self.hints:
-            found = self.sql.execute("select id from sessions where client_session_id = ? and key_name is ?"
+            found = self.sql.execute("select id from sessions where client_session_id = ? and key_name is not distinct from ?"
                                     " order by id limit 1", (hint, key)).fetchone()  # fmt: skip
             self.hints[(hint, key)] = found[0] if found else None
         return self.hints[(hint, key)]
 
     def _response_session(self, previous: str, key: Any) -> int | None:
         if (previous, key) not in self.stored_responses:
-            found = self.sql.execute("select session from requests where response_id = ? and key_name is ?"
+            found = self.sql.execute("select session from requests where response_id = ? and key_name is not distinct from ?"
                                     " order by id limit 1", (previous, key)).fetchone()  # fmt: skip
             self.stored_responses[(previous, key)] = found[0] if found else None
         stored = self.stored_responses[(previous, key)]  # stored rows come first: their ids are lower

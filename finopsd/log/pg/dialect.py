@@ -26,6 +26,7 @@ from psycopg.pq import TransactionStatus
 
 from finopsd.log.content import index_text
 from finopsd.log.dialect import CANDIDATES, DELTA_COLUMNS, NEW_SESSION, SESSION_COLUMNS, SESSION_SET, SQLite
+from finopsd.log.pg.reader import _pg as translate
 from finopsd.log.pg.text import indexed, tsv_sql
 
 TABLES: Final = ("content", "sessions", "requests", "request_content", "request_previews")
@@ -34,11 +35,6 @@ INT64: Final = 1 << 63
 # (deadlock, serialization), insufficient resources, operator intervention (shutdown)
 TRANSIENT: Final = ("08", "40", "53", "57")
 IN_LIST: Final = re.compile(r"(\S+) in \(\{\}\)")
-
-
-def translate(sql: str) -> str:
-    """A statement of the shared code in PostgreSQL's words: %s parameters, IS NOT DISTINCT FROM."""
-    return sql.replace(" is ?", " is not distinct from ?").replace("?", "%s")
 
 
 def _text(v: Any) -> Any:
@@ -98,13 +94,9 @@ class PostgreSQL(SQLite):
             self.types[table][column] = kind
         self.sequences = {t: db.execute("select pg_get_serial_sequence(%s, 'id')", (t,)).fetchone()[0]
                           for t in ("content", "sessions", "requests")}  # fmt: skip
-        self.statements: dict[str, str] = {}
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        statement = self.statements.get(sql)
-        if statement is None:
-            statement = self.statements[sql] = translate(sql)
-        return self.db.execute(statement, [_text(a) if isinstance(a, str) else a for a in args])
+        return self.db.execute(translate(sql), [_text(a) if isinstance(a, str) else a for a in args])
 
     def begin(self) -> None:
         self.db.execute("begin")
@@ -163,7 +155,7 @@ class PostgreSQL(SQLite):
             " on conflict (client_session_id, key_name) where client_session_id is not null do nothing returning id",
             [c[0] for c in self._coerce("sessions", columns, [(*session, *NEW_SESSION.values())])]).fetchone()
         if row is None:  # another instance's (it committed: the insert waited for it)
-            row = self.execute("select id from sessions where client_session_id = ? and key_name is ?",
+            row = self.execute("select id from sessions where client_session_id = ? and key_name is not distinct from ?",
                                (session[3], session[4])).fetchone()
         return int(row[0])
 
