@@ -4,8 +4,8 @@
     .venv/bin/python -m bench.scale --duration 4    # a smoke run
 
 Starts the fake upstream (bench/fake_upstream.py), a throwaway PostgreSQL and Redis
-(tests/servers.py: Debian's postgresql and redis-server), then for each setup a fresh database, N ``finopsd serve``
-processes on it and one aiohttp driver (bench/driver.py) per instance, which together keep
+(tests/servers.py: Debian's postgresql and redis-server), then for each setup a fresh
+database, N ``finopsd serve`` processes on it and one aiohttp driver (bench/driver.py) per instance, which together keep
 ``--concurrency`` streamed requests in flight (split evenly over the instances), as a load
 balancer would. Every request carries a virtual key with a team budget and a rate limit, so
 each one takes the governance path: check-and-reserve, rate window, release and charge.
@@ -14,7 +14,9 @@ CPU per request is read from /proc for each side: the instances, every PostgreSQ
 SQLite with in-process state (today's default, the baseline), one on PostgreSQL with
 in-process state, then 1, 2 and 3 on PostgreSQL + Redis. Nothing is pinned: on this box the
 instances, the databases and the load share the same CPUs, so the throughput column shows
-what the machine gives, and the CPU columns what each side would need on machines of its own.
+what the machine gives (``busy``: the share of all CPUs in use), and the CPU columns what
+each side would need on machines of its own. Then ``--alone`` seconds of one request at a
+time against the first instance: what the engines add to a request without queueing.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any
 
 from bench import report
 from bench.load import CLIENT_HEADERS, CLIENT_MODEL, Load, request_body
-from bench.procs import Children, Pinning, cpu_ms, machine
+from bench.procs import Children, Pinning, cpu_ms, machine, machine_busy_ms
 
 PY = sys.executable
 SETTLE_S = 1.0  # after the load, before reading CPU and counting rows: the writers flush their batches
@@ -121,11 +123,16 @@ async def run_setup(children: Children, loads: list[Load], fake_url: str, setup:
         cpu = {"finopsd": lambda: sum(cpu_ms(gw.pid) for gw in instances), "redis": lambda: cpu_ms(servers.redis_pid),
                "postgresql": lambda: tree_cpu_ms(servers.postmaster_pid)}
         before = {side: read() for side, read in cpu.items()}
-        started = time.perf_counter()
+        busy0, started = machine_busy_ms()[0], time.perf_counter()
         results = await drive(args.duration, True)
         elapsed = time.perf_counter() - started
+        busy = (machine_busy_ms()[0] - busy0) / (elapsed * 1000 * (os.cpu_count() or 1))
         await asyncio.sleep(SETTLE_S)
         used = {side: read() - before[side] for side, read in cpu.items()}
+        # one request at a time: what the engines add to a request's latency, without queueing
+        alone = await loads[0].command({"url": f"{instances[0].url}/openai/chat/completions", "body": body,
+                                        "headers": CLIENT_HEADERS, "stream": True, "concurrency": 1,
+                                        "duration": args.alone, "record": True})
         n = sum(r["n"] for r in results)
         lat = sorted(x for r in results for x in r["lat"])
         rows = logged_rows(pg_url) if setup.postgres else None
@@ -134,6 +141,7 @@ async def run_setup(children: Children, loads: list[Load], fake_url: str, setup:
             "errors": sum(r["errors"] for r in results),
             "error_sample": next((r["error_sample"] for r in results if r["error_sample"]), None),
             "rps": n / elapsed, "p50_ms": report.percentile(lat, 50), "p99_ms": report.percentile(lat, 99),
+            "alone_p50_ms": report.percentile(sorted(alone["lat"]), 50), "machine_busy": busy,
             **{f"{side}_ms_per_req": ms / n if n else None for side, ms in used.items()},
             "rows_per_request": None if rows is None else rows / n,  # warm-up rows included: >= 1
         }
@@ -177,9 +185,12 @@ class Servers:
 def paper(rows: list[dict[str, Any]]) -> list[str]:
     """What the CPU per request of each side gives on machines of their own."""
     one = next(r for r in rows if r["setup"] == "postgresql + redis" and r["instances"] == 1)
+    local = next(r for r in rows if r["setup"] == "postgresql, local state")
     gw, pg, rd = one["finopsd_ms_per_req"], one["postgresql_ms_per_req"], one["redis_ms_per_req"]
     per_core = 1000 / gw
     return [
+        f"Redis-backed limits against in-process ones: {gw - local['finopsd_ms_per_req']:+.2f} ms of the instance's"
+        f" CPU a request, {one['alone_p50_ms'] - local['alone_p50_ms']:+.2f} ms on a lone request's p50",
         f"one instance (one core) serves at most ~{per_core:,.0f} req/s of this stream ({gw:.2f} ms CPU a request)",
         f"PostgreSQL needs {pg:.2f} ms CPU a request: ~{1000 / pg:,.0f} req/s per database core, so one 4-core"
         f" database keeps up with ~{4000 / pg / per_core:,.0f} instance cores",
@@ -191,12 +202,13 @@ def paper(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = (f"{'setup':<26} {'inst':>4} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'finopsd':>8} {'postgres':>9}"
-            f" {'redis':>7} {'rows/req':>8} {'errors':>6}")
-    print(head + "\n" + " " * 49 + "(CPU ms per request)")
+    head = (f"{'setup':<26} {'inst':>4} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'c=1 p50':>7} {'busy':>5}"
+            f" {'finopsd':>8} {'postgres':>9} {'redis':>7} {'rows/req':>8} {'errors':>6}")
+    print(head + "\n" + " " * 63 + "(CPU ms per request)")
     for r in rows:
         print(f"{r['setup']:<26} {r['instances']:>4} {r['rps']:>7.0f} {report.fmt(r['p50_ms'], 1):>7}"
-              f" {report.fmt(r['p99_ms'], 1):>7} {report.fmt(r['finopsd_ms_per_req']):>8}"
+              f" {report.fmt(r['p99_ms'], 1):>7} {report.fmt(r['alone_p50_ms']):>7} {r['machine_busy']:>5.0%}"
+              f" {report.fmt(r['finopsd_ms_per_req']):>8}"
               f" {report.fmt(r['postgresql_ms_per_req']):>9} {report.fmt(r['redis_ms_per_req'], 3):>7}"
               f" {report.fmt(r['rows_per_request']):>8} {r['errors']:>6}")
 
@@ -242,6 +254,7 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=10.0, help="seconds of load per setup (default 10)")
     p.add_argument("--warmup", type=float, default=2.0, help="unrecorded seconds per setup (default 2)")
     p.add_argument("--concurrency", type=int, default=32, help="requests in flight over all instances")
+    p.add_argument("--alone", type=float, default=3.0, help="seconds of one request at a time, per setup")
     p.add_argument("--chunks", type=int, default=20, help="content chunks per stream (default 20)")
     p.add_argument("--body-kb", type=float, default=8.0, help="request body size in KB (default 8)")
     p.add_argument("--json", metavar="FILE", help="also write every number to FILE")
