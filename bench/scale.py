@@ -123,19 +123,20 @@ async def run_setup(children: Children, loads: list[Load], fake_url: str, setup:
         cpu = {"finopsd": lambda: sum(cpu_ms(gw.pid) for gw in instances), "redis": lambda: cpu_ms(servers.redis_pid),
                "postgresql": lambda: tree_cpu_ms(servers.postmaster_pid)}
         before = {side: read() for side, read in cpu.items()}
+        rows0 = logged_rows(pg_url) if setup.postgres else 0
         busy0, started = machine_busy_ms()[0], time.perf_counter()
         results = await drive(args.duration, True)
         elapsed = time.perf_counter() - started
         busy = (machine_busy_ms()[0] - busy0) / (elapsed * 1000 * (os.cpu_count() or 1))
         await asyncio.sleep(SETTLE_S)
         used = {side: read() - before[side] for side, read in cpu.items()}
+        rows = logged_rows(pg_url) - rows0 if setup.postgres else None
         # one request at a time: what the engines add to a request's latency, without queueing
         alone = await loads[0].command({"url": f"{instances[0].url}/openai/chat/completions", "body": body,
                                         "headers": CLIENT_HEADERS, "stream": True, "concurrency": 1,
                                         "duration": args.alone, "record": True})
         n = sum(r["n"] for r in results)
         lat = sorted(x for r in results for x in r["lat"])
-        rows = logged_rows(pg_url) if setup.postgres else None
         return {
             "setup": setup.name, "instances": setup.instances, "requests": n,
             "errors": sum(r["errors"] for r in results),
@@ -143,7 +144,7 @@ async def run_setup(children: Children, loads: list[Load], fake_url: str, setup:
             "rps": n / elapsed, "p50_ms": report.percentile(lat, 50), "p99_ms": report.percentile(lat, 99),
             "alone_p50_ms": report.percentile(sorted(alone["lat"]), 50), "machine_busy": busy,
             **{f"{side}_ms_per_req": ms / n if n else None for side, ms in used.items()},
-            "rows_per_request": None if rows is None else rows / n,  # warm-up rows included: >= 1
+            "rows_per_request": None if rows is None else rows / n,  # 1.00: every request answered was logged
         }
     finally:
         for gw in instances:

@@ -291,24 +291,12 @@ def migrate_command(url: str, source: str | None, config_path: str | None) -> No
     \b
     finopsd migrate --config /etc/finopsd/config.yaml --to env:FINOPSD_PG_URL
     """
-    from finopsd.log.pg.from_sqlite import MigrateError, migrate_file  # psycopg only when asked for
+    from finopsd.log.pg.from_sqlite import MigrateError, migrate_file, target_url  # psycopg only when asked for
 
-    try:
-        url = cfg.resolve_env(url, os.environ, click.BadParameter)
-    except click.BadParameter as e:
-        raise click.BadParameter(e.message, param_hint="--to") from None
-    if not url.startswith(cfg.POSTGRES_SCHEMES):
-        raise click.BadParameter("must be a postgresql:// URL", param_hint="--to")
     path = source or _load(config_path)[0].storage.path
-    if not Path(path).exists():
-        raise click.ClickException(f"no request log at {path}")
-
-    def progress(table: str, done: int, total: int) -> None:
-        if done == total or done and done % 20_000 == 0:
-            click.echo(f"{table}: {done:,} of {total:,} rows", err=True)
-
     try:
-        copied = migrate_file(path, url, progress)
+        url = target_url(url, os.environ)
+        copied = migrate_file(path, url, lambda line: click.echo(line, err=True))
     except MigrateError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"copied {copied['requests']:,} requests in {copied['sessions']:,} sessions from {path}"

@@ -174,7 +174,7 @@ async def test_migrate_refuses_a_database_that_holds_a_log(
         assert conn.execute("select count(*) from requests").fetchone() == (1,)  # nothing copied twice
     # a URL that is not PostgreSQL, or a wrong password: clear, and no password shown
     status, out = await migrate("--from", str(db), "--to", "mysql://u:p@h/db")
-    assert status == 2 and "must be a postgresql:// URL" in out
+    assert status == 1 and "--to: must be a postgresql:// URL" in out
     wrong = postgres_url.replace("finops-test-pg-secret", "wrong-password-123")
     status, out = await migrate("--from", str(db), "--to", wrong)
     assert status == 1 and "password authentication failed" in out and "wrong-password-123" not in out, out

@@ -22,12 +22,13 @@ A target that already holds a row is refused before anything is written.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Final
 
 import psycopg
 
-from finopsd.config import url_password
+from finopsd.config import POSTGRES_SCHEMES, ConfigError, resolve_env, url_password
 from finopsd.log.content import unpack
 from finopsd.log.pg import schema as pg_schema
 from finopsd.log.pg.dialect import PostgreSQL, quoted
@@ -40,21 +41,33 @@ TABLES: Final = ("content", "sessions", "requests", "request_content", "request_
 ROLLUPS: Final = ("spend_by_day", "usage_dims", "usage_rollup", "usage_errors", "usage_latency")
 DERIVED: Final = {"content": {"tsv"}}  # columns built here, not copied
 BATCH: Final = 2000
-
-Progress = Callable[[str, int, int], None]  # (table, rows copied so far, rows in all)
+PROGRESS_EVERY: Final = 20_000  # rows of a table between two progress lines (and one at its end)
 
 
 class MigrateError(Exception):
     """Why nothing was copied: the message names no password."""
 
 
-def migrate_file(path: str, url: str, progress: Progress) -> dict[str, int]:
+def target_url(value: str, env: Mapping[str, str]) -> str:
+    """``--to`` as given (``env:NAME`` allowed), checked to be a PostgreSQL URL."""
+    try:
+        url = resolve_env(value, env, ConfigError)
+    except ConfigError as e:
+        raise MigrateError(f"--to: {e}") from None
+    if not url.startswith(POSTGRES_SCHEMES):
+        raise MigrateError("--to: must be a postgresql:// URL")
+    return url
+
+
+def migrate_file(path: str, url: str, say: Callable[[str], None]) -> dict[str, int]:
     """Copy the SQLite log at ``path`` (upgraded to this version's schema first, as
-    ``finopsd serve`` would) into the PostgreSQL database at ``url``."""
+    ``finopsd serve`` would) into the PostgreSQL database at ``url``; ``say`` gets the progress lines."""
+    if not Path(path).exists():
+        raise MigrateError(f"no request log at {path}")
     source, _ = open_writer(path)
     try:
         with psycopg.connect(url, autocommit=True) as target:
-            return copy_log(source, target, progress)
+            return copy_log(source, target, say)
     except psycopg.Error as e:
         password = url_password(url)
         raise MigrateError(str(e).replace(password, "***") if password else str(e)) from None
@@ -62,7 +75,8 @@ def migrate_file(path: str, url: str, progress: Progress) -> dict[str, int]:
         source.close()
 
 
-def copy_log(source: sqlite3.Connection, target: psycopg.Connection[Any], progress: Progress) -> dict[str, int]:
+def copy_log(source: sqlite3.Connection, target: psycopg.Connection[Any],
+             say: Callable[[str], None]) -> dict[str, int]:
     """Copy every table of ``source`` (migrated to the latest SQLite schema) into ``target``
     (autocommit; migrated here); return the rows copied per table."""
     pg_schema.migrate(target)
@@ -84,14 +98,14 @@ def copy_log(source: sqlite3.Connection, target: psycopg.Connection[Any], progre
             for table in tables:
                 if table in ROLLUPS:
                     target.execute(f"delete from {table}")  # what the trigger rolled up from requests
-                copied[table] = _copy_table(source, dialect, table, progress)
+                copied[table] = _copy_table(source, dialect, table, say)
             _set_sequences(target)
     finally:
         source.execute("rollback")
     return copied
 
 
-def _copy_table(source: sqlite3.Connection, dialect: PostgreSQL, table: str, progress: Progress) -> int:
+def _copy_table(source: sqlite3.Connection, dialect: PostgreSQL, table: str, say: Callable[[str], None]) -> int:
     columns = [c for c in dialect.types[table] if c not in DERIVED.get(table, ())]
     have = {r[1] for r in source.execute(f"pragma table_info({table})")}
     if have != set(columns):  # a column one side lacks would be lost or left empty
@@ -101,7 +115,6 @@ def _copy_table(source: sqlite3.Connection, dialect: PostgreSQL, table: str, pro
         columns = ["id", "hash", "kind", "size", "body"]  # insert_content's order
     (total,) = source.execute(f"select count(*) from {table}").fetchone()
     done = 0
-    progress(table, done, total)
     cursor = source.execute(f"select {', '.join(quoted(c) for c in columns)} from {table}")
     while batch := cursor.fetchmany(BATCH):
         if table == "content":  # with each piece's value, which its search index is built from
@@ -109,7 +122,9 @@ def _copy_table(source: sqlite3.Connection, dialect: PostgreSQL, table: str, pro
         else:
             dialect.insert(table, columns, batch)
         done += len(batch)
-        progress(table, done, total)
+        if done % PROGRESS_EVERY == 0 and done < total:
+            say(f"{table}: {done:,} of {total:,} rows")
+    say(f"{table}: {total:,} of {total:,} rows")
     return done
 
 
