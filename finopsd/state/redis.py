@@ -30,8 +30,8 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import quote
 
 import redis.asyncio as aioredis
@@ -60,6 +60,29 @@ TOTAL_TTL_S: Final = 30 * 86400  # a total budget's counter, renewed by each cha
 MAX_VIEW_OWNERS: Final = 5000  # keys and teams whose minute is refreshed for the views
 PREFIX: Final = "finops:"
 Spec = dict[str, Any]
+T = TypeVar("T")
+
+
+async def to_the_end(aw: Awaitable[T]) -> tuple[T, bool]:
+    """``aw``'s result, awaited to its end even if the caller is cancelled meanwhile, and whether it was.
+
+    aiohttp cancels a handler whose client hung up, which may come while a hook waits on Redis
+    (a client that read its last byte and left, during the post-hooks): an admission or a charge
+    cut half-way would lose a hold or a charge. The cancellation is absorbed here and passed on by
+    the caller where it should be. Bounded: each round trip is (``OP_TIMEOUT_S``).
+    """
+    task = asyncio.ensure_future(aw)
+    cancelled = False
+    while True:
+        try:
+            return await asyncio.shield(task), cancelled
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            cancelled = True
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
 
 
 def _part(name: str) -> str:
@@ -264,6 +287,15 @@ class RedisState:
 
     async def admit(self, owners: Sequence[Limits], now: float, estimate: float,
                     hold_ttl: float) -> Hold | RateRefusal | BudgetRefusal | None:
+        verdict, cancelled = await to_the_end(self._admit(owners, now, estimate, hold_ttl))
+        if cancelled:  # the client left meanwhile: what it holds goes, and so does the request
+            if isinstance(verdict, Hold):
+                await to_the_end(self._settle(verdict, None))
+            raise asyncio.CancelledError
+        return verdict
+
+    async def _admit(self, owners: Sequence[Limits], now: float, estimate: float,
+                     hold_ttl: float) -> Hold | RateRefusal | BudgetRefusal | None:
         member = f"{self._id}:{next(self._ids)}"
         keys: list[str] = []
         counters: list[Counter] = []
@@ -313,6 +345,9 @@ class RedisState:
                 for scope, name in charge.owners for period in sorted(self.periods.get((scope, name), ()))]
 
     async def settle(self, hold: Hold | None, charge: Charge | None) -> None:
+        await to_the_end(self._settle(hold, charge))  # a client leaving now takes nothing off the books
+
+    async def _settle(self, hold: Hold | None, charge: Charge | None) -> None:
         if hold is not None and not hold.shared:
             self.local.release(hold)  # admitted while Redis was away
             hold = None
