@@ -24,6 +24,7 @@ checked, the request counted and its hold added, atomically), and so is each set
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -57,7 +58,7 @@ OP_TIMEOUT_S: Final = 0.25  # what a request waits on Redis at most, once, befor
 WATCH_S: Final = 1.0
 MAX_CONNECTIONS: Final = 64  # requests queue for one beyond that (within OP_TIMEOUT_S)
 TOTAL_TTL_S: Final = 30 * 86400  # a total budget's counter, renewed by each charge
-MAX_VIEW_OWNERS: Final = 5000  # keys and teams whose minute is refreshed for the views
+MAX_VIEW_OWNERS: Final = 1000  # rate-limited keys and teams whose minute the views refresh
 PREFIX: Final = "finops:"
 Spec = dict[str, Any]
 T = TypeVar("T")
@@ -94,10 +95,11 @@ def spend_key(counter: Counter, start: float) -> str:
     return f"{PREFIX}spend:{scope}:{_part(name)}:{period}:{int(start)}"
 
 
-def owner_keys(owner: Owner) -> list[str]:
+@functools.lru_cache(maxsize=4096)  # the same few owners on every request
+def owner_keys(owner: Owner) -> tuple[str, ...]:
     """Requests and tokens of its last minute, and its holds: each a zset and its total."""
     rate, held = f"{PREFIX}rate:{owner[0]}:{_part(owner[1])}", f"{PREFIX}held:{owner[0]}:{_part(owner[1])}"
-    return [f"{rate}:req", f"{rate}:req:n", f"{rate}:tok", f"{rate}:tok:n", held, f"{held}:n"]
+    return (f"{rate}:req", f"{rate}:req:n", f"{rate}:tok", f"{rate}:tok:n", held, f"{held}:n")
 
 
 def parked_key(provider: str, key: str) -> str:
@@ -131,6 +133,7 @@ class RedisState:
         # (counter, window start) → USD this instance charged while Redis was away
         self.deltas: dict[tuple[Counter, float], float] = {}
         self.rates: dict[Owner, tuple[float, float]] = {}  # the minute's requests and tokens, as last read
+        self.metered: set[Owner] = set()  # owners with a token limit: their tokens go to Redis
         self.config: Callable[[], Config] | None = None
         self._ids = itertools.count()
         self._id = secrets.token_hex(4)  # this instance's members differ from another's
@@ -296,6 +299,10 @@ class RedisState:
 
     async def _admit(self, owners: Sequence[Limits], now: float, estimate: float,
                      hold_ttl: float) -> Hold | RateRefusal | BudgetRefusal | None:
+        self.metered.update(o.owner for o in owners if o.tpm is not None)
+        if all(o.rpm is None and o.tpm is None and not o.budgets for o in owners):
+            self.local.count(owners, now)  # nothing to share: no round trip
+            return None
         member = f"{self._id}:{next(self._ids)}"
         keys: list[str] = []
         counters: list[Counter] = []
@@ -354,6 +361,9 @@ class RedisState:
         if hold is None and charge is None:
             return
         counters = self._charged(charge) if charge is not None else []
+        if hold is None and not counters and charge is not None and not self.metered.intersection(charge.owners):
+            self.local.charge(charge)  # no budget, no token limit: nothing to share
+            return
         keys = [k for owner in (hold.owners if hold else ()) for k in owner_keys(owner)[4:]]
         keys += [k for owner in (charge.owners if charge else ()) for k in owner_keys(owner)[2:4]]
         keys += [spend_key(c, start) for c, start in counters]
@@ -400,9 +410,11 @@ class RedisState:
         config = self.config() if self.config else None
         owners: list[Owner] = []
         pairs: list[tuple[str, str]] = []
-        if config is not None:
-            owners = [("key", k.name) for k in config.virtual_keys] + [("team", t) for t in config.teams]
-            owners = owners[:MAX_VIEW_OWNERS]
+        if config is not None:  # the minute of those with a rate limit: the others show this instance's
+            limited = [("key", k.name, k.rate_limit) for k in config.virtual_keys]
+            limited += [("team", t.name, t.rate_limit) for t in config.teams.values()]
+            owners = [(scope, name) for scope, name, r in limited
+                      if r.requests_per_minute is not None or r.tokens_per_minute is not None][:MAX_VIEW_OWNERS]
             pairs = [(p.name, k.name) for p in config.providers.values() if len(p.keys) > 1 for k in p.keys]
         counters = sorted(self.tracked)
         keys = [spend_key(c, window_start(c[2], now)) for c in counters]
