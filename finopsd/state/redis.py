@@ -216,8 +216,9 @@ class RedisState:
                     await self._look()
                 elif await self._connect():
                     await self._resync()
-                    log.warning("state: Redis at %s answers again: counters re-synced, limits shared again",
-                                redact_url(self.url))
+                    if self.up:  # else lost again meanwhile, and said so
+                        log.warning("state: Redis at %s answers again: counters re-synced, limits shared again",
+                                    redact_url(self.url))
             except Exception:  # the watch must outlive any one surprise
                 log.exception("state: watching Redis failed")
 
