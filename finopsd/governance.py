@@ -58,7 +58,7 @@ from finopsd.exchange import Exchange
 from finopsd.pricing import Pricer, cache_reads, cache_writes
 from finopsd.router import NATIVE_NAMES, permits, plan, resolve_model
 from finopsd.spend import Counter, estimate_usage, iso, usd_text, window_end, window_start
-from finopsd.state import BudgetRefusal, Charge, Hold, Limits, LiveState, RateRefusal, to_the_end
+from finopsd.state import BudgetRefusal, Charge, Limits, LiveState, RateRefusal
 from finopsd.state.local import LocalState
 
 if TYPE_CHECKING:
@@ -337,22 +337,19 @@ class Governance:
             owners.append(limits("team", team.name, team.rate_limit, team.budgets))
         # what it may cost, held against the budgets while it runs (an MCP tool call costs nothing)
         estimate = self.estimate_cost(ex) if ex.route != "mcp" and any(o.budgets for o in owners) else 0.0
-        verdict, cancelled = await to_the_end(self.state.admit(owners, now, estimate, self.hold_ttl))
-        if isinstance(verdict, Hold):
-            ex.reservation = verdict  # released by post, also when the client has gone
-        if cancelled:
-            raise asyncio.CancelledError  # the client left while Redis answered
+        verdict = await self.state.admit(owners, now, estimate, self.hold_ttl)
         if isinstance(verdict, RateRefusal):
             raise self._rate_error(verdict)
         if isinstance(verdict, BudgetRefusal):
             raise self._budget_error(verdict, now)
+        ex.reservation = verdict
 
     # ---------------------------------------------------------------- post
 
     async def post(self, ex: Exchange) -> None:
         hold, ex.reservation = ex.reservation, None
-        # released as the real cost, if any, is charged: one step, never cut by a client leaving
-        await to_the_end(self.state.settle(hold, await self._charge(ex)))
+        # released as the real cost, if any, is charged: one step
+        await self.state.settle(hold, await self._charge(ex))
 
     async def _charge(self, ex: Exchange) -> Charge | None:
         """Price what ``ex`` used (its log row shows it) and what to charge its key and team."""

@@ -1,8 +1,12 @@
 """Live state shared through a real Redis (``state.redis_url``) by several gateways.
 
-Each test runs two or three apps on one throwaway redis-server (tests/servers.py), called
-with the openai SDK. ``storage.url`` names a PostgreSQL database because the config refuses
-Redis without it; each app keeps its own ``storage.path`` where the log is still SQLite.
+Each test runs one to three apps on one throwaway redis-server (tests/servers.py), called
+with the openai SDK. ``storage.url`` names a PostgreSQL database, as the config requires
+with Redis; each app also has its own ``storage.path``. Nothing here depends on whether the
+apps share one log: a test that needs a rebuild to see every charge runs one app.
+
+A client has its answer a moment before the post-hooks charge it, so a test that reads a
+counter first waits for the apps to be ``idle``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from aiohttp.test_utils import TestClient
 
 from finopsd.appkeys import GOVERNANCE, RUNTIME
 from finopsd.spend import window_start
+from finopsd.providers.base import Target
 from finopsd.state import Limits
 from finopsd.state.redis import RedisState, spend_key
 from tests.conftest import GatewayFactory
@@ -95,6 +100,7 @@ async def test_a_team_budget_is_one_budget_across_three_instances(apps: Apps, fa
                      "{t: {budgets: [{usd: 0.05, period: day}]}}")
     for gw, key in zip(gws, (ALPHA, BRAVO, ALPHA)):
         await ask(gw, key)
+    await idle(*gws)  # charged (else the last one's hold is what refuses)
     for gw in gws:
         err = await refused(gw, BRAVO)
         assert err.status_code == 402 and "team 't' has spent $0.054 of its $0.05 day budget" in err.body["message"]
@@ -131,6 +137,7 @@ async def test_parallel_requests_over_three_instances_admit_no_more_than_the_bud
         await asyncio.gather(*tasks)
     assert statuses.count(200) == 1 and statuses.count(402) == 29
     assert all("team 'squad' has spent $0.00 and requests in flight hold $4" in m for m in messages), messages[:1]
+    await idle(*gws)
     for gw in gws:  # released: each instance admits again ($0.018 spent of $1)
         assert await ask(gw, ALPHA)
     await idle(*gws)
@@ -235,6 +242,7 @@ async def test_a_paused_redis_gets_the_charges_made_meanwhile(
     try:
         await ask(one, ALPHA)
         await ask(two, ALPHA)
+        await idle(one, two)
         await direct.execute_command("CLIENT", "PAUSE", "1500", "ALL")
         await ask(one, ALPHA)  # times out on Redis (a quarter second), then charged here
         await idle(one)
@@ -245,3 +253,48 @@ async def test_a_paused_redis_gets_the_charges_made_meanwhile(
     finally:
         await direct.aclose()
 
+
+
+async def test_while_redis_is_away_the_last_known_spend_still_limits(
+    apps: Apps, fake_openai: FakeUpstream, redis_server: RedisServer
+) -> None:
+    """The fallback starts from what the instance last saw in Redis, not from zero."""
+    fake_openai.play("openai/text_stream.sse")
+    one, two = await apps(2, key_line("a", ALPHA, budgets="[{usd: 0.05, period: day}]"))
+    await ask(one, ALPHA)
+    await ask(two, ALPHA)
+    await idle(one, two)
+    await until(lambda: spent(one, "key", "a", "day") == pytest.approx(2 * COST))  # one's view has two's charge
+    redis_server.stop()
+    await ask(one, ALPHA)  # $0.036 of $0.05: admitted here
+    await idle(one)
+    err = await refused(one, ALPHA)
+    assert err.status_code == 402 and "has spent $0.054 of its $0.05 day budget" in err.body["message"]
+    redis_server.start()  # (what it then holds comes from the log: see the test above)
+    await until(lambda: _ok(one))
+    await until(lambda: _ok(two))
+
+
+async def test_a_starting_instance_keeps_the_shared_spend_and_every_key_expires(
+    apps: Apps, fake_openai: FakeUpstream, redis_server: RedisServer
+) -> None:
+    fake_openai.play("openai/text_stream.sse")
+    keys = key_line("a", ALPHA, team="t", rate_limit="{requests_per_minute: 100, tokens_per_minute: 10000}",
+                    budgets="[{usd: 5, period: day}, {usd: 50, period: month}]")
+    teams = "{t: {budgets: [{usd: 9, period: total}], rate_limit: {requests_per_minute: 100}}}"
+    (one,) = await apps(1, keys, teams)
+    for _ in range(3):
+        await ask(one, ALPHA)
+    await idle(one)
+    (two,) = await apps(1, keys, teams)  # its own log is empty: Redis's spend wins (SET NX)
+    assert spent(two, "key", "a", "day") == pytest.approx(3 * COST)
+    assert spent(two, "team", "t", "total") == pytest.approx(3 * COST)
+    await two.server.app[RUNTIME].keys.park(Target(two.server.app[RUNTIME].config.providers["openai"], "gpt-5",
+                                                   "sk-x", "main"), 30, "test")
+    direct = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        names = [k async for k in direct.scan_iter("*")]
+        assert len(names) >= 10 and all(k.startswith("finops:") for k in names), names
+        assert {k: await direct.ttl(k) for k in names if await direct.ttl(k) <= 0} == {}  # all bounded
+    finally:
+        await direct.aclose()

@@ -21,10 +21,9 @@ The contract, the same for both:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -35,9 +34,7 @@ if TYPE_CHECKING:
     from finopsd.state.parking import Parking
 
 __all__ = ["BudgetRefusal", "Charge", "Hold", "Limits", "LiveState", "RateRefusal", "Rebuild", "open_state",
-           "run_state", "to_the_end"]
-
-T = TypeVar("T")
+           "run_state"]
 
 Owner = tuple[str, str]  # (scope, name): ("key", "alpha") or ("team", "platform")
 # counters → (window start, USD spent in it), summed from the request log
@@ -121,29 +118,6 @@ class LiveState(Protocol):
     async def open(self, current: Callable[[], Config]) -> None: ...
 
     async def close(self) -> None: ...
-
-
-async def to_the_end(aw: Awaitable[T]) -> tuple[T, bool]:
-    """``aw``'s result, awaited to its end even if the caller is cancelled meanwhile, and whether it was.
-
-    aiohttp cancels a handler whose client hung up, which may happen while a hook waits on Redis
-    (a client that read its last byte and left, during the post-hooks): an admission or a charge
-    cut half-way would lose a hold or a charge. The cancellation is absorbed here; the caller
-    passes it on where it should (``pre``) or lets the next post-hooks, the log row's, run.
-    Bounded: each state operation is (``OP_TIMEOUT_S`` per round trip).
-    """
-    task = asyncio.ensure_future(aw)
-    cancelled = False
-    while True:
-        try:
-            return await asyncio.shield(task), cancelled
-        except asyncio.CancelledError:
-            if task.cancelled():
-                raise
-            cancelled = True
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
 
 
 def open_state(config: Config) -> LiveState:

@@ -24,14 +24,15 @@ checked, the request counted and its hold added, atomically), and so is each set
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
 import math
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import quote
 
 import redis.asyncio as aioredis
@@ -57,9 +58,32 @@ OP_TIMEOUT_S: Final = 0.25  # what a request waits on Redis at most, once, befor
 WATCH_S: Final = 1.0
 MAX_CONNECTIONS: Final = 64  # requests queue for one beyond that (within OP_TIMEOUT_S)
 TOTAL_TTL_S: Final = 30 * 86400  # a total budget's counter, renewed by each charge
-MAX_VIEW_OWNERS: Final = 5000  # keys and teams whose minute is refreshed for the views
+MAX_VIEW_OWNERS: Final = 1000  # rate-limited keys and teams whose minute the views refresh
 PREFIX: Final = "finops:"
 Spec = dict[str, Any]
+T = TypeVar("T")
+
+
+async def to_the_end(aw: Awaitable[T]) -> tuple[T, bool]:
+    """``aw``'s result, awaited to its end even if the caller is cancelled meanwhile, and whether it was.
+
+    aiohttp cancels a handler whose client hung up, which may come while a hook waits on Redis
+    (a client that read its last byte and left, during the post-hooks): an admission or a charge
+    cut half-way would lose a hold or a charge. The cancellation is absorbed here and passed on by
+    the caller where it should be. Bounded: each round trip is (``OP_TIMEOUT_S``).
+    """
+    task = asyncio.ensure_future(aw)
+    cancelled = False
+    while True:
+        try:
+            return await asyncio.shield(task), cancelled
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            cancelled = True
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
 
 
 def _part(name: str) -> str:
@@ -71,10 +95,11 @@ def spend_key(counter: Counter, start: float) -> str:
     return f"{PREFIX}spend:{scope}:{_part(name)}:{period}:{int(start)}"
 
 
-def owner_keys(owner: Owner) -> list[str]:
+@functools.lru_cache(maxsize=4096)  # the same few owners on every request
+def owner_keys(owner: Owner) -> tuple[str, ...]:
     """Requests and tokens of its last minute, and its holds: each a zset and its total."""
     rate, held = f"{PREFIX}rate:{owner[0]}:{_part(owner[1])}", f"{PREFIX}held:{owner[0]}:{_part(owner[1])}"
-    return [f"{rate}:req", f"{rate}:req:n", f"{rate}:tok", f"{rate}:tok:n", held, f"{held}:n"]
+    return (f"{rate}:req", f"{rate}:req:n", f"{rate}:tok", f"{rate}:tok:n", held, f"{held}:n")
 
 
 def parked_key(provider: str, key: str) -> str:
@@ -108,6 +133,7 @@ class RedisState:
         # (counter, window start) → USD this instance charged while Redis was away
         self.deltas: dict[tuple[Counter, float], float] = {}
         self.rates: dict[Owner, tuple[float, float]] = {}  # the minute's requests and tokens, as last read
+        self.metered: set[Owner] = set()  # owners with a token limit: their tokens go to Redis
         self.config: Callable[[], Config] | None = None
         self._ids = itertools.count()
         self._id = secrets.token_hex(4)  # this instance's members differ from another's
@@ -190,8 +216,9 @@ class RedisState:
                     await self._look()
                 elif await self._connect():
                     await self._resync()
-                    log.warning("state: Redis at %s answers again: counters re-synced, limits shared again",
-                                redact_url(self.url))
+                    if self.up:  # else lost again meanwhile, and said so
+                        log.warning("state: Redis at %s answers again: counters re-synced, limits shared again",
+                                    redact_url(self.url))
             except Exception:  # the watch must outlive any one surprise
                 log.exception("state: watching Redis failed")
 
@@ -264,6 +291,19 @@ class RedisState:
 
     async def admit(self, owners: Sequence[Limits], now: float, estimate: float,
                     hold_ttl: float) -> Hold | RateRefusal | BudgetRefusal | None:
+        verdict, cancelled = await to_the_end(self._admit(owners, now, estimate, hold_ttl))
+        if cancelled:  # the client left meanwhile: what it holds goes, and so does the request
+            if isinstance(verdict, Hold):
+                await to_the_end(self._settle(verdict, None))
+            raise asyncio.CancelledError
+        return verdict
+
+    async def _admit(self, owners: Sequence[Limits], now: float, estimate: float,
+                     hold_ttl: float) -> Hold | RateRefusal | BudgetRefusal | None:
+        self.metered.update(o.owner for o in owners if o.tpm is not None)
+        if all(o.rpm is None and o.tpm is None and not o.budgets for o in owners):
+            self.local.count(owners, now)  # nothing to share: no round trip
+            return None
         member = f"{self._id}:{next(self._ids)}"
         keys: list[str] = []
         counters: list[Counter] = []
@@ -313,12 +353,18 @@ class RedisState:
                 for scope, name in charge.owners for period in sorted(self.periods.get((scope, name), ()))]
 
     async def settle(self, hold: Hold | None, charge: Charge | None) -> None:
+        await to_the_end(self._settle(hold, charge))  # a client leaving now takes nothing off the books
+
+    async def _settle(self, hold: Hold | None, charge: Charge | None) -> None:
         if hold is not None and not hold.shared:
             self.local.release(hold)  # admitted while Redis was away
             hold = None
         if hold is None and charge is None:
             return
         counters = self._charged(charge) if charge is not None else []
+        if hold is None and not counters and charge is not None and not self.metered.intersection(charge.owners):
+            self.local.charge(charge)  # no budget, no token limit: nothing to share
+            return
         keys = [k for owner in (hold.owners if hold else ()) for k in owner_keys(owner)[4:]]
         keys += [k for owner in (charge.owners if charge else ()) for k in owner_keys(owner)[2:4]]
         keys += [spend_key(c, start) for c, start in counters]
@@ -365,9 +411,11 @@ class RedisState:
         config = self.config() if self.config else None
         owners: list[Owner] = []
         pairs: list[tuple[str, str]] = []
-        if config is not None:
-            owners = [("key", k.name) for k in config.virtual_keys] + [("team", t) for t in config.teams]
-            owners = owners[:MAX_VIEW_OWNERS]
+        if config is not None:  # the minute of those with a rate limit: the others show this instance's
+            limited = [("key", k.name, k.rate_limit) for k in config.virtual_keys]
+            limited += [("team", t.name, t.rate_limit) for t in config.teams.values()]
+            owners = [(scope, name) for scope, name, r in limited
+                      if r.requests_per_minute is not None or r.tokens_per_minute is not None][:MAX_VIEW_OWNERS]
             pairs = [(p.name, k.name) for p in config.providers.values() if len(p.keys) > 1 for k in p.keys]
         counters = sorted(self.tracked)
         keys = [spend_key(c, window_start(c[2], now)) for c in counters]
