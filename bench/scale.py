@@ -17,6 +17,8 @@ instances, the databases and the load share the same CPUs, so the throughput col
 what the machine gives (``busy``: the share of all CPUs in use), and the CPU columns what
 each side would need on machines of its own. Then ``--alone`` seconds of one request at a
 time against the first instance: what the engines add to a request without queueing.
+``--traffic agents`` sends growing agent tasks instead of one turn over and over (bench/agents.py's
+scenario: new content every turn, as the log's database really gets it).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from bench.procs import Children, Pinning, cpu_ms, machine, machine_busy_ms
 
 PY = sys.executable
 SETTLE_S = 1.0  # after the load, before reading CPU and counting rows: the writers flush their batches
+AGENT_TASKS = {"system_kb": 26, "tool_kb": 9.5, "max_kb": 400}  # as bench/agents.py's scenario
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,18 @@ def logged_rows(pg_url: str) -> int:
         return int(conn.execute("select count(*) from requests").fetchone()[0])  # type: ignore[index]
 
 
+async def settled_rows(pg_url: str) -> int:
+    """The log's rows once the writers have caught up (no new row for a second; 30 s at most)."""
+    rows, deadline = logged_rows(pg_url), time.monotonic() + 30
+    while time.monotonic() < deadline:
+        await asyncio.sleep(1.0)
+        now = logged_rows(pg_url)
+        if now == rows:
+            break
+        rows = now
+    return rows
+
+
 async def run_setup(children: Children, loads: list[Load], fake_url: str, setup: Setup, servers: Any,
                     args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     pg_url = servers.database(f"bench_{setup.instances}_{int(setup.postgres)}{int(setup.redis)}")
@@ -112,11 +127,17 @@ async def run_setup(children: Children, loads: list[Load], fake_url: str, setup:
         split = [args.concurrency // setup.instances + (i < args.concurrency % setup.instances)
                  for i in range(setup.instances)]
 
+        def command(i: int, url: str, c: int, seconds: float, record: bool) -> dict[str, Any]:
+            if args.traffic == "agents":  # growing tasks: each turn resends the history and adds ~10 KB
+                return {**AGENT_TASKS, "agents": c, "url": url, "model": CLIENT_MODEL, "headers": CLIENT_HEADERS,
+                        "duration": seconds, "seed": (i + 10 * setup.instances) * 100_000}
+            return {"url": url, "body": body, "headers": CLIENT_HEADERS, "stream": True, "concurrency": c,
+                    "duration": seconds, "record": record}
+
         async def drive(seconds: float, record: bool) -> list[dict[str, Any]]:
-            return list(await asyncio.gather(*(load.command({
-                "url": f"{gw.url}/openai/chat/completions", "body": body, "headers": CLIENT_HEADERS,
-                "stream": True, "concurrency": c, "duration": seconds, "record": record})
-                for load, gw, c in zip(loads, instances, split))))
+            return list(await asyncio.gather(*(
+                load.command(command(i, f"{gw.url}/openai/chat/completions", c, seconds, record))
+                for i, (load, gw, c) in enumerate(zip(loads, instances, split)))))
 
         await drive(args.warmup, False)
         await asyncio.sleep(SETTLE_S)
@@ -130,7 +151,7 @@ async def run_setup(children: Children, loads: list[Load], fake_url: str, setup:
         busy = (machine_busy_ms()[0] - busy0) / (elapsed * 1000 * (os.cpu_count() or 1))
         await asyncio.sleep(SETTLE_S)
         used = {side: read() - before[side] for side, read in cpu.items()}
-        rows = logged_rows(pg_url) - rows0 if setup.postgres else None
+        rows = await settled_rows(pg_url) - rows0 if setup.postgres else None
         # one request at a time: what the engines add to a request's latency, without queueing
         alone = await loads[0].command({"url": f"{instances[0].url}/openai/chat/completions", "body": body,
                                         "headers": CLIENT_HEADERS, "stream": True, "concurrency": 1,
@@ -229,7 +250,7 @@ async def bench(args: argparse.Namespace) -> int:
         loads = [Load(children, d, None, pins) for d in drivers]
         info = machine()
         print(f"# finopsd scale-out — {info['nproc']} CPUs ({info['cpu_model']}), commit {info['commit'] or '?'};"
-              f" stream, {args.concurrency} in flight, {args.duration:g} s per setup", flush=True)
+              f" {args.traffic} streams, {args.concurrency} in flight, {args.duration:g} s per setup", flush=True)
         rows = []
         for setup in SETUPS:
             row = await run_setup(children, loads, fake.url, setup, servers, args, workdir)
@@ -255,6 +276,10 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=10.0, help="seconds of load per setup (default 10)")
     p.add_argument("--warmup", type=float, default=2.0, help="unrecorded seconds per setup (default 2)")
     p.add_argument("--concurrency", type=int, default=32, help="requests in flight over all instances")
+    p.add_argument("--traffic", choices=("repeat", "agents"), default="repeat",
+                   help="repeat: one 8 KB turn over and over (its content is stored once: the gateway's and"
+                   " the engines' cost per request); agents: growing agent tasks, new content every turn"
+                   " (what the log's database really writes)")
     p.add_argument("--alone", type=float, default=3.0, help="seconds of one request at a time, per setup")
     p.add_argument("--chunks", type=int, default=20, help="content chunks per stream (default 20)")
     p.add_argument("--body-kb", type=float, default=8.0, help="request body size in KB (default 8)")
