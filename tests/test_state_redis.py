@@ -34,6 +34,7 @@ from tests.conftest import GatewayFactory
 from tests.fakes import FakeUpstream, Reply, fixture_frames
 from tests.servers import REDIS_PASSWORD, RedisServer
 from tests.test_governance import ALPHA, BRAVO, COST, ask, governed, key_line, refused, rows, sdk, spent
+from tests.test_metrics import assert_promtool_passes
 from tests.test_reliability import OK, two_keys
 from tests.test_routes_openai import MSGS
 
@@ -207,6 +208,7 @@ async def test_redis_lost_mid_load_falls_back_then_recovers_its_counters(
         assert state["backend"] == "redis" and state["ok"] is False and state["fallbacks"] == 1
         metrics = await (await gw.get("/metrics")).text()
         assert "finopsd_state_redis_up 0.0" in metrics and "finopsd_state_redis_fallbacks_total 1.0" in metrics
+        assert_promtool_passes(metrics)
         await ask(gw, ALPHA)
         await idle(gw)
         assert spent(gw, "team", "t", "day") == pytest.approx(4 * COST)
