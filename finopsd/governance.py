@@ -31,6 +31,11 @@ real cost is charged. So the overshoot is at most the estimate of the last reque
 admitted, plus what requests cost beyond their estimates (a prompt that tokenizes
 denser than 4 characters a token, or an upstream that ignores the output limit).
 
+The counters (rate windows, spend per budget window, holds) live in ``finopsd.state``:
+in this process, or shared by every instance through Redis, where each admission and each
+charge is one atomic step (so the bound above holds across instances, with "the last
+request admitted" read as "the requests in flight on all of them").
+
 Spend is rebuilt from the request log at startup. A new config (SIGHUP) is applied
 on the next request: counters that still exist keep their spend, counters for new
 budgets are rebuilt from the log, and charges wait while that happens so none is

@@ -33,7 +33,8 @@ from finopsd.state.redis import RedisState, spend_key
 from tests.conftest import GatewayFactory
 from tests.fakes import FakeUpstream, Reply, fixture_frames
 from tests.servers import REDIS_PASSWORD, RedisServer
-from tests.test_governance import ALPHA, BRAVO, COST, ask, governed, key_line, refused, spent
+from tests.test_governance import ALPHA, BRAVO, COST, ask, governed, key_line, refused, rows, sdk, spent
+from tests.test_metrics import assert_promtool_passes
 from tests.test_reliability import OK, two_keys
 from tests.test_routes_openai import MSGS
 
@@ -207,6 +208,7 @@ async def test_redis_lost_mid_load_falls_back_then_recovers_its_counters(
         assert state["backend"] == "redis" and state["ok"] is False and state["fallbacks"] == 1
         metrics = await (await gw.get("/metrics")).text()
         assert "finopsd_state_redis_up 0.0" in metrics and "finopsd_state_redis_fallbacks_total 1.0" in metrics
+        assert_promtool_passes(metrics)
         await ask(gw, ALPHA)
         await idle(gw)
         assert spent(gw, "team", "t", "day") == pytest.approx(4 * COST)
@@ -296,5 +298,31 @@ async def test_a_starting_instance_keeps_the_shared_spend_and_every_key_expires(
         names = [k async for k in direct.scan_iter("*")]
         assert len(names) >= 10 and all(k.startswith("finops:") for k in names), names
         assert {k: await direct.ttl(k) for k in names if await direct.ttl(k) <= 0} == {}  # all bounded
+    finally:
+        await direct.aclose()
+
+
+async def test_a_client_that_hangs_up_mid_stream_is_charged_and_releases_its_hold(
+    apps: Apps, fake_openai: FakeUpstream, redis_server: RedisServer
+) -> None:
+    """aiohttp cancels the handler of a client that left; its post-hooks still reach Redis whole."""
+    never = asyncio.Event()
+    fake_openai.play("openai/text_stream.sse", hold_before=3, until=never)
+    (gw,) = await apps(1, key_line("a", ALPHA, budgets="[{usd: 5, period: day}]"))
+    async with sdk(gw, ALPHA) as client:
+        stream = await client.chat.completions.create(model="openai/gpt-5", messages=MSGS, stream=True)
+        await stream.__anext__()
+        await stream.__anext__()
+        await stream.close()
+    async with asyncio.timeout(5):
+        await fake_openai.closed_early.wait()
+    await idle(gw)
+    (row,) = await rows(gw)
+    assert row["status"] == "client_closed" and row["cost_usd"] > 0
+    direct = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        day = spend_key(("key", "a", "day"), window_start("day", time.time()))
+        assert float(await direct.get(day)) == pytest.approx(row["cost_usd"])
+        assert await direct.zcard("finops:held:key:a") == 0  # released
     finally:
         await direct.aclose()
