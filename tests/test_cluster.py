@@ -260,6 +260,22 @@ async def test_redis_restarted_mid_load_recovers_the_budget_counters(
     later = [(await streamed(gw[i]))[0] for i in range(6)]
     assert later == [200] + [402] * 5  # the $10th dollar, then no more on any instance
     assert (await logged(gw[0], 10, status="ok"))["totals"]["cost_usd"] == pytest.approx(10.0)
+    for instance in gw.instances:  # each instance's view of Redis (refreshed every second) has it all
+        await until_spent(instance, 10.0)
+    redis_server.restart()  # a crash and a restart, quicker than any instance notices: empty again
+    for instance in gw.instances:
+        assert (await streamed(instance))[0] == 402  # from what it saw, then from the log once Redis is back
+    for instance in gw.instances:
+        await until_state(instance, ok=True)
+        assert (await streamed(instance))[0] == 402
+
+
+async def until_spent(instance: Instance, usd: float) -> None:
+    """/api/keys once it shows team web's budget spent to ``usd``."""
+    async with asyncio.timeout(20):
+        while [b["spent_usd"] for t in (await instance.get("/api/keys"))["teams"] if t["name"] == "web"
+               for b in t["budgets"]] != [pytest.approx(usd)]:
+            await asyncio.sleep(0.1)
 
 
 async def until_state(instance: Instance, ok: bool) -> dict[str, Any]:
