@@ -11,6 +11,7 @@ gateway on the PostgreSQL database answers every API question as the SQLite one 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import sys
 import time
@@ -73,9 +74,10 @@ def age_first_task(path: Path) -> None:
         db.execute("update sessions set ts = ?, last_ts = ? where id = (select min(id) from sessions)", (old, old))
 
 
-async def migrate(*args: str) -> tuple[int, str]:
+async def migrate(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "finopsd", "migrate", *args,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                                                env={**os.environ, **(env or {})})
     out, _ = await proc.communicate()
     return proc.returncode or 0, out.decode()
 
@@ -145,7 +147,9 @@ async def test_a_migrated_log_answers_every_row_and_session_as_the_sqlite_one_di
     assert before["search"]["cafe"] and before["search"]["gateway"] and not before["search"]["quokka"]  # pruned
     await pruned.close()
 
-    status, out = await migrate("--from", str(db), "--to", postgres_url)
+    # as the README shows it: the config names the SQLite file, the URL comes from the environment
+    status, out = await migrate("--config", str(tmp_path / "config.yaml"), "--to", "env:FINOPS_TEST_PG_URL",
+                                env={"FINOPS_TEST_PG_URL": postgres_url})
     assert status == 0, out
     assert "requests: 4 of 4 rows" in out and "content:" in out and "usage_rollup:" in out
     assert "finops-test-pg-secret" not in out and "copied 4 requests in 4 sessions" in out
