@@ -326,3 +326,23 @@ async def test_a_client_that_hangs_up_mid_stream_is_charged_and_releases_its_hol
         assert await direct.zcard("finops:held:key:a") == 0  # released
     finally:
         await direct.aclose()
+
+
+async def test_an_instance_starts_while_redis_is_down_and_joins_when_it_answers(
+    apps: Apps, fake_openai: FakeUpstream, redis_server: RedisServer
+) -> None:
+    fake_openai.play("openai/text_stream.sse")
+    redis_server.stop()
+    (gw,) = await apps(1, key_line("a", ALPHA, budgets="[{usd: 5, period: day}]"))  # startup does not wait
+    state = await health(gw)
+    assert state["ok"] is False and "Connect" in state["error"] and state["fallbacks"] == 0  # never had it
+    await ask(gw, ALPHA)  # on this instance's own counters
+    await idle(gw)
+    redis_server.start()
+    await until(lambda: _ok(gw))
+    direct = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:  # the spend made before Redis came is in Redis now
+        day = spend_key(("key", "a", "day"), window_start("day", time.time()))
+        assert float(await direct.get(day)) == pytest.approx(COST)
+    finally:
+        await direct.aclose()
