@@ -17,7 +17,7 @@ from finopsd.log.pg.store import PgLogStore
 from tests.conftest import GatewayFactory, gateway_yaml
 from tests.fakes import FakeUpstream
 from tests.logdb import query
-from tests.servers import PgCluster
+from tests.servers import PG_PASSWORD, PgCluster
 from tests.test_log_sessions import roo_turns
 from tests.test_logstore import make_row
 from tests.test_metrics import samples, value
@@ -152,3 +152,16 @@ async def test_close_gives_up_on_a_database_that_stays_away_and_counts_the_rows(
         store.submit(make_row(f"r{i}"))
     await store.close()  # returns: a stopping gateway is not held hostage
     assert store.dropped_rows == 3
+
+
+async def test_a_wrong_password_or_a_stopped_server_stops_the_start_and_the_error_hides_the_password(
+    postgres_url: str, pg_cluster: PgCluster
+) -> None:
+    wrong = postgres_url.replace(PG_PASSWORD, "not-the-password")
+    with pytest.raises(RuntimeError) as refused:
+        await PgLogStore.open(wrong)
+    assert "not-the-password" not in str(refused.value) and "finops:***@" in str(refused.value)
+    await asyncio.to_thread(pg_cluster.stop)
+    with pytest.raises(RuntimeError) as down:
+        await PgLogStore.open(postgres_url)
+    assert PG_PASSWORD not in str(down.value) and "finops:***@" in str(down.value)
