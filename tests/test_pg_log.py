@@ -9,7 +9,6 @@ from typing import Any
 
 import openai
 import pytest
-from aiohttp.test_utils import TestClient
 
 from finopsd.appkeys import LOGSTORE
 from finopsd.log.pg.schema import MIGRATIONS
