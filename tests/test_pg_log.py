@@ -9,7 +9,6 @@ from typing import Any
 
 import openai
 import pytest
-from aiohttp.test_utils import TestClient
 
 from finopsd.appkeys import LOGSTORE
 from finopsd.log.pg.schema import MIGRATIONS
@@ -17,7 +16,7 @@ from finopsd.log.pg.store import PgLogStore
 from tests.conftest import GatewayFactory, gateway_yaml
 from tests.fakes import FakeUpstream
 from tests.logdb import query
-from tests.servers import PgCluster
+from tests.servers import PG_PASSWORD, PgCluster
 from tests.test_log_sessions import roo_turns
 from tests.test_logstore import make_row
 from tests.test_metrics import samples, value
@@ -79,40 +78,47 @@ async def test_two_instances_writing_one_session_agree_on_it(postgres_url: str) 
 async def test_requests_answer_while_postgresql_is_down_and_their_rows_land_when_it_returns(
     make_gateway: GatewayFactory, fake_openai: FakeUpstream, pg_cluster: PgCluster, postgres_url: str, stop: str
 ) -> None:
+    """Four clients keep asking while the server is stopped and started again under them."""
     gw = await make_gateway(gateway_yaml(fake_openai.url, f"storage: {{url: '{postgres_url}'}}"))
     store = gw.server.app[LOGSTORE]
+    fake_openai.answer_json(ANSWER)  # the last reply repeats: every request gets it
+    answered: list[str] = []
+    running = True
     async with openai.AsyncOpenAI(base_url=str(gw.make_url("/openai")), api_key="x", max_retries=0) as client:
 
-        async def ask(n: int) -> list[str]:
-            ids = []
-            for i in range(n):
-                fake_openai.answer_json(ANSWER)
+        async def agent(n: int) -> None:
+            while running:  # anything but a 200 raises, and fails the test below
                 raw = await client.chat.completions.with_raw_response.create(
-                    model="openai/gpt-5", messages=[*MSGS, {"role": "user", "content": f"question {i}"}])
-                ids.append(raw.headers["x-request-id"])
-            return ids
+                    model="openai/gpt-5", messages=[*MSGS, {"role": "user", "content": f"agent {n}"}])
+                answered.append(raw.headers["x-request-id"])
 
-        before = await ask(5)
+        agents = [asyncio.create_task(agent(n)) for n in range(4)]
+        await until(lambda: len(answered) >= 20, "20 requests answered")
         await store.flush()
         # the test cluster runs with synchronous_commit off: without this a crash loses the last commits
         await asyncio.to_thread(pg_cluster.sql, "checkpoint")
         await asyncio.to_thread(pg_cluster.stop, stop)
-        during = await ask(20)  # every one answered (ask raises on anything else)
-        await store.flush()  # returns once the writer found the database gone: the rows stay queued
-        assert not store.database_up
+        stopped_at = len(answered)
+        await until(lambda: not store.database_up, "the writer noticed")
+        await until(lambda: len(answered) >= stopped_at + 100, "100 more requests answered, the server away")
         down = samples(await (await gw.get("/metrics")).text())
-        assert value(down, "finopsd_log_database_up") == 0
+        assert value(down, "finopsd_log_database_up") == 0 and value(down, "finopsd_log_queue_rows") > 0
         page = await gw.get("/api/logs")
         assert page.status == 503 and "postgresql" not in (await page.text()).lower()  # no URL, no password
         await asyncio.to_thread(pg_cluster.start)
-        await until(lambda: store.database_up and store.queued_rows == 0, "the queued rows were written")
-        after = await ask(2)
+        await until(lambda: store.database_up, "the writer reconnected")
+        started_at = len(answered)
+        await until(lambda: len(answered) >= started_at + 20, "20 more requests answered")
+        running = False
+        await asyncio.gather(*agents)
     await store.flush()
-    logged = {item["id"] for item in (await store.search(limit=100))["items"]}
-    assert logged == set(before + during + after)
+    logged = [r[0] for r in query({"url": postgres_url}, "select request_id from requests")]
+    assert sorted(logged) == sorted(answered)  # each once
+    assert (await store.search(with_totals=True))["totals"]["requests"] == len(answered)
     assert (store.failed_rows, store.dropped_rows, store.stripped_rows) == (0, 0, 0)
     up = samples(await (await gw.get("/metrics")).text())
-    assert value(up, "finopsd_log_database_up") == 1 and value(up, "finopsd_log_rows_written_total") == 27
+    assert value(up, "finopsd_log_database_up") == 1
+    assert value(up, "finopsd_log_rows_written_total") == len(answered)
 
 
 async def test_past_its_bounds_the_queue_keeps_metadata_then_drops_and_counts(
@@ -152,3 +158,16 @@ async def test_close_gives_up_on_a_database_that_stays_away_and_counts_the_rows(
         store.submit(make_row(f"r{i}"))
     await store.close()  # returns: a stopping gateway is not held hostage
     assert store.dropped_rows == 3
+
+
+async def test_a_wrong_password_or_a_stopped_server_stops_the_start_and_the_error_hides_the_password(
+    postgres_url: str, pg_cluster: PgCluster
+) -> None:
+    wrong = postgres_url.replace(PG_PASSWORD, "not-the-password")
+    with pytest.raises(RuntimeError) as refused:
+        await PgLogStore.open(wrong)
+    assert "not-the-password" not in str(refused.value) and "finops:***@" in str(refused.value)
+    await asyncio.to_thread(pg_cluster.stop)
+    with pytest.raises(RuntimeError) as down:
+        await PgLogStore.open(postgres_url)
+    assert PG_PASSWORD not in str(down.value) and "finops:***@" in str(down.value)

@@ -217,6 +217,8 @@ class Intake:
             try:
                 async with self._write_lock:
                     started = time.perf_counter()
+                    if not self._writer.sql.connected():
+                        await asyncio.to_thread(self._recover)
                     await asyncio.to_thread(self._writer.write, rows, again)
                     if self.on_batch is not None:
                         self.on_batch(len(rows) - (self._writer.failed - failed), time.perf_counter() - started)
@@ -244,11 +246,6 @@ class Intake:
                     return
             await asyncio.sleep(delay)
             delay, again = min(delay * 2, RETRY_S[1]), True
-            try:
-                async with self._write_lock:
-                    await asyncio.to_thread(self._recover)
-            except Exception as e:  # noqa: BLE001 - still down: the next attempt says so
-                log.debug("log database still unreachable (%s)", self._writer.sql.error_name(e))
 
     def _give_up(self, rows: list[dict[str, Any]]) -> None:
         """Closing with the database still gone: this batch and whatever is queued behind it are dropped."""
@@ -272,7 +269,7 @@ class Intake:
         return items
 
     def _recover(self) -> None:
-        """In the worker thread: a working connection for the writer (a new one if it broke)."""
+        """In the worker thread: a working connection for the writer, when it has none."""
 
     async def _on_writer(self, fn: Any, *args: Any) -> Any:
         async with self._write_lock:

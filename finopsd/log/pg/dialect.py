@@ -168,7 +168,8 @@ class PostgreSQL(SQLite):
             row = self.db.execute(
                 f"insert into sessions ({', '.join(columns)}) values ({', '.join(['%s'] * len(columns))})"
                 " on conflict (client_session_id, key_name) where client_session_id is not null do nothing"
-                " returning id", [c[0] for c in self._coerce("sessions", columns, [(*session, *NEW_SESSION.values())])]).fetchone()
+                " returning id", [c[0] for c in self._coerce("sessions", columns, [(*session, *NEW_SESSION.values())])],
+            ).fetchone()
         if row is None:  # another instance's (it committed: the insert waited for it)
             row = self.execute("select id from sessions where client_session_id = ?"
                                " and key_name is not distinct from ?", (session[3], session[4])).fetchone()
