@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import openai
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
@@ -33,7 +32,8 @@ from finopsd.state.redis import RedisState, spend_key
 from tests.conftest import GatewayFactory
 from tests.fakes import FakeUpstream, Reply, fixture_frames
 from tests.servers import REDIS_PASSWORD, RedisServer
-from tests.test_governance import ALPHA, BRAVO, COST, ask, governed, key_line, refused, rows, sdk, spent
+from tests.test_governance import ALPHA, BRAVO, COST, governed, key_line, refused, rows, sdk, spent
+from tests.test_governance import ask as ask_once
 from tests.test_metrics import assert_promtool_passes
 from tests.test_reliability import OK, two_keys
 from tests.test_routes_openai import MSGS
@@ -74,6 +74,13 @@ async def until(check: Callable[[], Any]) -> None:
 async def idle(*gws: TestClient) -> None:
     """Until every request has run its hooks: the client has its answer before the charge lands."""
     await until(lambda: not any(gw.server.app[RUNTIME].inflight for gw in gws))
+
+
+async def ask(gw: TestClient, key: str) -> list[Any]:
+    """One request, then its post-hooks: its hold (its worst case, $8 here) is released only there."""
+    chunks = await ask_once(gw, key)
+    await idle(gw)
+    return chunks
 
 
 async def health(gw: TestClient) -> dict[str, Any]:
