@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import openai
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
@@ -28,12 +28,12 @@ from aiohttp.test_utils import TestClient
 from finopsd.appkeys import GOVERNANCE, RUNTIME
 from finopsd.spend import window_start
 from finopsd.providers.base import Target
-from finopsd.state import Limits
-from finopsd.state.redis import RedisState, spend_key
+from finopsd.state.redis import spend_key
 from tests.conftest import GatewayFactory
 from tests.fakes import FakeUpstream, Reply, fixture_frames
 from tests.servers import REDIS_PASSWORD, RedisServer
-from tests.test_governance import ALPHA, BRAVO, COST, ask, governed, key_line, refused, rows, sdk, spent
+from tests.test_governance import ALPHA, BRAVO, COST, governed, key_line, refused, rows, sdk, spent
+from tests.test_governance import ask as ask_once
 from tests.test_metrics import assert_promtool_passes
 from tests.test_reliability import OK, two_keys
 from tests.test_routes_openai import MSGS
@@ -74,6 +74,13 @@ async def until(check: Callable[[], Any]) -> None:
 async def idle(*gws: TestClient) -> None:
     """Until every request has run its hooks: the client has its answer before the charge lands."""
     await until(lambda: not any(gw.server.app[RUNTIME].inflight for gw in gws))
+
+
+async def ask(gw: TestClient, key: str) -> list[Any]:
+    """One request, then its post-hooks: its hold (its worst case, $8 here) is released only there."""
+    chunks = await ask_once(gw, key)
+    await idle(gw)
+    return chunks
 
 
 async def health(gw: TestClient) -> dict[str, Any]:
@@ -167,26 +174,6 @@ async def test_a_parked_upstream_key_is_avoided_by_the_other_instance(
 
 async def _parked(gw: TestClient) -> bool:
     return "first" in (await (await gw.get("/healthz")).json())["parked_keys"].get("openai", {})
-
-
-async def test_a_dead_instances_hold_expires(apps: Apps, fake_openai: FakeUpstream, redis_server: RedisServer) -> None:
-    """An instance killed with -9 never releases its holds: they lapse after ``hold_ttl``."""
-    fake_openai.play("openai/text_stream.sse")
-    (gw,) = await apps(1, key_line("a", ALPHA, budgets="[{usd: 0.02, period: total}]"))
-    gov = gw.server.app[GOVERNANCE]
-    dead = RedisState(redis_server.url)  # what the killed instance left behind: a hold, never settled
-    await dead.open(lambda: gov.config)
-    await dead.track(gov.counters_for(gov.config), time.time(), gov._sums)
-    hold = await dead.admit([Limits("key", "a", budgets=(("total", 0.02),))], time.time(), 5.0, gov.hold_ttl)
-    assert hold is not None and hold.shared  # type: ignore[union-attr]
-    await dead.close()
-    err = await refused(gw, ALPHA)
-    assert err.status_code == 402 and "requests in flight hold $5.00" in err.body["message"]
-    later = time.time() + gov.hold_ttl + 1
-    gov.clock = lambda: later
-    assert await ask(gw, ALPHA)  # the hold lapsed
-    await idle(gw)
-    assert spent(gw, "key", "a", "total") == pytest.approx(COST)
 
 
 async def test_redis_lost_mid_load_falls_back_then_recovers_its_counters(
@@ -346,3 +333,31 @@ async def test_an_instance_starts_while_redis_is_down_and_joins_when_it_answers(
         assert float(await direct.get(day)) == pytest.approx(COST)
     finally:
         await direct.aclose()
+
+
+async def test_holds_of_an_instance_killed_with_minus_9_lapse_after_their_ttl(
+    apps: Apps, fake_openai: FakeUpstream, daemon_for: Any, tmp_path: Path
+) -> None:
+    """A real ``finopsd serve`` holds budget for a stream, dies by SIGKILL; its hold lapses in Redis."""
+    gate = asyncio.Event()
+    fake_openai.add(Reply(frames=fixture_frames("openai/text_stream.sse"), hold_before=1, until=gate))
+    (gw,) = await apps(1, key_line("a", ALPHA, budgets="[{usd: 1, period: day}]"))
+    config = tmp_path / "daemon.yaml"  # the same config, its own log file
+    config.write_text((tmp_path / "config.yaml").read_text().replace("log0.db", "daemon.db"))
+    daemon = await daemon_for(config)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{daemon.url}/openai/chat/completions", headers={"Authorization": f"Bearer {ALPHA}"},
+                                json={"model": "openai/gpt-5", "messages": MSGS, "stream": True,
+                                      "max_tokens": 2000}) as resp:
+            assert resp.status == 200
+            await until(lambda: len(fake_openai.requests) == 1)  # admitted: it holds $4 of the $1
+            err = await refused(gw, ALPHA)
+            assert "has spent $0.00 and requests in flight hold $4" in err.body["message"]
+            daemon.proc.kill()
+            await daemon.proc.wait()
+    gate.set()
+    assert (await refused(gw, ALPHA)).status_code == 402  # nobody released it
+    gov = gw.server.app[GOVERNANCE]
+    later = time.time() + gov.hold_ttl + 1
+    gov.clock = lambda: later
+    assert await ask(gw, ALPHA)  # lapsed
