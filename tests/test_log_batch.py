@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from finopsd.log.store import LogStore
+from finopsd.log.schema import REQUEST_COLUMNS
+from finopsd.log.pg.query import tsquery
+from tests.logdb import open_store, query
 from tests.test_log_sessions import roo_turns
 from tests.test_logstore import make_row
+
+TABLES = ("content", "sessions", "requests", "request_content", "request_previews", "spend_by_day", "usage_dims",
+          "usage_rollup", "usage_errors", "usage_latency")  # fmt: skip
+TERMS = ("okapi1", "task", "kilo", "read_file")
+REQUESTS = ("id", *REQUEST_COLUMNS, '"user"', "project", "tags")
+SESSIONS = ("id", "source", "client_session_id", "key_name", "team", "fingerprint", "ts", "last_ts", "turns", "errors",
+            "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd", "models", "first_words",
+            "cost_without_cache_usd", "last_request")  # fmt: skip
 
 ANSWER = {"content": "", "reasoning": "", "tool_calls": [
     {"id": "call_read_1", "type": "function", "function": {"name": "read_file", "arguments": "{}"}}]}  # fmt: skip
@@ -44,8 +53,15 @@ def mixed_rows() -> list[dict[str, Any]]:
     return rows
 
 
-async def write(path: Path, rows: list[dict[str, Any]], one_by_one: bool) -> tuple[int, int]:
-    store = await LogStore.open(str(path), flush_ms=10_000)  # a flush is the only thing that ends a batch
+async def write(backend: dict[str, Any], rows: list[dict[str, Any]], one_by_one: bool) -> tuple[int, int]:
+    """Write ``rows`` into an empty log (what an earlier call wrote is wiped first)."""
+    if backend.get("url"):
+        if query(backend, "select to_regclass('content')") != [(None,)]:
+            query(backend, f"truncate {', '.join(TABLES)} restart identity")
+    else:
+        for suffix in ("", "-wal", "-shm"):
+            Path(backend["path"] + suffix).unlink(missing_ok=True)
+    store = await open_store(backend, flush_ms=10_000)  # a flush is the only thing that ends a batch
     for row in rows:
         store.submit(row)
         if one_by_one:
@@ -56,51 +72,70 @@ async def write(path: Path, rows: list[dict[str, Any]], one_by_one: bool) -> tup
     return counts
 
 
-def dump(path: Path) -> dict[str, Any]:
-    with sqlite3.connect(path) as db:
-        session_columns = [r[1] for r in db.execute("pragma table_info(sessions)") if r[1] != "session_id"]
-        return {
-            "requests": db.execute("select * from requests order by id").fetchall(),
-            "sessions": db.execute(f"select {', '.join(session_columns)} from sessions order by id").fetchall(),
-            "content": db.execute("select * from content order by id").fetchall(),
-            "request_content": db.execute("select * from request_content order by request, pos").fetchall(),
-            "previews": db.execute("select * from request_previews order by request_id").fetchall(),
-            "spend": db.execute("select * from spend_by_day order by day, key_name, team").fetchall(),
-            "index": {term: db.execute("select rowid from content_fts where content_fts match ? order by rowid",
-                                       (term,)).fetchall() for term in ("okapi1", "task", "kilo", "read_file")},
-        }  # fmt: skip
+def dump(backend: dict[str, Any]) -> dict[str, Any]:
+    """Every table the writer fills, with ids renumbered densely (PostgreSQL's sequences skip
+    the ids a failed attempt took)."""
+    if backend.get("url"):  # the same terms, through the tsquery a search makes of them
+        index = "select id from content where tsv @@ to_tsquery('simple', ?) order by id"
+        terms = {t: tsquery(t) for t in TERMS}
+    else:
+        index, terms = "select rowid from content_fts where content_fts match ? order by rowid", {t: t for t in TERMS}
+    requests = query(backend, f"select {', '.join(REQUESTS)} from requests order by id")
+    # by start: on PostgreSQL a session claimed by its client's id in a batch that then failed keeps that id
+    sessions = query(backend, f"select {', '.join(SESSIONS)} from sessions order by ts, id")
+    content = query(backend, "select id, hash, kind, size, body from content order by id")
+    rid, sid, cid = ({old[0]: new for new, old in enumerate(rows, 1)} for rows in (requests, sessions, content))
+
+    def renumber(row: tuple[Any, ...], columns: tuple[str, ...], ids: dict[str, dict[Any, int]]) -> tuple[Any, ...]:
+        return tuple(ids[c].get(v, v) if c in ids else v for c, v in zip(columns, row))
+
+    return {
+        "requests": [renumber(r, REQUESTS, {"id": rid, "session": sid, "parent": rid}) for r in requests],
+        "sessions": [renumber(r, SESSIONS, {"id": sid, "last_request": rid}) for r in sessions],
+        "content": [(cid[r[0]], *r[1:]) for r in content],
+        "request_content": [(rid[r], pos, cid[c]) for r, pos, c in query(
+            backend, "select request, pos, content from request_content order by request, pos")],
+        "previews": query(backend, "select * from request_previews order by request_id"),
+        "spend": query(backend, "select * from spend_by_day order by day, key_name, team"),
+        "index": {term: [cid[r[0]] for r in query(backend, index, (terms[term],))] for term in TERMS},
+    }
 
 
-async def test_a_batch_writes_what_one_row_at_a_time_writes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_batch_writes_what_one_row_at_a_time_writes(
+    log_backend: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     rows = mixed_rows()
-    assert await write(tmp_path / "batch.db", rows, one_by_one=False) == (0, 1)
+    assert await write(log_backend, rows, one_by_one=False) == (0, 1)
     assert "row by row" not in caplog.text  # written as one batch (the huge row planned without its values)
-    assert await write(tmp_path / "rows.db", rows, one_by_one=True) == (0, 1)
-    batch, single = dump(tmp_path / "batch.db"), dump(tmp_path / "rows.db")
-    assert batch == single
+    batch = dump(log_backend)
+    assert await write(log_backend, rows, one_by_one=True) == (0, 1)
+    assert batch == dump(log_backend)
     # and the threading both share is the one the session rule describes
-    with sqlite3.connect(tmp_path / "batch.db") as db:
-        sessions = sorted(db.execute("select source, turns from sessions").fetchall())
+    sessions = sorted(query(log_backend, "select source, turns from sessions"))
     assert sessions == [("header", 3), ("new", 1), ("new", 1), ("prefix", 3), ("prefix", 4), ("response_chain", 2)]
+    assert all(batch["index"].values())  # each term found somewhere
 
-async def test_a_batch_with_a_row_sqlite_refuses_falls_back_to_one_row_at_a_time(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+
+async def test_a_batch_with_a_row_the_database_refuses_falls_back_to_one_row_at_a_time(
+    log_backend: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     rows = mixed_rows()
     rows.insert(6, dict(rows[2]))  # a duplicate id: the batch statement fails, then only that row
-    assert await write(tmp_path / "batch.db", rows, one_by_one=False) == (1, 1)
-    assert "log batch of 15 rows: SQLITE_CONSTRAINT_UNIQUE; writing it row by row" in caplog.text
-    assert await write(tmp_path / "rows.db", rows, one_by_one=True) == (1, 1)
-    assert dump(tmp_path / "batch.db") == dump(tmp_path / "rows.db")
+    assert await write(log_backend, rows, one_by_one=False) == (1, 1)
+    refused = "UniqueViolation (23505)" if log_backend.get("url") else "SQLITE_CONSTRAINT_UNIQUE"
+    assert f"log batch of 15 rows: {refused}; writing it row by row" in caplog.text
+    batch = dump(log_backend)
+    assert await write(log_backend, rows, one_by_one=True) == (1, 1)
+    assert batch == dump(log_backend)
 
 
-async def test_a_time_sqlite_cannot_hold_costs_its_row_its_values_not_the_batch(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+async def test_a_time_the_database_cannot_hold_costs_its_row_its_values_not_the_batch(
+    log_backend: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     rows = mixed_rows()[:3]
     rows.insert(1, make_row("far", ts=-(10**30), request=rows[0]["request"]))  # past 64 bits
-    assert await write(tmp_path / "batch.db", rows, one_by_one=False) == (0, 1)
+    assert await write(log_backend, rows, one_by_one=False) == (0, 1)
     assert "row by row" not in caplog.text
-    with sqlite3.connect(tmp_path / "batch.db") as db:
-        got = db.execute("select request_id, ts > 0, n_messages from requests order by id").fetchall()
-    assert got == [("r00-a", 1, 2), ("far", 1, None), ("r01-b", 1, 2), ("r02-kilo", 1, 1)]
+    got = query(log_backend, "select request_id, ts > 0, n_messages from requests order by id")
+    assert [(r, bool(positive), n) for r, positive, n in got] == [
+        ("r00-a", True, 2), ("far", True, None), ("r01-b", True, 2), ("r02-kilo", True, 1)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from finopsd.appkeys import LOGSTORE, RUNTIME
 from finopsd.log import search as log_search
 from tests.conftest import GatewayFactory, gateway_yaml
 from tests.fakes import FakeUpstream
+from tests.logdb import query
 from tests.test_governance import governed, key_line
 from tests.test_logstore import m006_database, make_row
 from tests.test_routes_logs import ANSWER
@@ -73,12 +73,15 @@ async def api(gw: TestClient, path: str) -> Any:
     return await resp.json()
 
 
-def db_of(gw: TestClient) -> sqlite3.Connection:
-    return sqlite3.connect(gw.server.app[RUNTIME].config.storage.path)
+def logged(gw: TestClient, sql: str) -> Any:
+    """The one value ``sql`` reads from the gateway's log database, either backend."""
+    storage = gw.server.app[RUNTIME].config.storage
+    ((value,),) = query({"path": storage.path, "url": storage.url}, sql)
+    return value
 
 
 async def test_a_roo_task_is_one_session_stored_once_and_rebuilt_exactly(
-    gateway: TestClient, fake_openai: FakeUpstream
+    log_backend: dict[str, Any], gateway: TestClient, fake_openai: FakeUpstream
 ) -> None:
     bodies = roo_turns("fix the okapi bug", 6)
     ids = [await send(gateway, fake_openai, body) for body in bodies]
@@ -98,17 +101,15 @@ async def test_a_roo_task_is_one_session_stored_once_and_rebuilt_exactly(
     items = (await store.search(limit=10))["items"]
     assert {i["session_id"] for i in items} == {summary["id"]}
     assert sorted(i["turn"] for i in items) == [1, 2, 3, 4, 5, 6]
-    with db_of(gateway) as db:
-        # the system prompt once, the tools list once, each distinct message once
-        assert db.execute("select count(*) from content where kind = 'tools'").fetchone()[0] == 1
-        system = db.execute("select count(*) from content where kind = 'message' and size > 5000").fetchone()[0]
-        assert system == 1
-        stored = db.execute("select total(length(body)) from content").fetchone()[0]
+    # the system prompt once, the tools list once, each distinct message once
+    assert logged(gateway, "select count(*) from content where kind = 'tools'") == 1
+    assert logged(gateway, "select count(*) from content where kind = 'message' and size > 5000") == 1
+    stored = logged(gateway, "select sum(length(body)) from content")
     sent = sum(len(json.dumps(b)) for b in bodies)
     assert stored < sent / 4  # whole bodies resent six times, kept once (and deflated)
 
 
-async def test_a_turn_shows_only_what_it_added(gateway: TestClient, fake_openai: FakeUpstream) -> None:
+async def test_a_turn_shows_only_what_it_added(log_backend: dict[str, Any], gateway: TestClient, fake_openai: FakeUpstream) -> None:
     bodies = roo_turns("rename okapi", 3)
     ids = [await send(gateway, fake_openai, body) for body in bodies]
     store = gateway.server.app[LOGSTORE]
@@ -131,7 +132,7 @@ async def test_a_turn_shows_only_what_it_added(gateway: TestClient, fake_openai:
 
 @pytest.mark.parametrize("broad", [False, True], ids=["by-id", "walk"])
 async def test_search_names_the_session_and_the_turn_where_text_first_appeared(
-    gateway: TestClient, fake_openai: FakeUpstream, monkeypatch: pytest.MonkeyPatch, broad: bool
+    log_backend: dict[str, Any], gateway: TestClient, fake_openai: FakeUpstream, monkeypatch: pytest.MonkeyPatch, broad: bool
 ) -> None:
     if broad:
         monkeypatch.setattr(log_search, "SELECTIVE", 1)  # as if the word were in most requests
@@ -152,7 +153,7 @@ async def test_search_names_the_session_and_the_turn_where_text_first_appeared(
 
 @pytest.mark.parametrize("header", ["x-finops-session-id", "X-Claude-Code-Session-Id", "x-session-id", "session-id"])
 async def test_a_client_session_header_threads_even_when_the_history_changes(
-    gateway: TestClient, fake_openai: FakeUpstream, header: str
+    log_backend: dict[str, Any], gateway: TestClient, fake_openai: FakeUpstream, header: str
 ) -> None:
     bodies = roo_turns("condense me", 3)
     bodies[2]["messages"] = [bodies[2]["messages"][0], {"role": "user", "content": "summary of the task so far"}]
@@ -171,7 +172,7 @@ async def test_a_client_session_header_threads_even_when_the_history_changes(
 
 
 async def test_without_an_id_a_condensed_history_starts_a_new_session(
-    gateway: TestClient, fake_openai: FakeUpstream
+    log_backend: dict[str, Any], gateway: TestClient, fake_openai: FakeUpstream
 ) -> None:
     bodies = roo_turns("condense me", 3)
     bodies[2]["messages"] = [bodies[2]["messages"][0], {"role": "user", "content": "summary so far"}]
@@ -183,7 +184,7 @@ async def test_without_an_id_a_condensed_history_starts_a_new_session(
 
 
 async def test_sessions_are_per_key_and_filter_like_requests(
-    make_gateway: GatewayFactory, fake_openai: FakeUpstream
+    log_backend: dict[str, Any], make_gateway: GatewayFactory, fake_openai: FakeUpstream
 ) -> None:
     gw = await make_gateway(governed(fake_openai.url, key_line("roo", ROO, team="red") + key_line("kilo", KILO),
                                      teams="{red: {}}"))
@@ -211,7 +212,7 @@ async def test_sessions_are_per_key_and_filter_like_requests(
 
 
 async def test_claude_code_session_over_the_anthropic_route(
-    make_gateway: GatewayFactory, fake_openai: FakeUpstream
+    log_backend: dict[str, Any], make_gateway: GatewayFactory, fake_openai: FakeUpstream
 ) -> None:
     gw = await make_gateway(gateway_yaml(fake_openai.url))
     async with anthropic.AsyncAnthropic(base_url=str(gw.make_url("/anthropic")), api_key="x", max_retries=0,
@@ -227,7 +228,7 @@ async def test_claude_code_session_over_the_anthropic_route(
 
 
 async def test_a_previous_response_id_chain_is_one_session(
-    make_gateway: GatewayFactory, fake_openai: FakeUpstream
+    log_backend: dict[str, Any], make_gateway: GatewayFactory, fake_openai: FakeUpstream
 ) -> None:
     gw = await make_gateway(gateway_yaml(fake_openai.url))
     async with openai.AsyncOpenAI(base_url=str(gw.make_url("/openai/v1")), api_key="x", max_retries=0) as client:
@@ -245,7 +246,7 @@ async def test_a_previous_response_id_chain_is_one_session(
 
 
 async def test_content_off_keeps_sessions_tokens_and_cost_but_no_text(
-    make_gateway: GatewayFactory, fake_openai: FakeUpstream
+    log_backend: dict[str, Any], make_gateway: GatewayFactory, fake_openai: FakeUpstream
 ) -> None:
     priced = "logs: {content: false}\npricing:\n  openai/gpt-5: {input: 1000, output: 2000}"
     gw = await make_gateway(gateway_yaml(fake_openai.url, priced))
@@ -258,14 +259,15 @@ async def test_content_off_keeps_sessions_tokens_and_cost_but_no_text(
     assert one["first_words"] is None
     turns = (await store.session(one["id"]))["turns"]  # type: ignore[index]
     assert all(t["new_messages"] == [] and t["answer"]["content"] is None for t in turns)
-    with db_of(gw) as db:
-        assert db.execute("select count(*) from content").fetchone()[0] == 0
-        assert db.execute("select count(*) from request_previews").fetchone()[0] == 0
+    assert logged(gw, "select count(*) from content") == 0
+    assert logged(gw, "select count(*) from request_previews") == 0
+    assert logged(gw, "select count(*) from sessions where first_words is not null") == 0
     await store.close()  # the WAL checkpointed into the file
-    assert b"okapi" not in Path(gw.server.app[RUNTIME].config.storage.path).read_bytes()
+    if not log_backend.get("url"):
+        assert b"okapi" not in Path(gw.server.app[RUNTIME].config.storage.path).read_bytes()
 
 
-async def test_a_poisoned_row_costs_only_its_own_text(gateway: TestClient, fake_openai: FakeUpstream) -> None:
+async def test_a_poisoned_row_costs_only_its_own_text(log_backend: dict[str, Any], gateway: TestClient, fake_openai: FakeUpstream) -> None:
     store = gateway.server.app[LOGSTORE]
     rid = await send(gateway, fake_openai, roo_turns("fine task", 1)[0])
     await store.flush()

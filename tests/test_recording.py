@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import string
 from typing import Any
 
 import openai
 import pytest
 from aiohttp.test_utils import TestClient
 
+from finopsd.appkeys import LOGSTORE
 from tests.fakes import FakeUpstream
 from tests.test_routes_openai import MSGS, TOOLS
 from tests.logrows import logged_rows
 
 CHAT = "/openai/chat/completions"
+pytestmark = pytest.mark.usefixtures("log_backend")  # every test on SQLite and on PostgreSQL
 
 
 async def test_streamed_tool_turn_is_logged_with_transcript_and_usage(
@@ -78,6 +82,16 @@ async def test_bad_json_never_reaches_the_router_and_is_not_logged(gateway: Test
     resp = await gateway.post(CHAT, data=b"{")
     assert resp.status == 400
     assert await logged_rows(gateway) == []
+
+
+async def test_a_made_up_model_name_of_thousands_of_characters_is_logged(gateway: TestClient) -> None:
+    # random letters: nothing for PostgreSQL to compress into its index entries
+    name = "openai/" + "".join(random.choice(string.ascii_letters) for _ in range(6000))
+    resp = await gateway.post(CHAT, json={"model": name, "messages": MSGS})
+    assert resp.status == 404
+    (row,) = await logged_rows(gateway)
+    assert row["status_code"] == 404 and name.startswith(row["model"]) and len(row["model"]) >= 400
+    assert gateway.server.app[LOGSTORE].failed_rows == 0
 
 
 async def test_content_off_keeps_no_conversation(make_gateway: Any, fake_openai: FakeUpstream) -> None:

@@ -6,10 +6,11 @@ interval (5 ms) to get it back, so under load a batch costs what its number of c
 costs: nine calls a row held the writer to ~250 rows/s beside a loop answering
 ~2,300. Here the per-row work (threading into sessions, finding what is new, packing
 pieces) runs against memory: ids are assigned from ``max(id) + 1`` at the batch's
-start, what rows look up (a client's session id, a previous response, the sessions a
-fingerprint names, whether a piece is stored) is asked once for the whole batch, and
-each table then takes one statement, its rows padded with nulls to a power of two so
-that few statement shapes are ever prepared.
+start (PostgreSQL: a block from each table's sequence), what rows look up (a client's
+session id, a previous response, the sessions a fingerprint names, whether a piece is
+stored) is asked once for the whole batch, and each table then takes one statement.
+How each of those is said to the database is its ``dialect``'s (``finopsd.log.dialect``,
+``finopsd.log.pg.dialect``); the planning here is the same for both.
 
 A row's plan is built aside and merged only once complete: a row that fails to plan
 leaves nothing behind. ``Writer`` wraps ``flush`` in a savepoint and writes the batch
@@ -212,15 +213,15 @@ class Batch:
 
     def _hint_session(self, hint: str, key: Any) -> int | None:
         if (hint, key) not in self.hints:
-            found = self.sql.execute("select id from sessions where client_session_id = ? and key_name is ?"
-                                    " order by id limit 1", (hint, key)).fetchone()  # fmt: skip
+            found = self.sql.execute("select id from sessions where client_session_id = ?"
+                                     " and key_name is not distinct from ? order by id limit 1", (hint, key)).fetchone()
             self.hints[(hint, key)] = found[0] if found else None
         return self.hints[(hint, key)]
 
     def _response_session(self, previous: str, key: Any) -> int | None:
         if (previous, key) not in self.stored_responses:
-            found = self.sql.execute("select session from requests where response_id = ? and key_name is ?"
-                                    " order by id limit 1", (previous, key)).fetchone()  # fmt: skip
+            found = self.sql.execute("select session from requests where response_id = ? and key_name is not"
+                                     " distinct from ? order by id limit 1", (previous, key)).fetchone()
             self.stored_responses[(previous, key)] = found[0] if found else None
         stored = self.stored_responses[(previous, key)]  # stored rows come first: their ids are lower
         return stored if stored is not None else self.responses.get((previous, key))
@@ -293,8 +294,8 @@ class Batch:
             hint = row.get("session_hint") if source == "header" else None
             if len(self.session_ids) == self.new_sessions:  # at most one a row: once per batch on SQLite
                 self.session_ids, self.new_sessions = self.sql.reserve("sessions", self.size), 0
-            session = (self.session_ids[self.new_sessions], new_request_id(), source, hint, key, scalars["team"],
-                       mark, scalars["ts"], scalars["ts"], scrub(first_words(msgs)) if store_text else None)  # fmt: skip
+            session = (self.session_ids[self.new_sessions], new_request_id(), source, hint, key, scalars["team"], mark,
+                       scalars["ts"], scalars["ts"], scrub(first_words(msgs)) if store_text else None)  # fmt: skip
             claimed = self.sql.claim(session) if hint is not None else None
             if claimed is None or claimed == session[0]:
                 thread = Thread(session[0], source, fingerprint=mark, last_ts=ts)
@@ -413,7 +414,8 @@ class Batch:
         def real(cid: int) -> int:
             return ids[-cid - 1] if cid < 0 else cid
 
-        self.sql.insert("sessions", (*SESSION_COLUMNS, *NEW_SESSION), [(*s, *NEW_SESSION.values()) for s in self.sessions])
+        self.sql.insert("sessions", (*SESSION_COLUMNS, *NEW_SESSION),
+                        [(*s, *NEW_SESSION.values()) for s in self.sessions])
         self.sql.insert("requests", ("id", *REQUEST_COLUMNS, *self.writer.late), self.requests)
         self.sql.insert("request_content", ("request", "pos", "content"),
                         [(r, pos, real(c)) for r, pos, c in self.parts])  # fmt: skip

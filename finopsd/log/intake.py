@@ -57,6 +57,7 @@ class Intake:
         self._write_lock = asyncio.Lock()  # one write transaction at a time: batches, prune, responses
         self._closing = False
         self._down_since: float | None = None  # the database refused the last attempt
+        self._down = asyncio.Event()  # set while it does: flush() waits no longer
         self.dropped_rows = 0  # past the rows bound (SHED): never written
         self.stripped_rows = 0  # past the bytes bound (SHED): written without their conversation
         # told (rows committed, seconds) after each batch: the metrics' rows written and write latency
@@ -91,25 +92,34 @@ class Intake:
             raise RuntimeError(f"log store is closed; row {row.get('id')} not queued")
         size = row.get("body_bytes")
         size = size if isinstance(size, int) and size > 0 else ROW_BYTES
-        if self.policy == SHED and self._full():
-            if self._queue.qsize() >= self._max_queue:
-                self.dropped_rows += 1
-                if self.dropped_rows % 1000 == 1:  # a line per thousand, not per row
-                    log.error("log queue full (%d rows): row %s dropped (%d so far)", self._queue.qsize(),
-                              row.get("id"), self.dropped_rows)
+        if self.policy == SHED:
+            kept = self._shed(row, size)
+            if kept is None:
                 return
-            row = {**row, "request": None, "response": None, "content": False,
-                   "attempts": [*(row.get("attempts") or []), STRIP_NOTE]}  # fmt: skip
-            size = ROW_BYTES
-            self.stripped_rows += 1
-            if self.stripped_rows % 1000 == 1:
-                log.warning("log queue past %d bytes: row %s queued without its conversation (%d so far)",
-                            self._max_bytes, row.get("id"), self.stripped_rows)
+            row, size = kept
         self._queued_bytes += size
         self._queue.put_nowait((row, size))
 
+    def _shed(self, row: dict[str, Any], size: int) -> tuple[dict[str, Any], int] | None:
+        """The row as SHED queues it (None: dropped): at most max_queue rows, and at most
+        max_queue_bytes of them with their conversation."""
+        if self._queue.qsize() >= self._max_queue:
+            self.dropped_rows += 1
+            if self.dropped_rows % 1000 == 1:  # a line per thousand, not per row
+                log.error("log queue full (%d rows): row %s dropped (%d so far)", self._queue.qsize(), row.get("id"),
+                          self.dropped_rows)
+            return None
+        if self._queued_bytes + size <= self._max_bytes:
+            return row, size
+        self.stripped_rows += 1
+        if self.stripped_rows % 1000 == 1:
+            log.warning("log queue past %d bytes: row %s queued without its conversation (%d so far)",
+                        self._max_bytes, row.get("id"), self.stripped_rows)
+        return {**row, "request": None, "response": None, "content": False,
+                "attempts": [*(row.get("attempts") or []), STRIP_NOTE]}, ROW_BYTES  # fmt: skip
+
     def _full(self) -> bool:
-        return self._queue.qsize() >= self._max_queue or self._queued_bytes >= self._max_bytes
+        return self._queue.qsize() > self._max_queue or self._queued_bytes > self._max_bytes
 
     async def wait_for_room(self) -> None:
         """Return at once unless the queue is past its bounds and the policy holds requests back;
@@ -124,10 +134,16 @@ class Intake:
         if self._closing:
             await asyncio.wait((self._task,))
             return
+        if self._down.is_set():
+            return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(done)
-        await asyncio.wait((done, self._task), return_when=asyncio.FIRST_COMPLETED)
-        if not done.done():
+        down = asyncio.ensure_future(self._down.wait())
+        try:
+            await asyncio.wait((done, self._task, down), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            down.cancel()
+        if self._task.done() and not done.done():
             raise RuntimeError("log writer stopped")
 
     async def close(self) -> None:
@@ -201,12 +217,15 @@ class Intake:
             try:
                 async with self._write_lock:
                     started = time.perf_counter()
+                    if not self._writer.sql.connected():
+                        await asyncio.to_thread(self._recover)
                     await asyncio.to_thread(self._writer.write, rows, again)
                     if self.on_batch is not None:
                         self.on_batch(len(rows) - (self._writer.failed - failed), time.perf_counter() - started)
                 if self._down_since is not None:
                     log.warning("log database back after %.1f s", time.monotonic() - self._down_since)
                     self._down_since = None
+                    self._down.clear()
                 return
             except Exception as e:  # noqa: BLE001 - the writer outlives any one batch
                 name = self._writer.sql.error_name(e)
@@ -217,8 +236,9 @@ class Intake:
                     return
             if self._down_since is None:
                 self._down_since = time.monotonic()
+                self._down.set()
                 log.error("log database refused a batch of %d rows (%s); keeping them and retrying", len(rows), name)
-            self._release(waiters)
+            self._release(waiters)  # as _down does for later flushes
             if self._closing:
                 gave_up_at = gave_up_at or time.monotonic() + CLOSE_WAIT_S
                 if time.monotonic() >= gave_up_at:
@@ -226,11 +246,6 @@ class Intake:
                     return
             await asyncio.sleep(delay)
             delay, again = min(delay * 2, RETRY_S[1]), True
-            try:
-                async with self._write_lock:
-                    await asyncio.to_thread(self._recover)
-            except Exception as e:  # noqa: BLE001 - still down: the next attempt says so
-                log.debug("log database still unreachable (%s)", self._writer.sql.error_name(e))
 
     def _give_up(self, rows: list[dict[str, Any]]) -> None:
         """Closing with the database still gone: this batch and whatever is queued behind it are dropped."""
@@ -254,7 +269,7 @@ class Intake:
         return items
 
     def _recover(self) -> None:
-        """In the worker thread: a working connection for the writer (a new one if it broke)."""
+        """In the worker thread: a working connection for the writer, when it has none."""
 
     async def _on_writer(self, fn: Any, *args: Any) -> Any:
         async with self._write_lock:

@@ -44,12 +44,10 @@ class Writer:
     scrubbed per request would cost the event loop time that grows with the history."""
 
     def __init__(self, sql: SQLite, scrub: Callable[[Any], Any] | None = None) -> None:
-        self.sql = sql
         self.scrub = scrub or _as_is
         self.threads: OrderedDict[int, Thread] = OrderedDict()
         self.cached_bytes = 0
-        columns = sql.columns("requests")
-        self.late = tuple(c for c in LATE_COLUMNS if c in columns)  # none while m007 rewrites old logs
+        self.use(sql)
         self.failed = 0  # rows lost: not even their metadata could be written
         self.degraded = 0  # rows written without their conversation or some values
 
@@ -72,6 +70,13 @@ class Writer:
                 self.sql.execute("rollback")
             self.forget()  # the cache may name rows that were just rolled back
             raise
+
+    def use(self, sql: SQLite) -> None:
+        """Write through ``sql`` (a new connection: what was remembered may have changed meanwhile)."""
+        self.sql = sql
+        columns = sql.columns("requests")
+        self.late = tuple(c for c in LATE_COLUMNS if c in columns)  # none while m007 rewrites old logs
+        self.forget()
 
     def forget(self) -> None:
         self.threads.clear()

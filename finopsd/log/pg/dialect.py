@@ -26,6 +26,7 @@ from psycopg.pq import TransactionStatus
 
 from finopsd.log.content import index_text
 from finopsd.log.dialect import CANDIDATES, DELTA_COLUMNS, NEW_SESSION, SESSION_COLUMNS, SESSION_SET, SQLite
+from finopsd.log.pg.reader import _pg as translate
 from finopsd.log.pg.text import indexed, tsv_sql
 
 TABLES: Final = ("content", "sessions", "requests", "request_content", "request_previews")
@@ -34,11 +35,13 @@ INT64: Final = 1 << 63
 # (deadlock, serialization), insufficient resources, operator intervention (shutdown)
 TRANSIENT: Final = ("08", "40", "53", "57")
 IN_LIST: Final = re.compile(r"(\S+) in \(\{\}\)")
-
-
-def translate(sql: str) -> str:
-    """A statement of the shared code in PostgreSQL's words: %s parameters, IS NOT DISTINCT FROM."""
-    return sql.replace(" is ?", " is not distinct from ?").replace("?", "%s")
+# A B-tree entry must fit in a third of a page (2704 bytes), and requests' covering indexes
+# hold five of these names each: past KEY_BYTES of UTF-8 a name is cut there (a model name
+# a client made up, say), where SQLite would keep it whole.
+KEY_BYTES: Final = 400
+INDEXED: Final = {"requests": frozenset({"provider", "model", "key_name", "team", "status", "user", "project",
+                                         "response_id"}),
+                  "sessions": frozenset({"key_name", "team"})}  # fmt: skip
 
 
 def _text(v: Any) -> Any:
@@ -71,6 +74,13 @@ def _double(v: Any) -> Any:
     return None
 
 
+def _key(v: str | None) -> str | None:
+    if v is None or len(v) <= KEY_BYTES // 4:
+        return v
+    data = v.encode(errors="replace")
+    return v if len(data) <= KEY_BYTES else data[:KEY_BYTES].decode(errors="ignore")
+
+
 def _bytes(v: Any) -> Any:
     return v if v is None or isinstance(v, bytes) else _text(v).encode()
 
@@ -98,13 +108,9 @@ class PostgreSQL(SQLite):
             self.types[table][column] = kind
         self.sequences = {t: db.execute("select pg_get_serial_sequence(%s, 'id')", (t,)).fetchone()[0]
                           for t in ("content", "sessions", "requests")}  # fmt: skip
-        self.statements: dict[str, str] = {}
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        statement = self.statements.get(sql)
-        if statement is None:
-            statement = self.statements[sql] = translate(sql)
-        return self.db.execute(statement, [_text(a) if isinstance(a, str) else a for a in args])
+        return self.db.execute(translate(sql), [_text(a) if isinstance(a, str) else a for a in args])
 
     def begin(self) -> None:
         self.db.execute("begin")
@@ -158,13 +164,15 @@ class PostgreSQL(SQLite):
 
     def claim(self, session: tuple[Any, ...]) -> int | None:
         columns = (*SESSION_COLUMNS, *NEW_SESSION)
-        row = self.db.execute(
-            f"insert into sessions ({', '.join(columns)}) values ({', '.join(['%s'] * len(columns))})"
-            " on conflict (client_session_id, key_name) where client_session_id is not null do nothing returning id",
-            [c[0] for c in self._coerce("sessions", columns, [(*session, *NEW_SESSION.values())])]).fetchone()
+        with self.db.transaction():  # a savepoint: a statement failing here costs its row, not the batch
+            row = self.db.execute(
+                f"insert into sessions ({', '.join(columns)}) values ({', '.join(['%s'] * len(columns))})"
+                " on conflict (client_session_id, key_name) where client_session_id is not null do nothing"
+                " returning id", [c[0] for c in self._coerce("sessions", columns, [(*session, *NEW_SESSION.values())])],
+            ).fetchone()
         if row is None:  # another instance's (it committed: the insert waited for it)
-            row = self.execute("select id from sessions where client_session_id = ? and key_name is ?",
-                               (session[3], session[4])).fetchone()
+            row = self.execute("select id from sessions where client_session_id = ?"
+                               " and key_name is not distinct from ?", (session[3], session[4])).fetchone()
         return int(row[0])
 
     def insert(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]], replace: bool = False) -> None:
@@ -205,13 +213,16 @@ class PostgreSQL(SQLite):
 
     def _coerce(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> list[list[Any]]:
         """The rows as one list per column, each value as the column's type holds it (or None)."""
-        types = self.types[table]
+        types, indexed = self.types[table], INDEXED.get(table, frozenset())
         out = []
         for column, values in zip(columns, zip(*rows)):
             kind = types[column]
             fits = {"bigint": int, "double precision": float, "text": str, "bytea": bytes}[kind]
-            out.append([v if v is None or type(v) is fits and (fits is not str or "\x00" not in v) and (
-                fits is not int or -INT64 <= v < INT64) else COERCE[kind](v) for v in values])
+            got = [v if v is None or type(v) is fits and (fits is not str or "\x00" not in v) and (
+                fits is not int or -INT64 <= v < INT64) else COERCE[kind](v) for v in values]
+            if column in indexed:
+                got = [_key(v) for v in got]
+            out.append(got)
         return out
 
     def error_name(self, e: BaseException) -> str:

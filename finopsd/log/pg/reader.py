@@ -106,6 +106,8 @@ async def open_pool(url: str, *, max_size: int = 4, name: str = "finopsd-read") 
     connection is where Python 3.11's ``wait_for`` can lose a cancellation (see ``connection``)."""
     pool = AsyncConnectionPool(
         url, min_size=1, max_size=max_size, name=name, open=False, timeout=POOL_WAIT_S, configure=_configure,
+        # a connection is checked as it is handed out: after a server restart none is stale
+        check=AsyncConnectionPool.check_connection,
         kwargs={"autocommit": True, "row_factory": _rows, "connect_timeout": CONNECT_TIMEOUT_S,
                 "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}", "application_name": name},
     )  # fmt: skip

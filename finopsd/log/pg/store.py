@@ -44,14 +44,17 @@ def connect(url: str) -> psycopg.Connection[Any]:
     return psycopg.connect(url, **CONNECT)
 
 
-def _open_writer(url: str) -> tuple[psycopg.Connection[Any], list[str]]:
+def _open_writer(url: str) -> psycopg.Connection[Any]:
+    """A connection on a migrated database."""
     db = connect(url)
     try:
         applied = migrate(db)
     except BaseException:
         db.close()
         raise
-    return db, applied
+    if applied:
+        log.info("log database %s: applied %s", redact_url(url), ", ".join(applied))
+    return db
 
 
 class PgLogStore(LogReads, Intake):
@@ -60,11 +63,10 @@ class PgLogStore(LogReads, Intake):
     policy = SHED
 
     def __init__(
-        self, url: str, writer: psycopg.Connection[Any], pool: AsyncConnectionPool, batch_rows: int, flush_ms: int,
-        max_queue: int, max_queue_bytes: int, scrub: Callable[[Any], Any] | None,
+        self, url: str, writer: psycopg.Connection[Any], pool: AsyncConnectionPool, batch_rows: int,
+        flush_ms: int, max_queue: int, max_queue_bytes: int, scrub: Callable[[Any], Any] | None,
     ) -> None:  # fmt: skip
         self._url = url
-        self._db = writer
         self._pool = pool
         self._read = PgDb(pool)
         super().__init__(Writer(PostgreSQL(writer), scrub), batch_rows, flush_ms, max_queue, max_queue_bytes)
@@ -74,14 +76,14 @@ class PgLogStore(LogReads, Intake):
         cls, url: str, *, batch_rows: int = 500, flush_ms: int = 100, max_queue: int = 50_000,
         max_queue_bytes: int = 64 << 20, scrub: Callable[[Any], Any] | None = None,
     ) -> PgLogStore:  # fmt: skip
-        """Connect, migrate (once across instances starting together), start the writer."""
+        """Connect, migrate (once across instances starting together), start the writer. The server
+        must answer now (libpq reports an unreachable server and a wrong password alike, and the
+        dashboard's keys are read at startup too); after that, it may come and go."""
         try:
-            writer, applied = await asyncio.to_thread(_open_writer, url)
+            writer = await asyncio.to_thread(_open_writer, url)
         except psycopg.Error as e:
             # libpq's message names the host and user, never the password; the URL is shown redacted
             raise RuntimeError(f"log database {redact_url(url)}: {e}") from None
-        if applied:
-            log.info("log database %s: applied %s", redact_url(url), ", ".join(applied))
         try:
             pool = await open_pool(url)
         except BaseException:
@@ -90,16 +92,12 @@ class PgLogStore(LogReads, Intake):
         return cls(url, writer, pool, batch_rows, flush_ms, max_queue, max_queue_bytes, scrub)
 
     def _recover(self) -> None:
-        if self._writer.sql.connected():
-            return
-        self._db.close()
-        self._db = connect(self._url)
-        self._writer.sql = PostgreSQL(self._db)
-        self._writer.forget()  # other instances wrote on while this one could not
+        self._writer.sql.db.close()
+        self._writer.use(PostgreSQL(_open_writer(self._url)))  # migrated: the server may be a new one
 
     async def _close_connections(self) -> None:
         await self._pool.close()
-        await asyncio.to_thread(self._db.close)
+        await asyncio.to_thread(self._writer.sql.db.close)
 
     async def prune(self, retention_days: float) -> int:
         """As ``LogStore.prune``: whole sessions last active more than ``retention_days`` ago go,

@@ -8,8 +8,9 @@ extension (unaccent) is needed: diacritics go (``remove_diacritics 2``), and the
 the runs of letters and digits, one space apart, so that PostgreSQL's parser sees the words
 FTS5 sees (its own would keep ``foo@bar.com``, ``/a/b.py`` or ``3.14`` as one token, and a
 search for ``bar`` would miss it). A search folds the user's terms the same way
-(``finopsd.log.pg.query``) and passes them through ``to_tsquery(TS_CONFIG, ...)``; ``RANK_WEIGHTS`` (for ``ts_rank``, in the order D, C, B, A) count a match in the
-answer twice one in the prompt, like ``bm25(content_fts, 1.0, 2.0)``.
+(``finopsd.log.pg.query``) and passes them through ``to_tsquery(TS_CONFIG, ...)``;
+``RANK_WEIGHTS`` (for ``ts_rank``, in the order D, C, B, A) count a match in the answer
+twice one in the prompt, like ``bm25(content_fts, 1.0, 2.0)``.
 
 A tsvector holds at most 1 MB, so each side of a piece is indexed from its first
 ``INDEX_BYTES`` of UTF-8 (a word-dense text that size stays well under the limit).
