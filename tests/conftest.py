@@ -74,12 +74,12 @@ def on_backend(yaml_text: str, backend: dict[str, Any] | None) -> str:
 
 
 @pytest.fixture
-def make_gateway(
-    aiohttp_client: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> GatewayFactory:
+def make_gateway(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> GatewayFactory:
     """Build a gateway from YAML; a test that takes ``log_backend`` gets it on each backend."""
     monkeypatch.setenv("TEST_OPENAI_KEY", "sk-upstream-openai-secret")
+    # the database first, so that it is dropped after the gateways closed
     backend = request.getfixturevalue("log_backend") if "log_backend" in request.fixturenames else None
+    aiohttp_client = request.getfixturevalue("aiohttp_client")
 
     async def factory(yaml_text: str) -> TestClient:
         path = tmp_path / "config.yaml"

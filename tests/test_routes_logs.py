@@ -21,8 +21,11 @@ from finopsd.appkeys import LOGSTORE
 from finopsd.errors import GatewayError
 from finopsd.log.store import LogStore
 from tests.conftest import gateway_yaml
+from tests.logrows import stored_bytes
 from tests.fakes import FakeUpstream
 from tests.test_routes_openai import MSGS, TOOLS
+
+pytestmark = pytest.mark.usefixtures("log_backend")  # every test on SQLite and on PostgreSQL
 
 CHAT = "/openai/chat/completions"
 NOW = time.time()
@@ -516,9 +519,7 @@ async def test_provider_and_virtual_keys_never_reach_the_database_or_any_answer(
     for session in sessions:
         for path in (f"/api/sessions/{session['id']}", f"/logs/sessions/{session['id']}"):
             answers.append(await (await gw.get(path, headers=auth)).text())
-    files = [p for p in tmp_path.iterdir() if p.name.startswith("leak.db")]
-    assert db in files
-    stored = b"".join(p.read_bytes() for p in files)
+    stored = stored_bytes(gw)
     assert b"src/main.py" in stored  # the check reads real content, not an empty file
     for secret in (provider_key, virtual_key):
         assert secret.encode() not in stored, f"{secret} is in the database file"

@@ -29,7 +29,8 @@ from finopsd.log.text import index_words
 
 __all__ = ["QuerySyntaxError", "literal", "tsquery"]
 
-MAX_WORDS: Final = 256  # a tsquery this long already reads every piece a few times over
+MAX_DEPTH: Final = 100  # parentheses deeper than this are searched as a literal phrase (no recursion limit hit)
+MAX_WORDS: Final = 4096  # more than a URL (8 KB) can carry; a CLI query past it is refused
 COLUMNS: Final = {"prompt_text": "B", "response_text": "A"}  # finopsd.log.pg.text's weights
 _TOKENS: Final = re.compile(
     r'\s+|(?P<string>"(?:[^"]|"")*")|(?P<word>[\w\x1a\u0080-\U0010ffff]+)|(?P<punct>[()*+^:{},-])|(?P<bad>.)', re.S)
@@ -67,6 +68,7 @@ class _Parser:
         self.tokens = _tokens(text)
         self.at = 0
         self.words = 0
+        self.depth = 0
 
     def peek(self, ahead: int = 0) -> tuple[str, str]:
         i = self.at + ahead
@@ -109,8 +111,12 @@ class _Parser:
     def group(self) -> Query:
         if self.peek()[0] == "(":
             self.at += 1
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise QuerySyntaxError("parentheses nested too deep")
             query = self.expr()
             self.take(")")
+            self.depth -= 1
             return query
         query = self.term()
         while self.peek()[0] in ("phrase", "^", "{", "-"):

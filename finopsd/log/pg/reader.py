@@ -101,8 +101,9 @@ def unavailable() -> GatewayError:
 
 
 async def open_pool(url: str, *, max_size: int = 4, name: str = "finopsd-read") -> AsyncConnectionPool:
-    """A pool of autocommit connections to ``url``; opened without waiting for the database,
-    so a gateway starts while it is down (requests then answer 503 until it is back)."""
+    """A pool of autocommit connections to ``url``, its first one made: callers open it after a
+    connection of their own worked, and a first query that waits for the pool's first
+    connection is where Python 3.11's ``wait_for`` can lose a cancellation (see ``connection``)."""
     pool = AsyncConnectionPool(
         url, min_size=1, max_size=max_size, name=name, open=False, timeout=POOL_WAIT_S, configure=_configure,
         # a connection is checked as it is handed out: after a server restart none is stale
@@ -110,7 +111,11 @@ async def open_pool(url: str, *, max_size: int = 4, name: str = "finopsd-read") 
         kwargs={"autocommit": True, "row_factory": _rows, "connect_timeout": CONNECT_TIMEOUT_S,
                 "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}", "application_name": name},
     )  # fmt: skip
-    await pool.open(wait=False)
+    try:
+        await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+    except PoolTimeout:
+        raise RuntimeError(f"cannot reach PostgreSQL at {redact_url(url)} (no connection within"
+                           f" {CONNECT_TIMEOUT_S} s)") from None
     return pool
 
 
@@ -126,6 +131,12 @@ class PgDb:
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         try:
             async with self.pool.connection() as conn:
+                # A connection handed over as the task was cancelled: Python 3.11's wait_for
+                # (inside the pool) returns it and drops the cancellation, and a shutdown
+                # then waits forever for a task that carries on. Cancelled it is.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError
                 yield conn
         except (psycopg.OperationalError, PoolTimeout) as e:
             # the type only: a connection error's text names the host and user
