@@ -16,7 +16,7 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,14 @@ def apps(make_gateway: GatewayFactory, fake_openai: FakeUpstream, redis_server: 
         return out
 
     return start
+
+
+@pytest.fixture
+async def direct(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """A client of the test's own, to look at what the gateways left in Redis."""
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    await client.aclose()
 
 
 async def until(check: Callable[[], Any]) -> None:
@@ -177,39 +185,35 @@ async def _parked(gw: TestClient) -> bool:
 
 
 async def test_redis_lost_mid_load_falls_back_then_recovers_its_counters(
-    apps: Apps, fake_openai: FakeUpstream, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    apps: Apps, fake_openai: FakeUpstream, redis_server: RedisServer, direct: aioredis.Redis,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="finopsd.state")
     fake_openai.play("openai/text_stream.sse")
     (gw,) = await apps(1, key_line("a", ALPHA, team="t"), "{t: {budgets: [{usd: 10, period: day}]}}")
     counter = spend_key(("team", "t", "day"), window_start("day", time.time()))
-    direct = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    try:
-        await ask(gw, ALPHA)
-        await ask(gw, ALPHA)
-        await idle(gw)
-        assert float(await direct.get(counter)) == pytest.approx(2 * COST)
-        redis_server.stop()
-        await ask(gw, ALPHA)  # admitted by this instance's own counters
-        state = await health(gw)
-        assert state["backend"] == "redis" and state["ok"] is False and state["fallbacks"] == 1
-        metrics = await (await gw.get("/metrics")).text()
-        assert "finopsd_state_redis_up 0.0" in metrics and "finopsd_state_redis_fallbacks_total 1.0" in metrics
-        assert_promtool_passes(metrics)
-        await ask(gw, ALPHA)
-        await idle(gw)
-        assert spent(gw, "team", "t", "day") == pytest.approx(4 * COST)
-        redis_server.start()  # empty: a Redis that crashed loses every counter
-        await direct.aclose()
-        direct = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-        await until(lambda: _ok(gw))
-        assert float(await direct.get(counter)) == pytest.approx(4 * COST)  # rebuilt from the log
-        await ask(gw, ALPHA)
-        await idle(gw)
-        assert float(await direct.get(counter)) == pytest.approx(5 * COST)
-        assert "finopsd_state_redis_up 1.0" in await (await gw.get("/metrics")).text()
-    finally:
-        await direct.aclose()
+    await ask(gw, ALPHA)
+    await ask(gw, ALPHA)
+    await idle(gw)
+    assert float(await direct.get(counter)) == pytest.approx(2 * COST)
+    redis_server.stop()
+    await ask(gw, ALPHA)  # admitted by this instance's own counters
+    state = await health(gw)
+    assert state["backend"] == "redis" and state["ok"] is False and state["fallbacks"] == 1
+    metrics = await (await gw.get("/metrics")).text()
+    assert "finopsd_state_redis_up 0.0" in metrics and "finopsd_state_redis_fallbacks_total 1.0" in metrics
+    assert_promtool_passes(metrics)
+    await ask(gw, ALPHA)
+    await idle(gw)
+    assert spent(gw, "team", "t", "day") == pytest.approx(4 * COST)
+    redis_server.start()  # empty: a Redis that crashed loses every counter
+    await direct.connection_pool.disconnect()  # the test's own client, connected to the one before
+    await until(lambda: _ok(gw))
+    assert float(await direct.get(counter)) == pytest.approx(4 * COST)  # rebuilt from the log
+    await ask(gw, ALPHA)
+    await idle(gw)
+    assert float(await direct.get(counter)) == pytest.approx(5 * COST)
+    assert "finopsd_state_redis_up 1.0" in await (await gw.get("/metrics")).text()
     lines = [r.getMessage() for r in caplog.records if r.name == "finopsd.state.redis"]
     assert sum("falling back" in m for m in lines) == 1 and sum("answers again" in m for m in lines) == 1
     shown = json.dumps(await health(gw)) + metrics + "\n".join(lines)
@@ -221,27 +225,22 @@ async def _ok(gw: TestClient) -> bool:
 
 
 async def test_a_paused_redis_gets_the_charges_made_meanwhile(
-    apps: Apps, fake_openai: FakeUpstream, redis_server: RedisServer
+    apps: Apps, fake_openai: FakeUpstream, redis_server: RedisServer, direct: aioredis.Redis
 ) -> None:
     """Redis unresponsive for a while, same server after: what this instance charged is added to it."""
     fake_openai.play("openai/text_stream.sse")
     one, two = await apps(2, key_line("a", ALPHA, budgets="[{usd: 10, period: day}]"))
     counter = spend_key(("key", "a", "day"), window_start("day", time.time()))
-    direct = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    try:
-        await ask(one, ALPHA)
-        await ask(two, ALPHA)
-        await idle(one, two)
-        await direct.execute_command("CLIENT", "PAUSE", "1500", "ALL")
-        await ask(one, ALPHA)  # times out on Redis (a quarter second), then charged here
-        await idle(one)
-        assert (await health(one))["ok"] is False
-        await until(lambda: _ok(one))
-        assert float(await direct.get(counter)) == pytest.approx(3 * COST)
-        await until(lambda: spent(two, "key", "a", "day") == pytest.approx(3 * COST))
-    finally:
-        await direct.aclose()
-
+    await ask(one, ALPHA)
+    await ask(two, ALPHA)
+    await idle(one, two)
+    await direct.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+    await ask(one, ALPHA)  # times out on Redis (a quarter second), then charged here
+    await idle(one)
+    assert (await health(one))["ok"] is False
+    await until(lambda: _ok(one))
+    assert float(await direct.get(counter)) == pytest.approx(3 * COST)
+    await until(lambda: spent(two, "key", "a", "day") == pytest.approx(3 * COST))
 
 
 async def test_while_redis_is_away_the_last_known_spend_still_limits(
@@ -265,7 +264,7 @@ async def test_while_redis_is_away_the_last_known_spend_still_limits(
 
 
 async def test_a_starting_instance_keeps_the_shared_spend_and_every_key_expires(
-    apps: Apps, fake_openai: FakeUpstream, redis_server: RedisServer
+    apps: Apps, fake_openai: FakeUpstream, redis_server: RedisServer, direct: aioredis.Redis
 ) -> None:
     fake_openai.play("openai/text_stream.sse")
     keys = key_line("a", ALPHA, team="t", rate_limit="{requests_per_minute: 100, tokens_per_minute: 10000}",
@@ -280,17 +279,13 @@ async def test_a_starting_instance_keeps_the_shared_spend_and_every_key_expires(
     assert spent(two, "team", "t", "total") == pytest.approx(3 * COST)
     await two.server.app[RUNTIME].keys.park(Target(two.server.app[RUNTIME].config.providers["openai"], "gpt-5",
                                                    "sk-x", "main"), 30, "test")
-    direct = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    try:
-        names = [k async for k in direct.scan_iter("*")]
-        assert len(names) >= 10 and all(k.startswith("finops:") for k in names), names
-        assert {k: await direct.ttl(k) for k in names if await direct.ttl(k) <= 0} == {}  # all bounded
-    finally:
-        await direct.aclose()
+    names = [k async for k in direct.scan_iter("*")]
+    assert len(names) >= 10 and all(k.startswith("finops:") for k in names), names
+    assert {k: await direct.ttl(k) for k in names if await direct.ttl(k) <= 0} == {}  # all bounded
 
 
 async def test_a_client_that_hangs_up_mid_stream_is_charged_and_releases_its_hold(
-    apps: Apps, fake_openai: FakeUpstream, redis_server: RedisServer
+    apps: Apps, fake_openai: FakeUpstream, redis_server: RedisServer, direct: aioredis.Redis
 ) -> None:
     """aiohttp cancels the handler of a client that left; its post-hooks still reach Redis whole."""
     never = asyncio.Event()
@@ -306,17 +301,13 @@ async def test_a_client_that_hangs_up_mid_stream_is_charged_and_releases_its_hol
     await idle(gw)
     (row,) = await rows(gw)
     assert row["status"] == "client_closed" and row["cost_usd"] > 0
-    direct = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    try:
-        day = spend_key(("key", "a", "day"), window_start("day", time.time()))
-        assert float(await direct.get(day)) == pytest.approx(row["cost_usd"])
-        assert await direct.zcard("finops:held:key:a") == 0  # released
-    finally:
-        await direct.aclose()
+    day = spend_key(("key", "a", "day"), window_start("day", time.time()))
+    assert float(await direct.get(day)) == pytest.approx(row["cost_usd"])
+    assert await direct.zcard("finops:held:key:a") == 0  # released
 
 
 async def test_an_instance_starts_while_redis_is_down_and_joins_when_it_answers(
-    apps: Apps, fake_openai: FakeUpstream, redis_server: RedisServer
+    apps: Apps, fake_openai: FakeUpstream, redis_server: RedisServer, direct: aioredis.Redis
 ) -> None:
     fake_openai.play("openai/text_stream.sse")
     redis_server.stop()
@@ -327,12 +318,9 @@ async def test_an_instance_starts_while_redis_is_down_and_joins_when_it_answers(
     await idle(gw)
     redis_server.start()
     await until(lambda: _ok(gw))
-    direct = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    try:  # the spend made before Redis came is in Redis now
-        day = spend_key(("key", "a", "day"), window_start("day", time.time()))
-        assert float(await direct.get(day)) == pytest.approx(COST)
-    finally:
-        await direct.aclose()
+    day = spend_key(("key", "a", "day"), window_start("day", time.time()))
+    await direct.connection_pool.disconnect()
+    assert float(await direct.get(day)) == pytest.approx(COST)  # the spend made before Redis came is there now
 
 
 async def test_holds_of_an_instance_killed_with_minus_9_lapse_after_their_ttl(

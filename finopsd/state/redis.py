@@ -126,6 +126,7 @@ class RedisState:
         self.error: str | None = "not connected yet"
         self.since = time.time()
         self.fallbacks = 0  # times this instance fell back to its own counters
+        self.resyncing = False
         self.run_id: str | None = None  # of the Redis seen last: another one has lost every counter
         self.tracked: set[Counter] = set()
         self.periods: dict[Owner, set[str]] = {}
@@ -215,7 +216,11 @@ class RedisState:
                 if self.up:
                     await self._look()
                 elif await self._connect():
-                    await self._resync()
+                    self.resyncing = True  # requests use Redis already; /healthz says ok once it is done
+                    try:
+                        await self._resync()
+                    finally:
+                        self.resyncing = False
                     if self.up:  # else lost again meanwhile, and said so
                         log.warning("state: Redis at %s answers again: counters re-synced, limits shared again",
                                     redact_url(self.url))
@@ -444,12 +449,17 @@ class RedisState:
         return seen if seen is not None else self.local.rate_used(scope, name, now)
 
     def health(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"backend": self.backend, "ok": self.up, "url": redact_url(self.url),
+        out: dict[str, Any] = {"backend": self.backend, "ok": self.ok, "url": redact_url(self.url),
                                "since": iso(self.since), "fallbacks": self.fallbacks}
-        if not self.up:
-            out["error"] = self.error
+        if not self.ok:
+            out["error"] = self.error or "re-syncing"
             out["note"] = "limits and budgets are this instance's own until Redis answers"
         return out
 
     def metrics(self) -> dict[str, float]:
-        return {"redis_up": 1.0 if self.up else 0.0, "fallbacks": float(self.fallbacks)}
+        return {"redis_up": 1.0 if self.ok else 0.0, "fallbacks": float(self.fallbacks)}
+
+    @property
+    def ok(self) -> bool:
+        """Redis answers and holds what this instance charged while it was away."""
+        return self.up and not self.resyncing
