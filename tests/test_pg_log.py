@@ -171,3 +171,22 @@ async def test_a_wrong_password_or_a_stopped_server_stops_the_start_and_the_erro
     with pytest.raises(RuntimeError) as down:
         await PgLogStore.open(postgres_url)
     assert PG_PASSWORD not in str(down.value) and "finops:***@" in str(down.value)
+
+
+async def test_values_postgresql_cannot_hold_as_given_cost_nothing_but_themselves(postgres_url: str) -> None:
+    """What an odd upstream or client puts in a row (text for a number, NUL characters) is
+    stored as near as PostgreSQL's types go; the row and its conversation are kept."""
+    store = await PgLogStore.open(postgres_url)
+    try:
+        store.submit(make_row("odd", prompt_tokens="12", completion_tokens=2.6, cost_usd="n/a",
+                              error_message="bad\x00byte", user_agent="\x00", session_hint="s\x00",
+                              request={"messages": [{"role": "user", "content": "nul \x00 inside"}]}))
+        await store.flush()
+        row = await store.get("odd")
+        assert row is not None and (store.failed_rows, store.degraded_rows) == (0, 0)
+        assert (row["prompt_tokens"], row["completion_tokens"], row["cost_usd"]) == (12, 3, None)
+        assert row["error_message"] == "bad\ufffdbyte"
+        assert row["request"] == {"messages": [{"role": "user", "content": "nul \x00 inside"}]}  # JSON keeps it
+        assert [i["id"] for i in (await store.search(q="inside"))["items"]] == ["odd"]
+    finally:
+        await store.close()
