@@ -6,6 +6,8 @@ history and adds a tool result and an answer of Zipf-distributed words; 5 provid
 50 keys, 5% errors), then runs each query ``--repeat`` times and prints p50 / p95.
 The issue's targets: p95 < 100 ms for search and for the sessions page at 100,000
 requests in 2,000 sessions (the defaults). Filling them takes about a minute on 2 cores.
+``--url postgresql://...`` runs the same on a PostgreSQL log (an empty database, or one
+this bench filled before).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from finopsd.exchange import new_request_id
+from finopsd.log.pg.store import PgLogStore
 from finopsd.log.store import LogStore
 
 VOCAB = [f"w{i}" for i in range(20_000)]
@@ -108,20 +111,23 @@ async def timed(label: str, call: Any, repeat: int) -> None:
     print(f"| {label} | {statistics.median(times):.1f} | {p95:.1f} |", flush=True)
 
 
-def parse_args(doc: str) -> argparse.Namespace:
+def parse_args(doc: str, url: bool = False) -> argparse.Namespace:
     """The options this bench and bench.pages share: how big a log, where, how many timings."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--turns", type=int, default=50, help="requests per session (default 50: 2,000 sessions)")
     ap.add_argument("--db", type=Path, help="database to fill or reuse (default: a temporary one)")
+    if url:
+        ap.add_argument("--url", help="a PostgreSQL log to fill or reuse instead (storage.url)")
     ap.add_argument("--repeat", type=int, default=20)
     return ap.parse_args()
 
 
 async def main() -> None:
-    args = parse_args(__doc__ or "")
+    args = parse_args(__doc__ or "", url=True)
     with tempfile.TemporaryDirectory() as tmp:
-        store = await LogStore.open(str(args.db or Path(tmp) / "search.db"), max_queue=50_000)
+        store: Any = (await PgLogStore.open(args.url, max_queue=50_000) if args.url else
+                      await LogStore.open(str(args.db or Path(tmp) / "search.db"), max_queue=50_000))
         try:
             await fill(store, args.rows, args.turns)
             print(f"| query ({args.rows:,} requests, {args.rows // args.turns:,} sessions) | p50 ms | p95 ms |")

@@ -493,10 +493,10 @@ def _rate_text(rate: dict[str, Any]) -> str:
 def keys_list(config_path: str | None, as_json: bool) -> None:
     """Show each key and team (the config's and the dashboard's): spend per budget, % used, reset time, rate.
 
-    Spend is read from the request log (storage.path), also while the gateway runs.
+    Spend is read from the request log (storage.path or storage.url), also while the gateway runs.
     """
     config, _ = _load(config_path)
-    if Path(config.storage.path).exists():
+    if config.storage.url or Path(config.storage.path).exists():
         async def with_dashboard(store: LogStore) -> dict[str, Any]:
             keys = await KeyStore.open(config.storage)
             await keys.close()

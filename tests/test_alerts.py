@@ -20,6 +20,8 @@ from tests.conftest import GatewayFactory
 from tests.fakes import FakeUpstream
 from tests.test_governance import ALPHA, ask, governed, key_line
 
+pytestmark = pytest.mark.usefixtures("log_backend")  # every test on SQLite and on PostgreSQL
+
 SECRET_PATH = "/hooks/T000-secret-token-XYZ"
 
 

@@ -6,11 +6,13 @@ import asyncio
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner, Result
 
 from finopsd.cli import main
-from tests.conftest import GatewayFactory
+from tests.conftest import GatewayFactory, on_backend
+from tests.logrows import stored_bytes
 from tests.fakes import FakeUpstream
 from tests.test_governance import ALPHA, ask, governed, key_line, refused
 
@@ -63,13 +65,13 @@ async def test_keys_commands_act_on_a_running_gateway_through_the_admin_api(
 
 
 async def test_keys_commands_write_the_database_when_no_gateway_runs(
-    make_gateway: GatewayFactory, fake_openai: FakeUpstream, tmp_path: Path
+    log_backend: dict[str, Any], make_gateway: GatewayFactory, fake_openai: FakeUpstream, tmp_path: Path
 ) -> None:
     fake_openai.play("openai/text_stream.sse")
     db = tmp_path / "offline.db"
     config = tmp_path / "config.yaml"
-    yaml_text = governed(fake_openai.url, key_line("file-key", ALPHA),
-                         extra=f"storage: {{path: {db}}}\nserver: {{port: {free_port()}}}\n")
+    yaml_text = on_backend(governed(fake_openai.url, key_line("file-key", ALPHA),
+                                    extra=f"storage: {{path: {db}}}\nserver: {{port: {free_port()}}}\n"), log_backend)
     config.write_text(yaml_text)
 
     def cli(*args: str) -> Result:
@@ -89,7 +91,7 @@ async def test_keys_commands_write_the_database_when_no_gateway_runs(
     assert view["description"] == "made with no gateway" and view["rate_limit"] == {"requests_per_minute": 100}
     audit = (await (await gw.get("/api/audit")).json())["items"]
     assert [(a["action"], a["actor"], a["client_ip"]) for a in audit] == [("edit", "cli", None), ("create", "cli", None)]
-    assert secret.encode() not in b"".join(p.read_bytes() for p in tmp_path.glob("offline.db*"))
+    assert secret.encode() not in stored_bytes(gw)
 
 
 def test_a_bad_budget_is_a_usage_error(tmp_path: Path) -> None:

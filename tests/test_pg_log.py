@@ -4,18 +4,23 @@ two instances writing one session, a server that goes away under load and comes 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+from click.testing import CliRunner
 
 from finopsd.appkeys import LOGSTORE
+from finopsd.cli import main
 from finopsd.log.pg.schema import MIGRATIONS
 from finopsd.log.pg.store import PgLogStore
 from tests.conftest import GatewayFactory, gateway_yaml
 from tests.fakes import FakeUpstream
 from tests.logdb import query
+from tests.test_governance import ALPHA, ask, governed, key_line
 from tests.servers import PG_PASSWORD, PgCluster
 from tests.test_log_sessions import roo_turns
 from tests.test_logstore import make_row
@@ -171,3 +176,44 @@ async def test_a_wrong_password_or_a_stopped_server_stops_the_start_and_the_erro
     with pytest.raises(RuntimeError) as down:
         await PgLogStore.open(postgres_url)
     assert PG_PASSWORD not in str(down.value) and "finops:***@" in str(down.value)
+
+
+async def test_values_postgresql_cannot_hold_as_given_cost_nothing_but_themselves(postgres_url: str) -> None:
+    """What an odd upstream or client puts in a row (text for a number, NUL characters) is
+    stored as near as PostgreSQL's types go; the row and its conversation are kept."""
+    store = await PgLogStore.open(postgres_url)
+    try:
+        store.submit(make_row("odd", prompt_tokens="12", completion_tokens=2.6, cost_usd="n/a",
+                              error_message="bad\x00byte", user_agent="\x00", session_hint="s\x00",
+                              request={"messages": [{"role": "user", "content": "nul \x00 inside"}]}))
+        await store.flush()
+        row = await store.get("odd")
+        assert row is not None and (store.failed_rows, store.degraded_rows) == (0, 0)
+        assert (row["prompt_tokens"], row["completion_tokens"], row["cost_usd"]) == (12, 3, None)
+        assert row["error_message"] == "bad\ufffdbyte"
+        assert row["request"] == {"messages": [{"role": "user", "content": "nul \x00 inside"}]}  # JSON keeps it
+        assert [i["id"] for i in (await store.search(q="inside"))["items"]] == ["odd"]
+    finally:
+        await store.close()
+
+
+async def test_the_cli_reads_spend_and_logs_from_postgresql(
+    make_gateway: GatewayFactory, fake_openai: FakeUpstream, postgres_url: str, tmp_path: Path
+) -> None:
+    """``finopsd keys list`` and ``finopsd logs search`` open the log ``storage.url`` names (no file there)."""
+    fake_openai.play("openai/text_stream.sse")
+    config = tmp_path / "config.yaml"
+    config.write_text(governed(fake_openai.url, key_line("alpha", ALPHA, budgets="[{usd: 5, period: day}]"),
+                               extra=f"storage: {{path: {tmp_path / 'none.db'}, url: '{postgres_url}'}}\n"))
+    gw = await make_gateway(config.read_text())
+    await ask(gw, ALPHA)
+    await gw.server.app[LOGSTORE].flush()
+    listed = await asyncio.to_thread(CliRunner().invoke, main, ["keys", "list", "--json", "--config", str(config)])
+    assert listed.exit_code == 0, listed.output
+    (alpha,) = json.loads(listed.output)["keys"]
+    assert alpha["budgets"][0]["spent_usd"] > 0
+    found = await asyncio.to_thread(CliRunner().invoke, main, ["logs", "search", "Hello", "--json", "--config",
+                                                               str(config)])  # fmt: skip
+    assert found.exit_code == 0, found.output
+    assert len(json.loads(found.output)["items"]) == 1
+    assert not (tmp_path / "none.db").exists()

@@ -16,6 +16,8 @@ from aiohttp.test_utils import TestClient
 from tests.fakes import FIXTURES, FakeUpstream, fixture_frames
 from tests.logrows import last_row
 
+pytestmark = pytest.mark.usefixtures("log_backend")  # every test on SQLite and on PostgreSQL
+
 FUNCTION_TOOLS: list[Any] = [
     {"type": "function", "name": name, "description": f"{name} tool", "strict": False,
      "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}

@@ -29,6 +29,8 @@ from tests.test_governance import governed, key_line
 from tests.test_routes_anthropic import ANT_TOOLS, MESSAGE
 from tests.test_routes_openai import TOOLS
 
+pytestmark = pytest.mark.usefixtures("log_backend")  # every test on SQLite and on PostgreSQL
+
 ROO_KEY, CLINE_KEY = "sk-fo-roo-000000000000000001", "sk-fo-cline-0000000000000002"
 KEYS = key_line("roo", ROO_KEY, team="web") + key_line("cline", CLINE_KEY, team="data")
 SYSTEM = "You are Roo, a coding agent. Use the tools; answer briefly."

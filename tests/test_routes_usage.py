@@ -8,6 +8,7 @@ import math
 import re
 import sqlite3
 import time
+from decimal import Decimal
 from typing import Any
 
 import openai
@@ -20,6 +21,8 @@ from tests.fakes import FakeUpstream
 from tests.test_browser_logs import ARTIFACTS, browser, open_page  # noqa: F401 - browser is a fixture
 from tests.test_governance import ALPHA, BRAVO, ask, governed, key_line
 from tests.test_logstore import make_row
+
+pytestmark = pytest.mark.usefixtures("log_backend")  # every test on SQLite and on PostgreSQL
 
 DAY = 86400
 
@@ -56,8 +59,19 @@ async def usage_gw(make_gateway: GatewayFactory, fake_openai: FakeUpstream) -> T
 
 
 def raw(gw: TestClient, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(gw.server.app[RUNTIME].config.storage.path) as db:
+    """``sql`` (``?`` placeholders, SQL both engines read) straight on the log database."""
+    storage = gw.server.app[RUNTIME].config.storage
+    if storage.url:
+        import psycopg
+
+        with psycopg.connect(storage.url) as pg:
+            return [tuple(float(v) if isinstance(v, Decimal) else v for v in r)
+                    for r in pg.execute(sql.replace("?", "%s"), params).fetchall()]  # type: ignore[arg-type]
+    with sqlite3.connect(storage.path) as db:
         return db.execute(sql, params).fetchall()
+
+
+TOTAL_COST = "coalesce(sum(cost_usd), 0)"
 
 
 async def get_usage(gw: TestClient, query: str) -> dict[str, Any]:
@@ -71,8 +85,8 @@ async def test_api_usage_totals_equal_sums_over_the_log(usage_gw: TestClient) ->
     assert body["grain"] == "day" and len(body["buckets"]) == 7 and body["buckets"][0].endswith("T00:00:00Z")
     since = math.floor(time.time() / DAY) * DAY - 6 * DAY
     expected = {(team or "(none)"): (n, cost, errors) for team, n, cost, errors in raw(
-        usage_gw, "select team, count(*), total(cost_usd), total(status = 'error') from requests where ts >= ?"
-        " group by team", since)}
+        usage_gw, f"select team, count(*), {TOTAL_COST}, sum(case when status = 'error' then 1 else 0 end)"
+        " from requests where ts >= ? group by team", since)}
     got = {g["name"]: (g["totals"]["requests"], g["totals"]["cost_usd"], g["totals"]["errors"]) for g in body["groups"]}
     assert got.keys() == expected.keys() == {"platform", "research", "(none)"}
     for team, (n, cost, errors) in expected.items():
@@ -95,7 +109,7 @@ async def test_api_usage_totals_equal_sums_over_the_log(usage_gw: TestClient) ->
     # the budgets: alpha spent what its three requests cost, research's day budget has a projection
     budgets = {(b["scope"], b["name"], b["period"]): b for b in body["budgets"]}
     assert set(budgets) == {("key", "alpha", "month"), ("team", "platform", "total"), ("team", "research", "day")}
-    alpha_cost = raw(usage_gw, "select total(cost_usd) from requests where key_name = 'alpha' and ts > ?",
+    alpha_cost = raw(usage_gw, f"select {TOTAL_COST} from requests where key_name = 'alpha' and ts > ?",
                      time.time() - 600)[0][0]
     assert budgets[("key", "alpha", "month")]["spent_usd"] == pytest.approx(alpha_cost, abs=1e-6) and alpha_cost > 0
     assert budgets[("team", "platform", "total")]["usd_per_day"] > 0  # the last seven days' average
@@ -161,7 +175,7 @@ async def test_usage_page_in_chromium_shows_the_totals_of_the_api_and_the_log(
 
     # against the raw log: the 30-day cost equals the sum over every row
     thirty = await get_usage(usage_gw, "range=30d")
-    assert thirty["all"]["totals"]["cost_usd"] == pytest.approx(raw(usage_gw, "select total(cost_usd) from requests")[0][0])
+    assert thirty["all"]["totals"]["cost_usd"] == pytest.approx(raw(usage_gw, f"select {TOTAL_COST} from requests")[0][0])
     # the burn-down table names every budget
     await page.goto(str(usage_gw.make_url("/usage")))
     assert await page.locator("table.budgets tbody tr[data-budget]").count() == 3

@@ -1,11 +1,11 @@
-"""The usage roll-ups (m009) equal sums over the raw rows: after inserts, a restart, pruning,
-and when an older database is upgraded; percentiles from their bins stay within 9%."""
+"""The usage roll-ups (m009; PostgreSQL's p002) equal sums over the raw rows: after inserts, a
+restart, pruning, and when an older database is upgraded; percentiles from their bins stay
+within 9%. On both backends where the test is about the roll-ups, not SQLite's migrations."""
 
 from __future__ import annotations
 
 import math
 import random
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ import pytest
 from finopsd.log import schema
 from finopsd.log.store import LogStore
 from finopsd.reports.series import window
+from tests.logdb import open_store, query
 from tests.test_logstore import make_row
 
 NOW = time.time()
@@ -60,26 +61,24 @@ def raw_sums(rows: list[dict[str, Any]], step: int) -> dict[tuple[Any, ...], lis
     return out
 
 
-def rollup(path: str, step: int) -> dict[tuple[Any, ...], list[float]]:
-    with sqlite3.connect(path) as db:
-        return {tuple(r[:6]): list(r[6:]) for r in db.execute(
-            "select grain, bucket, team, key_name, model, provider, requests, errors, client_closed, prompt_tokens,"
-            " cached_tokens, completion_tokens, cost_usd, cost_without_cache_usd from usage_rollup"
-            " join usage_dims on usage_dims.id = dims where grain = ?", (step,))}
+def rollup(backend: dict[str, Any], step: int) -> dict[tuple[Any, ...], list[float]]:
+    return {tuple(r[:6]): list(r[6:]) for r in query(
+        backend, "select grain, bucket, team, key_name, model, provider, requests, errors, client_closed,"
+        " prompt_tokens, cached_tokens, completion_tokens, cost_usd, cost_without_cache_usd from usage_rollup"
+        " join usage_dims on usage_dims.id = dims where grain = ?", (step,))}
 
 
-def assert_rollup_matches(path: str, rows: list[dict[str, Any]]) -> None:
+def assert_rollup_matches(backend: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     for step in (3600, 86400):
-        expected, got = raw_sums(rows, step), rollup(path, step)
+        expected, got = raw_sums(rows, step), rollup(backend, step)
         assert got.keys() == expected.keys()
         for key, sums in expected.items():
             assert got[key][:6] == [int(v) for v in sums[:6]], key
             assert got[key][6:] == pytest.approx(sums[6:], abs=1e-9), key
-    with sqlite3.connect(path) as db:
-        errors = dict(db.execute("select error_type, sum(n) from usage_errors where grain = 86400 group by 1"))
-        counts = db.execute("select " + ", ".join(f"sum({m}{k})" for m in "lt" for k in range(80))
-                            + " from usage_latency where grain = 3600").fetchone()
-        latency = [("latency", sum(counts[:80])), ("ttft", sum(counts[80:]))]
+    errors = dict(query(backend, "select error_type, sum(n) from usage_errors where grain = 86400 group by 1"))
+    counts = query(backend, "select " + ", ".join(f"sum({m}{k})" for m in "lt" for k in range(80))
+                   + " from usage_latency where grain = 3600")[0]
+    latency = [("latency", sum(counts[:80])), ("ttft", sum(counts[80:]))]
     assert errors == {t: sum(r["error_type"] == t for r in rows if r["status"] == "error")
                       for t in {r["error_type"] for r in rows if r["status"] == "error"}}
     assert dict(latency) == {"latency": len(rows), "ttft": sum(r["ttft_ms"] is not None for r in rows)}
@@ -91,26 +90,24 @@ async def fill(store: LogStore, rows: list[dict[str, Any]]) -> None:
     await store.flush()
 
 
-async def test_rollups_equal_raw_sums_after_inserts_restart_and_pruning(tmp_path: Path) -> None:
-    path = str(tmp_path / "logs.db")
+async def test_rollups_equal_raw_sums_after_inserts_restart_and_pruning(log_backend: dict[str, Any]) -> None:
     first, second = traffic(300, 1), traffic(200, 2)
-    store = await LogStore.open(path, flush_ms=5)
+    store = await open_store(log_backend, flush_ms=5)
     await fill(store, first)
     await store.close()
-    assert_rollup_matches(path, first)
+    assert_rollup_matches(log_backend, first)
 
-    store = await LogStore.open(path, flush_ms=5)  # a restart: the trigger goes on where it was
+    store = await open_store(log_backend, flush_ms=5)  # a restart: the trigger goes on where it was
     await fill(store, second)
-    assert_rollup_matches(path, first + second)
+    assert_rollup_matches(log_backend, first + second)
     # retention deletes whole sessions (here: every session idle for two days); the roll-ups keep them
     pruned = await store.prune(2)
     assert pruned > 0
-    with sqlite3.connect(path) as db:
-        assert db.execute("select count(*) from requests").fetchone()[0] == len(first) + len(second) - pruned
-    assert_rollup_matches(path, first + second)
+    assert query(log_backend, "select count(*) from requests")[0][0] == len(first) + len(second) - pruned
+    assert_rollup_matches(log_backend, first + second)
     third = traffic(50, 3, days=1)
     await fill(store, third)
-    assert_rollup_matches(path, first + second + third)
+    assert_rollup_matches(log_backend, first + second + third)
 
     # and the API over them gives the same totals as the rows
     answer = await store.usage(window("30d", None, None, None), "team", {})
@@ -133,12 +130,12 @@ async def test_upgrade_rolls_up_what_is_already_logged(tmp_path: Path, monkeypat
     monkeypatch.undo()
     store = await LogStore.open(path, flush_ms=5)
     await store.close()
-    assert_rollup_matches(path, rows)
+    assert_rollup_matches({"path": path}, rows)
 
 
-async def test_percentiles_from_bins_are_within_nine_percent(tmp_path: Path) -> None:
+async def test_percentiles_from_bins_are_within_nine_percent(log_backend: dict[str, Any]) -> None:
     rows = traffic(400, 5, days=0.5)
-    store = await LogStore.open(str(tmp_path / "logs.db"), flush_ms=5)
+    store = await open_store(log_backend, flush_ms=5)
     await fill(store, rows)
     answer = await store.usage(window("24h", None, None, None), "model", {})
     await store.close()
@@ -152,8 +149,8 @@ async def test_percentiles_from_bins_are_within_nine_percent(tmp_path: Path) -> 
                 assert exact / 2 ** (1 / 8) <= estimate * 1.0001 and estimate <= exact * 2 ** (1 / 8) * 1.0001
 
 
-async def test_past_a_hundred_groups_the_cheapest_are_summed_as_other(tmp_path: Path) -> None:
-    store = await LogStore.open(str(tmp_path / "logs.db"), flush_ms=5)
+async def test_past_a_hundred_groups_the_cheapest_are_summed_as_other(log_backend: dict[str, Any]) -> None:
+    store = await open_store(log_backend, flush_ms=5)
     await fill(store, [make_row(f"k{i}", key_name=f"key-{i:03d}", cost_usd=0.001 * (i + 1), ts=NOW - 60)
                        for i in range(120)])
     answer = await store.usage(window("24h", None, None, None), "key", {}, ("requests", "cost_usd"))

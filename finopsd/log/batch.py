@@ -131,6 +131,7 @@ class Batch:
         self.failed = 0
         self.degraded = 0
         self.held: set[int] = set()  # sessions checked against the database in this batch
+        self.gone: set[int] = set()  # of those, the ones no longer there
         self._prefetch(rows)
 
     # ------------------------------------------------------------------ lookups, once per batch
@@ -204,11 +205,14 @@ class Batch:
 
     def _hold(self, sids: list[int]) -> None:
         """Lock sessions another instance may write too, and forget what the writer remembers
-        of those it did write since."""
-        for sid, last in self.sql.hold(sids).items():
+        of those it did write since (or deleted: retention, since the lookup)."""
+        held = self.sql.hold(sids)
+        for sid in sids:
             self.held.add(sid)
             cached = self.writer.threads.get(sid)
-            if cached is not None and cached.last_request != last:
+            if sid not in held:
+                self.gone.add(sid)
+            if cached is not None and (sid not in held or cached.last_request != held[sid]):
                 self.writer.drop(sid)
 
     def _hint_session(self, hint: str, key: Any) -> int | None:
@@ -241,13 +245,13 @@ class Batch:
         ranked = sorted(((last, sid) for sid, last in found.items() if last >= floor), reverse=True)
         return [sid for _, sid in ranked[:CANDIDATES]]
 
-    def _thread(self, sid: int) -> Thread:
+    def _thread(self, sid: int) -> Thread | None:
         thread = self.threads.get(sid)
         if thread is not None:
             return thread
         if self.sql.shared and sid not in self.held:
             self._hold([sid])
-        return self.writer.thread(sid)
+        return None if sid in self.gone else self.writer.thread(sid)
 
     def _find(self, row: dict[str, Any], msgs: list[Any], key: Any, ts: float) -> tuple[Thread | None, str, Any]:
         """(the session's thread or None, how it was found, the fingerprint a new session gets)."""
@@ -258,15 +262,16 @@ class Batch:
         previous = row.get("previous_response_id")
         if isinstance(previous, str) and previous:
             sid = self._response_session(previous, key)
-            if sid is not None:
-                return self._thread(sid), "response_chain", None
+            thread = self._thread(sid) if sid is not None else None
+            if thread is not None:
+                return thread, "response_chain", None
         key = key if isinstance(key, str) else None
         known = self.marks_of.get(id(msgs))
         mark = known[1] if known is not None and known[0] == key else fingerprint(key, msgs)
         if mark is not None:
             for sid in self._candidates(mark, ts):
                 thread = self._thread(sid)
-                if extends(thread.messages, msgs):
+                if thread is not None and extends(thread.messages, msgs):
                     return thread, "prefix", mark
         return None, "new", mark
 
@@ -297,10 +302,9 @@ class Batch:
             session = (self.session_ids[self.new_sessions], new_request_id(), source, hint, key, scalars["team"], mark,
                        scalars["ts"], scalars["ts"], scrub(first_words(msgs)) if store_text else None)  # fmt: skip
             claimed = self.sql.claim(session) if hint is not None else None
-            if claimed is None or claimed == session[0]:
-                thread = Thread(session[0], source, fingerprint=mark, last_ts=ts)
-            else:
-                thread = self._thread(claimed)  # another instance's, threaded into as any other
+            # another instance's, threaded into as any other
+            found = self._thread(claimed) if claimed is not None and claimed != session[0] else None
+            thread = found or Thread(claimed or session[0], source, fingerprint=mark, last_ts=ts)
             if claimed is not None:  # stored already: by this row (its id is taken) or by another instance
                 self.new_sessions += claimed == session[0]
                 self.hints[(hint, key)] = claimed

@@ -69,7 +69,13 @@ class SQLite:
         return True
 
     def transient(self, e: BaseException) -> bool:
-        """Whether the batch should be written again later as it is (the database went away)."""
+        """Whether the batch should be written again later as it is (the database went away,
+        or the transaction lost a conflict with another writer)."""
+        return False
+
+    def lasting(self, e: BaseException) -> bool:
+        """Of those, whether to try for as long as it takes (the database is gone or unwell),
+        not a few times (a conflict)."""
         return False
 
     def reserve(self, table: str, n: int) -> Sequence[int]:

@@ -33,7 +33,7 @@ ROW_BYTES: Final = 1024  # what a row without a known body size counts for
 HOLD: Final = "hold"
 SHED: Final = "shed"
 RETRY_S: Final = (0.1, 5.0)  # first and longest wait between attempts at a batch the database refused
-TRIES: Final = 5  # of a batch refused by a live connection (a deadlock, a shutdown notice)
+TRIES: Final = 5  # of a batch that lost a conflict (a deadlock); a database that is away gets as long as it takes
 CLOSE_WAIT_S: Final = 10.0  # how long close() keeps trying an unreachable database before dropping the rest
 STRIP_NOTE: Final = {"note": "log: conversation not kept (the log queue was past its bytes bound)"}
 
@@ -230,7 +230,7 @@ class Intake:
             except Exception as e:  # noqa: BLE001 - the writer outlives any one batch
                 name = self._writer.sql.error_name(e)
                 tries += 1
-                if not self._writer.sql.transient(e) or (tries >= TRIES and self._writer.sql.connected()):
+                if not self._writer.sql.transient(e) or (tries >= TRIES and not self._writer.sql.lasting(e)):
                     self._writer.failed += len(rows)
                     log.error("log batch of %d rows failed (%s): ids %s", len(rows), name, [r.get("id") for r in rows])
                     return

@@ -1,7 +1,9 @@
 """Finding requests: filters, full-text matches, keyset pages, totals, snippets.
 
-A text query matches the pieces of content FTS5 indexed (each message, tools list,
-request body and answer, once each), and through ``request_content`` the requests
+A text query matches the pieces of content the index holds (each message, tools list,
+request body and answer, once each: FTS5's ``content_fts`` on SQLite, ``content.tsv`` on
+PostgreSQL, the query's text made a tsquery by ``finopsd.log.pg.query``), and through
+``request_content`` the requests
 that *added* a matching piece: a word said in turn 3 of a session finds turn 3, not
 every later request that resent it as history (the sessions view names the turn).
 Several terms must occur in one piece (one message, or one answer) to match together.

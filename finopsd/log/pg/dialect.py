@@ -31,9 +31,11 @@ from finopsd.log.pg.text import indexed, tsv_sql
 
 TABLES: Final = ("content", "sessions", "requests", "request_content", "request_previews")
 INT64: Final = 1 << 63
-# SQLSTATE classes that say the database, not the batch, failed: transaction rollback
-# (deadlock, serialization), insufficient resources, operator intervention (shutdown)
-TRANSIENT: Final = ("08", "40", "53", "57")
+# SQLSTATE classes that say the database, not the batch, failed: connection, insufficient
+# resources (disk full), operator intervention (shutdown): as long as it takes; and, a few
+# tries each, transaction rollback (deadlock, serialization) and a transaction a failed
+# statement ended (25P02)
+LASTING: Final = ("08", "53", "57")
 IN_LIST: Final = re.compile(r"(\S+) in \(\{\}\)")
 # A B-tree entry must fit in a third of a page (2704 bytes), and requests' covering indexes
 # hold five of these names each: past KEY_BYTES of UTF-8 a name is cut there (a model name
@@ -125,13 +127,16 @@ class PostgreSQL(SQLite):
         return not (self.db.broken or self.db.closed)
 
     def transient(self, e: BaseException) -> bool:
+        state = getattr(e, "sqlstate", None)
+        return self.lasting(e) or isinstance(state, str) and (state[:2] == "40" or state == "25P02")
+
+    def lasting(self, e: BaseException) -> bool:
         if isinstance(e, psycopg.InterfaceError) or not self.connected():
             return True
         state = getattr(e, "sqlstate", None)
         if isinstance(e, psycopg.OperationalError) and state is None:
             return True  # the connection failed (no server answer to name)
-        # a statement failed outside a savepoint: the transaction can only be rolled back and tried again
-        return isinstance(state, str) and (state[:2] in TRANSIENT or state == "25P02")
+        return isinstance(state, str) and state[:2] in LASTING
 
     def reserve(self, table: str, n: int) -> Sequence[int]:
         return [r[0] for r in self.db.execute(

@@ -22,6 +22,7 @@ text as a literal phrase, as on SQLite. Words are split and folded as the index 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Final
 
 from finopsd.errors import BadRequest
@@ -86,26 +87,21 @@ class _Parser:
         self.take("end")
         return query
 
-    def expr(self) -> Query:  # OR binds loosest
-        query = self.conjunction()
-        while self.peek()[0] == "OR":
-            self.at += 1
-            query = _or(query, self.conjunction())
-        return query
+    # OR binds loosest, then AND, then NOT; each left to right
+    def expr(self) -> Query:
+        return self.chain("OR", self.conjunction, _or)
 
     def conjunction(self) -> Query:
-        query = self.negation()
-        while self.peek()[0] == "AND":
-            self.at += 1
-            query = _and(query, self.negation())
-        return query
+        return self.chain("AND", self.negation, _and)
 
     def negation(self) -> Query:
-        query = self.group()
-        while self.peek()[0] == "NOT":
+        return self.chain("NOT", self.group, _not)
+
+    def chain(self, operator: str, operand: Callable[[], Query], combine: Callable[[Query, Query], Query]) -> Query:
+        query = operand()
+        while self.peek()[0] == operator:
             self.at += 1
-            right = self.group()
-            query = query if right is None or query is None else f"({query} & !{right})"
+            query = combine(query, operand())
         return query
 
     def group(self) -> Query:
@@ -186,6 +182,10 @@ class _Parser:
 
 def _and(a: Query, b: Query) -> Query:
     return None if a is None or b is None else f"({a} & {b})"
+
+
+def _not(a: Query, b: Query) -> Query:
+    return a if a is None or b is None else f"({a} & !{b})"
 
 
 def _or(a: Query, b: Query) -> Query:

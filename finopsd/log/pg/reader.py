@@ -44,8 +44,9 @@ POSTGRES = Dialect(
     name="postgresql",
     matched=f"select id from content where tsv @@ to_tsquery('{TS_CONFIG}', ?)",
     rowid="id",
-    # ts_rank is higher for a better match; negated, so lower is better as with bm25()
-    ranked=(f"select c.id as rowid, -ts_rank('{RANK_WEIGHTS}', c.tsv, q) as score"
+    # ts_rank is higher for a better match; negated, so lower is better as with bm25(); a
+    # float8, whose text a cursor carries exactly (a real's shortest text is not its value)
+    ranked=(f"select c.id as rowid, -ts_rank('{RANK_WEIGHTS}', c.tsv, q)::float8 as score"
             f" from content c, to_tsquery('{TS_CONFIG}', ?) q where c.tsv @@ q"),
     bad_query=(psycopg.errors.SyntaxError,),
     aggregate="sum",

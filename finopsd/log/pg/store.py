@@ -7,7 +7,7 @@ psycopg connection of its own in the worker thread, with PostgreSQL's statements
 failed is written again once a new connection works, and what happens past the bounds
 is counted on /metrics. The connection has TCP keepalives and a user timeout, so a
 server that vanished without closing it is noticed in seconds, not at the kernel's
-retransmission limit.
+retransmission limit; and the server ends a batch left idle for a minute.
 """
 
 from __future__ import annotations
@@ -32,10 +32,15 @@ from finopsd.log.writer import Writer
 
 log = logging.getLogger(__name__)
 
+IDLE_IN_BATCH_MS: Final = 60_000
+
 CONNECT: Final = {
     "autocommit": True, "connect_timeout": 5, "application_name": "finopsd",
     "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
     "tcp_user_timeout": 15_000,
+    # a frozen instance (a paused VM) in the middle of a batch holds its sessions' locks:
+    # the server ends its transaction after a minute, so the other instances' writers go on
+    "options": f"-c idle_in_transaction_session_timeout={IDLE_IN_BATCH_MS}",
 }  # fmt: skip
 
 
