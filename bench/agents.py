@@ -3,9 +3,11 @@
 Each target gets ``agents`` workers for ``duration`` seconds; every worker runs tasks
 whose bodies grow from ~30 KB to 400 KB (a long system prompt, then one ~9.5 KB tool
 result a turn), as Roo Code's do (bench.agent_traffic). The floor relays the same
-bodies. For finopsd it also reads, from the database, how many rows were committed
-during the run and how long the rest took to land after it (the rows a crash at the
-end would have lost), and samples RSS every 0.5 s.
+bodies. The targets take turns in slices of about 5 s (the order rotated each round), so
+the machine's drift lands on both. For finopsd it also reads, from the database, how many
+rows were committed during each slice and how long the rest took to land after it (the
+rows a crash at the end would have lost; the next slice waits for them, so the writer's
+backlog never runs beside another target's slice), and samples RSS every 0.5 s.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from bench.procs import cpu_ms, memory_mb
 from bench.report import FINOPSD, FLOOR
 
 DRAIN_WAIT_S = 60.0
+SLICE_S = 5.0  # a target's time is cut into slices of about this, interleaved
+SETTLE_S = 0.3  # after a slice of a target without a log to wait for
 RSS_EVERY_S = 0.5
 LAG = "finopsd_event_loop_lag_seconds"
 
@@ -67,47 +71,100 @@ async def _sample_rss(pid: int, peak: list[float], stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), RSS_EVERY_S)
 
 
-async def run_agents(load: Load, targets: list[Target], count_rows: Callable[[], int | None], agents: int,
-                     duration: float, idle_rss: dict[str, float]) -> list[dict[str, Any]]:
-    """One line of figures per target."""
+class Pool:
+    """One target's figures, summed over its slices."""
 
-    async def _rows() -> int:
-        return await asyncio.to_thread(lambda: count_rows() or 0)
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.n = self.errors = 0
+        self.elapsed = self.sent_mb = self.cpu = 0.0
+        self.lat: list[float] = []
+        self.ttft: list[float] = []
+        self.error_sample: str | None = None
+        self.peak = memory_mb(target.pid)["rss"] if target.pid else 0.0
+        self.lag_counts: dict[str, int] = {}
+        self.lag_max = 0.0
+        self.committed = self.behind = 0
+        self.drain_s = 0.0
 
+    def add(self, result: dict[str, Any], cpu: float) -> None:
+        self.n += result["n"]
+        self.errors += result["errors"]
+        self.error_sample = self.error_sample or result["error_sample"]
+        self.elapsed += result["elapsed"]
+        self.sent_mb += result["sent_mb"]
+        self.cpu += cpu
+        self.lat += result["lat"]
+        self.ttft += result["ttft"]
+
+
+async def _slice(load: Load, pool: Pool, cmd: dict[str, Any], count_rows: Callable[[], int | None] | None) -> None:
+    """One slice of one target's load, added to its pool."""
+    target = pool.target
+    assert target.pid is not None
+
+    async def rows() -> int:
+        return await asyncio.to_thread(lambda: (count_rows and count_rows()) or 0)
+
+    before_rows = await rows() if count_rows else 0
+    lag_before = await loop_lag(target) if count_rows else None
+    peak, stop = [pool.peak], asyncio.Event()
+    sampler = asyncio.create_task(_sample_rss(target.pid, peak, stop))
+    cpu0 = cpu_ms(target.pid)
+    result = await load.command(cmd)
+    if lag_before is not None:
+        lag = lag_during(lag_before, await loop_lag(target))
+        for bound, n in lag["lag_counts"].items():
+            pool.lag_counts[bound] = pool.lag_counts.get(bound, 0) + n
+        pool.lag_max = max(pool.lag_max, lag["lag_max_ms"])
+    if count_rows:
+        # the writer's backlog is this slice's work: it lands before the next target's slice
+        at_end = await rows()
+        pool.committed += at_end - before_rows
+        pool.behind = max(pool.behind, result["n"] - (at_end - before_rows))
+        started = time.monotonic()
+        while await rows() - before_rows < result["n"] and time.monotonic() - started < DRAIN_WAIT_S:
+            await asyncio.sleep(0.1)
+        pool.drain_s = max(pool.drain_s, time.monotonic() - started)
+    else:
+        await asyncio.sleep(SETTLE_S)
+    pool.add(result, cpu_ms(target.pid) - cpu0)
+    stop.set()
+    await sampler
+    pool.peak = peak[0]
+
+
+async def run_agents(load: Load, targets: list[Target], count_rows: dict[str, Callable[[], int | None]],
+                     agents: int, duration: float, idle_rss: dict[str, float]) -> list[dict[str, Any]]:
+    """One line of figures per target. Each target's ``duration`` is cut into slices of about
+    ``SLICE_S``, run round-robin with the order rotated each round (as the other scenarios are),
+    so a neighbour's burst on the shared machine lands on every target alike. ``count_rows``
+    names the targets that log (finopsd), and how to count their committed rows."""
+
+    slices = max(1, round(duration / SLICE_S))
+    pools = {t.name: Pool(t) for t in targets}
+    for i in range(slices):
+        shift = i % len(targets)
+        for target in targets[shift:] + targets[:shift]:
+            # every slice starts new tasks (new sessions): seeds differ per target and slice
+            cmd = {"agents": agents, "url": target.url, "model": CLIENT_MODEL, "headers": CLIENT_HEADERS,
+                   "duration": duration / slices, "system_kb": 26, "tool_kb": 9.5, "max_kb": 400,
+                   "seed": (i * len(targets) + targets.index(target)) * 100_000}  # fmt: skip
+            await _slice(load, pools[target.name], cmd, count_rows.get(target.name))
     out = []
-    for seed, target in enumerate(targets):
-        assert target.pid is not None
-        before_rows = await _rows() if target.name == FINOPSD else 0
-        lag_before = await loop_lag(target) if target.name == FINOPSD else None
-        peak, stop = [memory_mb(target.pid)["rss"]], asyncio.Event()
-        sampler = asyncio.create_task(_sample_rss(target.pid, peak, stop))
-        cpu0 = cpu_ms(target.pid)
-        cmd = {"agents": agents, "url": target.url, "model": CLIENT_MODEL, "headers": CLIENT_HEADERS,
-               "duration": duration, "system_kb": 26, "tool_kb": 9.5, "max_kb": 400, "seed": seed * 100_000}
-        result = await load.command(cmd)
-        cpu = cpu_ms(target.pid) - cpu0
+    for target in targets:
+        pool = pools[target.name]
         row: dict[str, Any] = {
-            "target": target.name, "agents": agents, "requests": result["n"], "errors": result["errors"],
-            "error_sample": result["error_sample"], "rps": result["n"] / result["elapsed"],
-            "sent_mb_s": result["sent_mb"] / result["elapsed"], "cpu_ms_per_request": cpu / max(result["n"], 1),
-            "idle_rss_mb": idle_rss.get(target.name), "lat_p50_ms": _pct(result["lat"], 0.5),
-            "lat_p95_ms": _pct(result["lat"], 0.95), "lat_p99_ms": _pct(result["lat"], 0.99),
-            "lat_max_ms": max(result["lat"], default=None), "ttft_p50_ms": _pct(result["ttft"], 0.5),
-            "ttft_p99_ms": _pct(result["ttft"], 0.99),
+            "target": target.name, "agents": agents, "slices": slices, "requests": pool.n, "errors": pool.errors,
+            "error_sample": pool.error_sample, "rps": pool.n / pool.elapsed, "sent_mb_s": pool.sent_mb / pool.elapsed,
+            "cpu_ms_per_request": pool.cpu / max(pool.n, 1), "idle_rss_mb": idle_rss.get(target.name),
+            "lat_p50_ms": _pct(pool.lat, 0.5), "lat_p95_ms": _pct(pool.lat, 0.95),
+            "lat_p99_ms": _pct(pool.lat, 0.99), "lat_max_ms": max(pool.lat, default=None),
+            "ttft_p50_ms": _pct(pool.ttft, 0.5), "ttft_p99_ms": _pct(pool.ttft, 0.99), "peak_rss_mb": pool.peak,
         }  # fmt: skip
-        if lag_before is not None:
-            row.update(lag_during(lag_before, await loop_lag(target)))
-        if target.name == FINOPSD:
-            at_end = await _rows()
-            row["rows_per_s"] = (at_end - before_rows) / result["elapsed"]
-            behind, started = result["n"] - (at_end - before_rows), time.monotonic()
-            while await _rows() - before_rows < result["n"] and time.monotonic() - started < DRAIN_WAIT_S:
-                await asyncio.sleep(0.1)
-            row["rows_behind_at_end"] = behind
-            row["drain_s"] = time.monotonic() - started
-        stop.set()
-        await sampler
-        row["peak_rss_mb"] = peak[0]
+        if target.name in count_rows:
+            row.update(lag_counts=pool.lag_counts, lag_max_ms=pool.lag_max, rows_per_s=pool.committed / pool.elapsed,
+                       rows_behind_at_end=pool.behind, drain_s=pool.drain_s)  # fmt: skip
         out.append(row)
         print(_line(row), flush=True)
     return out

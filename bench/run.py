@@ -146,7 +146,7 @@ async def bench(args: argparse.Namespace) -> int:
                       f" answers, {args.agents_duration:g} s per target", flush=True)
                 load.pins.apply(*ours, split=True)
                 db = workdir / "finops.db"
-                out["agents"] = await run_agents(load, targets[1:3], lambda: logged_rows(db), args.agents,
+                out["agents"] = await run_agents(load, targets[1:3], {FINOPSD: lambda: logged_rows(db)}, args.agents,
                                                  args.agents_duration, idle)
                 checks = agent_verdicts(out["agents"])
                 out["verdicts"] = [*out.get("verdicts", ()), *checks]

@@ -7,6 +7,7 @@ import json
 import logging
 import sqlite3
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from unittest.mock import ANY
@@ -228,6 +229,24 @@ async def test_submit_flush_get_roundtrip(store: LogStore) -> None:
     await fill(store, [quiet])
     assert await store.get("no-content") == {**quiet, "preview": None, "session_id": ANY, "turn": 1, **UNATTRIBUTED}
     assert (await store.search(q="hello"))["totals"]["requests"] == 0
+
+
+async def test_pieces_orjson_would_write_otherwise_are_stored_as_the_stdlib_writes_them(store: LogStore) -> None:
+    """Pieces go through orjson (the fast extra) except where it would change what is stored:
+    an integer past 64 bits, a key that is not a string, a datetime keep the stdlib's form."""
+    odd = {"role": "user", "content": "count the stars", "n": 2**70, 7: "seven"}
+    request = {"messages": [odd, {"role": "user", "content": "plain turn"}], "sent": datetime(2026, 1, 1, tzinfo=UTC)}
+    row = make_row(new_request_id(), request=request)
+    await fill(store, [row])
+    got = await store.get(row["id"])
+    assert got is not None
+    assert got["request"] == {
+        "messages": [{"role": "user", "content": "count the stars", "n": 2**70, "7": "seven"},
+                     {"role": "user", "content": "plain turn"}],
+        "sent": "2026-01-01 00:00:00+00:00",
+    }  # fmt: skip
+    assert (await store.search(q="stars"))["totals"]["requests"] == 1
+    assert (await store.search(q="plain"))["totals"]["requests"] == 1
 
 
 async def test_new_request_ids_sort_by_time() -> None:

@@ -46,7 +46,7 @@ def totals_sql(d: Dialect, bounded: bool = False) -> str:
 
 def matched_requests(d: Dialect) -> str:
     """The requests that added a piece matching one ``?``."""
-    return f"select rc.request from request_content rc where rc.content in ({d.matched})"
+    return f"select rc.request from request_content rc where {d.member('rc.content', d.matched)}"
 
 
 def added_match(d: Dialect) -> str:
@@ -183,9 +183,9 @@ async def search(
         # Few matches: fetch those requests by id and sort them. Many: walk the
         # requests in page order and test each (ADDED_MATCH). Totals read every match
         # either way, and looking them up by id is the faster way to do that.
-        matched.append(f"r.id in ({matched_requests(d)})" if selective else added_match(d))
+        matched.append(d.member("r.id", matched_requests(d)) if selective else added_match(d))
         matched_params.append(match)
-        counted.append(f"r.id in ({matched_requests(d)})")
+        counted.append(d.member("r.id", matched_requests(d)))
         counted_params.append(match)
     totals: dict[str, Any] | None = None
     if with_totals:
@@ -271,9 +271,9 @@ async def snippets_for(db: Db, match: str, q: str, requests: list[int]) -> dict[
     ids = sorted({r[1] for r in refs})
     # A rowid range lets FTS5 evaluate the query once over the range; the `+` keeps the
     # list a filter on it, not a lookup per id.
-    rowid = db.dialect.rowid
+    rowid, plain = db.dialect.rowid, db.dialect.unindexed
     hits = {r[0] for r in await db.fetch(
-        f"{db.dialect.matched} and {rowid} between ? and ? and +{rowid} in ({marks(ids)})",
+        f"{db.dialect.matched} and {rowid} between ? and ? and {plain}{rowid} in ({marks(ids)})",
         [match, ids[0], ids[-1], *ids])}  # fmt: skip
     first: dict[int, int] = {}
     for request, content in refs:

@@ -106,7 +106,7 @@ async def sessions(
         if parsed is None:
             return {"items": [], "next_cursor": None, "totals": _totals(None) if with_totals else None}
         match, selective = parsed
-        counted = f"s.id in (select r.session from requests r where r.id in ({matched_requests(d)}))"
+        counted = d.member("s.id", f"select r.session from requests r where {d.member('r.id', matched_requests(d))}")
         # as in search(): a broad match walks the sessions in page order and tests each
         page_where, page_params = [*where, counted if selective else added_to_session(d)], [*params, match]
         where, params = [*where, counted], [*params, match]
@@ -146,7 +146,7 @@ async def _add_matches(db: Db, match: str, q: str, rows: list[Any], items: list[
     ids = [row["id"] for row in rows]
     hits = await db.fetch(
         f"select r.session, r.id, r.request_id, r.turn from requests r where r.session in"
-        f" ({marks(ids)}) and r.id in ({matched_requests(db.dialect)}) order by r.session, r.turn",
+        f" ({marks(ids)}) and {db.dialect.member('r.id', matched_requests(db.dialect))} order by r.session, r.turn",
         [*ids, match])  # fmt: skip
     first: dict[int, Any] = {}
     for hit in hits:

@@ -43,6 +43,15 @@ class Dialect:
     # exceptions that mean "the engine rejected this search text"
     bad_query: tuple[type[BaseException], ...]
     aggregate: str  # "total" (SQLite: a float, 0.0 over no rows) or "sum"
+    # SQLite's unary ``+`` keeps its planner off a column's index where a filter is cheaper;
+    # on PostgreSQL it would keep the primary key out of reach altogether
+    unindexed: str
+
+    def member(self, column: str, subquery: str) -> str:
+        """``column in (subquery)``, the subquery's rows found first. PostgreSQL's planner would
+        rather walk the outer rows and test a tsv per piece (300 ms where 20 sessions of 400
+        match, at 20,000 requests); ``= any(array(...))`` runs the subquery once, on its indexes."""
+        return f"{column} in ({subquery})" if self.name == "sqlite" else f"{column} = any(array({subquery}))"
 
     def total(self, expr: str) -> str:
         """The sum of ``expr``, 0 (not null) over no rows."""
@@ -92,6 +101,7 @@ SQLITE = Dialect(
     # string", "no such column")
     bad_query=(sqlite3.OperationalError,),
     aggregate="total",
+    unindexed="+",
 )
 
 

@@ -50,6 +50,7 @@ POSTGRES = Dialect(
             f" from content c, to_tsquery('{TS_CONFIG}', ?) q where c.tsv @@ q"),
     bad_query=(psycopg.errors.SyntaxError,),
     aggregate="sum",
+    unindexed="",
 )
 
 

@@ -25,6 +25,7 @@ Migration = Callable[[Any], None]  # takes a psycopg.Connection
 MIGRATIONS: list[Migration] = []
 # pg_advisory_lock's key for migrations: any constant, the same in every instance
 MIGRATE_LOCK: Final = 0x66696E6F7073  # "finops"
+MIN_SERVER: Final = 150000  # server_version_num
 # SQLite's usage_latency bins: bin k holds [2**(k/4), 2**((k+1)/4)) ms, 0 below, 79 from 2**(79/4)
 BINS: Final = 80
 BIN_EDGES: Final = tuple(2 ** (k / 4) for k in range(1, BINS))
@@ -244,6 +245,8 @@ def p004_alerts(db: Any) -> None:
 def migrate(db: Any) -> list[str]:
     """Apply every migration not yet recorded, each in its own transaction; return their names.
     ``db`` is an autocommit psycopg connection."""
+    if db.info.server_version < MIN_SERVER:  # p001's unique index is "nulls not distinct"
+        raise RuntimeError(f"PostgreSQL 15 or later is needed; this server is {db.info.server_version // 10000}")
     db.execute("select pg_advisory_lock(%s)", (MIGRATE_LOCK,))
     try:
         db.execute("create table if not exists _migrations (name text primary key, applied_at double precision"
