@@ -11,10 +11,8 @@ flushing the log and closing the app; what still runs at the deadline is abandon
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import gc
 import logging
-import os
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -30,27 +28,6 @@ from finopsd.scrub import LogScrub
 log = logging.getLogger(__name__)
 
 GC_YOUNG = 10_000  # the collector's first threshold while serving (see _serve)
-MMAP_THRESHOLD = 256 << 10  # see fix_mmap_threshold
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
-
-
-def fix_mmap_threshold() -> None:
-    """Give every allocation of MMAP_THRESHOLD or more its own mapping, returned to the system when freed.
-
-    glibc starts at 128 KB but raises the threshold to the size of each mapped block freed (up to
-    32 MB), so after a few 400 KB request bodies these come from the heap, whose freed space stays
-    resident in holes between live objects: under agent traffic (#19) glibc held ~24 MB freed but
-    resident. A threshold set by mallopt no longer moves. Set by ``MALLOC_MMAP_THRESHOLD_`` in the
-    environment, it is left as it is; with another C library there is nothing to do."""
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return
-    try:
-        if not os.confstr("CS_GNU_LIBC_VERSION"):
-            return
-        mallopt = ctypes.CDLL(None).mallopt
-    except (ValueError, OSError, AttributeError):  # no such confstr name, or no mallopt: not glibc
-        return
-    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def banner(config: Config, host: str, port: int) -> str:
@@ -102,7 +79,6 @@ async def _serve(app: web.Application, config: Config, loader: Callable[[], Conf
     # then walks it again. Measured under agent traffic (#19): the collector's time per 20 s of load
     # fell from ~480 ms to ~60 ms, and no full collection ran (at 700: nine of 5-10 ms each)
     gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
-    fix_mmap_threshold()
     host, port = runner.addresses[0][:2]
     say(banner(config, host, port))
     stop = asyncio.Event()
