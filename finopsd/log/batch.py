@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import operator
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from finopsd.exchange import new_request_id
 from finopsd.log.content import ANSWER, MESSAGE, POS, SKELETON, TOOLS, pack, split_request, unpack, without_images
 from finopsd.log.dialect import CANDIDATES, NEW_SESSION, SESSION_COLUMNS, SQLite
 from finopsd.log.schema import REQUEST_COLUMNS, SCALARS
-from finopsd.log.sessions import PREFIX_IDLE_S, common_prefix, extends, fingerprint, first_words, new_from, same_message
+from finopsd.log.sessions import PREFIX_IDLE_S, extends, fingerprint, first_words, new_from, prefixes
 from finopsd.log.text import _dumps, preview_of
 
 if TYPE_CHECKING:
@@ -253,27 +252,30 @@ class Batch:
             self._hold([sid])
         return None if sid in self.gone else self.writer.thread(sid)
 
-    def _find(self, row: dict[str, Any], msgs: list[Any], key: Any, ts: float) -> tuple[Thread | None, str, Any]:
-        """(the session's thread or None, how it was found, the fingerprint a new session gets)."""
+    def _find(self, row: dict[str, Any], msgs: list[Any], key: Any,
+              ts: float) -> tuple[Thread | None, str, Any, tuple[int, int] | None]:
+        """(the session's thread or None, how it was found, the fingerprint a new session gets,
+        ``prefixes`` of the thread's messages when the prefix rule found it)."""
         hint = row.get("session_hint")
         if isinstance(hint, str) and hint:
             sid = self._hint_session(hint, key)
-            return (self._thread(sid) if sid is not None else None), "header", None
+            return (self._thread(sid) if sid is not None else None), "header", None, None
         previous = row.get("previous_response_id")
         if isinstance(previous, str) and previous:
             sid = self._response_session(previous, key)
             thread = self._thread(sid) if sid is not None else None
             if thread is not None:
-                return thread, "response_chain", None
+                return thread, "response_chain", None, None
         key = key if isinstance(key, str) else None
         known = self.marks_of.get(id(msgs))
         mark = known[1] if known is not None and known[0] == key else fingerprint(key, msgs)
         if mark is not None:
             for sid in self._candidates(mark, ts):
                 thread = self._thread(sid)
-                if thread is not None and extends(thread.messages, msgs):
-                    return thread, "prefix", mark
-        return None, "new", mark
+                shared = extends(thread.messages, msgs) if thread is not None else None
+                if shared is not None:
+                    return thread, "prefix", mark, shared
+        return None, "new", mark, None
 
     # ------------------------------------------------------------------ one row
 
@@ -293,7 +295,7 @@ class Batch:
         scalars = dict(zip(SCALARS, values))
         ts, key = float(scalars["ts"]), scalars["key_name"]
 
-        thread, source, mark = self._find(row, msgs, key, ts)
+        thread, source, mark, shared = self._find(row, msgs, key, ts)
         session = None
         if thread is None:
             hint = row.get("session_hint") if source == "header" else None
@@ -310,8 +312,7 @@ class Batch:
                 self.hints[(hint, key)] = claimed
                 session = None
         old = thread.messages
-        exact = common_prefix(old, msgs, operator.eq)
-        loose = exact + common_prefix(old[exact:], msgs[exact:], same_message)
+        exact, loose = shared or prefixes(old, msgs)
         reuse = min(exact, len(thread.content_ids))  # the stored prefix this request shares
         turn = thread.turns + 1
         rid = self.request_ids[self.new_requests]

@@ -26,6 +26,7 @@ false`` the prefix rule works from memory only, so such sessions split on a rest
 from __future__ import annotations
 
 import hashlib
+import operator
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -73,11 +74,19 @@ def common_prefix(old: list[Any], new: list[Any], equal: Callable[[Any, Any], bo
     return i
 
 
-def extends(old: list[Any], new: list[Any]) -> bool:
-    """``old`` is a non-empty prefix of ``new`` (checked from its last message: the likely difference)."""
+def prefixes(old: list[Any], new: list[Any]) -> tuple[int, int]:
+    """How many of ``old``'s first messages ``new`` repeats: exactly, and once cache_control markers are ignored."""
+    exact = common_prefix(old, new, operator.eq)
+    return exact, exact + common_prefix(old[exact:], new[exact:], same_message)
+
+
+def extends(old: list[Any], new: list[Any]) -> tuple[int, int] | None:
+    """``prefixes(old, new)`` if ``old`` is a non-empty prefix of ``new``, else None (checked from
+    its last message first: the likely difference). The writer keeps the pair: the history is compared once a row."""
     if not old or len(old) > len(new) or not same_message(old[-1], new[len(old) - 1]):
-        return False
-    return common_prefix(old, new, same_message) == len(old)
+        return None
+    found = prefixes(old, new)
+    return found if found[1] == len(old) else None
 
 
 def new_from(old: list[Any], new: list[Any], loose: int) -> int:

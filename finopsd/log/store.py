@@ -50,7 +50,7 @@ __all__ = ["LogStore", "MIGRATIONS", "migrate", "new_request_id", "prompt_text",
 
 log = logging.getLogger(__name__)
 
-WRITER_CACHE_KB: Final = 8 * 1024
+WRITER_CACHE_KB: Final = 2 * 1024
 READER_CACHE_KB: Final = 16 * 1024
 
 

@@ -29,7 +29,7 @@ from finopsd.log.schema import LATE_COLUMNS
 log = logging.getLogger(__name__)
 
 CACHE_SESSIONS: Final = 256
-CACHE_BYTES: Final = 12 << 20
+CACHE_BYTES: Final = 8 << 20
 
 
 def _as_is(value: Any) -> Any:
