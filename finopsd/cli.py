@@ -104,6 +104,9 @@ def check_command(config_path: str) -> None:
     if url and not redis_url:
         click.echo("warning: no state.redis_url: rate limits and budgets count per instance; run one instance"
                    " on this database, or share them through Redis", err=True)
+    if url and not config.server.admin_token:
+        click.echo("warning: no server.admin_token: the admin pages and /api/* then trust loopback clients,"
+                   " which behind a load balancer on this host is every client", err=True)
     click.echo("providers:")
     for name, p in sorted(config.providers.items()):
         models = ", ".join(p.models) if p.models is not None else "(asked from the upstream at startup)"

@@ -43,11 +43,13 @@ def test_check_shows_the_shared_engines_without_their_passwords(tmp_path: Path) 
     assert "storage: postgresql://finops:***@db.internal/finops" in result.output
     assert "state: in this process" in result.output
     assert "warning: no state.redis_url: rate limits and budgets count per instance" in result.output
-    path.write_text(pg + "state: {redis_url: 'redis://:redis-pass-0123456@cache.internal:6379/0'}\n")
+    assert "warning: no server.admin_token" in result.output
+    path.write_text(pg + "state: {redis_url: 'redis://:redis-pass-0123456@cache.internal:6379/0'}\n"
+                    "server: {admin_token: admin-token-0123456}\n")
     result = CliRunner().invoke(main, ["check", "--config", str(path)])
     assert result.exit_code == 0, result.output
     assert "state: redis://:***@cache.internal:6379/0" in result.output and "warning" not in result.output
-    assert "pass-0123456" not in result.output
+    assert "pass-0123456" not in result.output and "admin-token-0123456" not in result.output
 
 
 def test_check_reports_errors_with_line_and_exit_1(tmp_path: Path) -> None:
