@@ -14,6 +14,7 @@ from finopsd.log import recorder
 from finopsd.metrics import endpoint as metrics
 from finopsd.appkeys import CONFIG, GOVERNANCE, RUNTIME, STATE
 from finopsd.config import Config
+from finopsd.forwarded import forwarded
 from finopsd.middleware import (
     INFLATE_SLOTS, cors_preflight, errors_as_json, in_flight, on_prepare, request_body, request_id, scrub_secrets,
     utf8_headers,
@@ -33,9 +34,11 @@ MB = 1024 * 1024
 def build_app(config: Config) -> web.Application:
     app = web.Application(
         # bodies are bounded and inflated before any key check; authenticate last: CORS preflights
-        # carry no key, and its refusals become JSON errors
-        middlewares=[request_id, in_flight, scrub_secrets, errors_as_json, utf8_headers, cors_preflight, request_body,
-                     access.authenticate],
+        # carry no key, and its refusals become JSON errors. ``forwarded`` hands on a clone of the
+        # request (aiohttp's way to change remote and scheme) that has the request id: the
+        # response's on_prepare may be given the original
+        middlewares=[request_id, in_flight, forwarded, scrub_secrets, errors_as_json, utf8_headers, cors_preflight,
+                     request_body, access.authenticate],
         client_max_size=int(config.server.max_body_mb * MB),
         handler_args={
             "max_line_size": 64 * 1024,  # a /logs?q= search may hold 10 kB of pasted text

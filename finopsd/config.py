@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, Final, Mapping
 from urllib.parse import urlsplit, urlunsplit
@@ -19,6 +20,8 @@ from finopsd.alerts.config import AlertsConfig, alerts_section
 from finopsd.mcpconfig import McpConfig, McpServerConfig, mcp_section
 from finopsd.providers.registry import KNOWN_PROVIDERS, PROTOCOLS
 from finopsd.yamldoc import ConfigError, Doc, Reader, resolve_env
+
+IPNetwork = IPv4Network | IPv6Network
 
 # the sections' types, importable from here as before the split
 __all__ = [
@@ -62,6 +65,8 @@ class ServerConfig:
     cors: CorsConfig = field(default_factory=CorsConfig)
     # guards /logs and /api/*; when None they answer loopback clients only
     admin_token: str | None = field(default=None, repr=False)
+    # balancers whose X-Forwarded-For / X-Forwarded-Proto are believed (finopsd.forwarded)
+    trusted_proxies: tuple[IPNetwork, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -228,7 +233,8 @@ def _storage(doc: Doc, top: Reader, env: Mapping[str, str]) -> tuple[StorageConf
 
 def _server(doc: Doc, data: Any, env: Mapping[str, str]) -> ServerConfig:
     r = Reader(doc, data, "server", {"host", "port", "max_body_mb", "drain_timeout_s", "keepalive_timeout_s",
-                                     "body_timeout_s", "max_connections", "cors", "admin_token"})
+                                     "body_timeout_s", "max_connections", "cors", "admin_token",
+                                     "trusted_proxies"})
     port = r.get("port", int, 8080)
     if not 0 <= port <= 65535:
         raise doc.error("server.port", "must be between 0 and 65535")
@@ -250,7 +256,18 @@ def _server(doc: Doc, data: Any, env: Mapping[str, str]) -> ServerConfig:
         max_connections=int(r.number("max_connections", 1000, minimum=1)),
         cors=cors,
         admin_token=r.secret("admin_token", env),
+        trusted_proxies=_networks(doc, r, "trusted_proxies"),
     )
+
+
+def _networks(doc: Doc, r: Reader, key: str) -> tuple[IPNetwork, ...]:
+    networks = []
+    for i, text in enumerate(r.strings(key, ()) or ()):
+        try:
+            networks.append(ip_network(text, strict=False))
+        except ValueError:
+            raise doc.error(f"{r.sub(key)}[{i}]", f"{text!r} is not an IP address or network (CIDR)") from None
+    return tuple(networks)
 
 
 _PROVIDER_KEYS: Final = {
