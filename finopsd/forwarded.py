@@ -12,7 +12,7 @@ default) the headers are ignored: anyone could send them.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from ipaddress import ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from aiohttp import web
 
@@ -28,21 +28,23 @@ def _trusted(address: str | None, proxies: Sequence[IPNetwork]) -> bool:
         ip = ip_address(address or "")
     except ValueError:
         return False
+    return _listed(ip, proxies)
+
+
+def _listed(ip: IPv4Address | IPv6Address, proxies: Sequence[IPNetwork]) -> bool:
     return any(ip in net for net in proxies)
 
 
-def client_address(peer: str | None, header: str | None, proxies: Sequence[IPNetwork]) -> str | None:
-    """The address a request came from, given its peer and its X-Forwarded-For."""
-    if not proxies or header is None or not _trusted(peer, proxies):
-        return peer
+def client_address(header: str, proxies: Sequence[IPNetwork]) -> str:
+    """The client a trusted proxy's X-Forwarded-For names."""
     hops = [h.strip() for h in header.split(",")][-MAX_HOPS:]
     for hop in reversed(hops):
         try:
-            address = str(ip_address(hop))
+            ip = ip_address(hop)
         except ValueError:
             return UNKNOWN
-        if not _trusted(address, proxies):
-            return address
+        if not _listed(ip, proxies):
+            return str(ip)
     return UNKNOWN
 
 
@@ -53,6 +55,7 @@ async def forwarded(request: web.Request, handler: Callable[[web.Request], Await
     if not proxies or not _trusted(request.remote, proxies):
         return await handler(request)
     proto = request.headers.get("X-Forwarded-Proto", "").rpartition(",")[2].strip().lower()
-    remote = client_address(request.remote, request.headers.get("X-Forwarded-For"), proxies)
+    header = request.headers.get("X-Forwarded-For")
+    remote = request.remote if header is None else client_address(header, proxies)
     scheme = proto if proto in ("http", "https") else request.scheme
     return await handler(request.clone(remote=remote, scheme=scheme))
