@@ -28,7 +28,7 @@ __all__ = [
     "AuthConfig", "Budget", "CachingConfig", "Config", "ConfigError", "CorsConfig", "LogsConfig", "McpConfig",
     "McpServerConfig", "Price", "ProviderConfig", "ProviderKey", "RateLimit", "ServerConfig", "StateConfig",
     "StorageConfig", "TeamConfig", "Timeouts", "VirtualKey", "default_data_dir", "embedded_default", "load",
-    "parse", "redact_url", "resolve_env", "url_password",
+    "parse", "redact_text", "redact_url", "resolve_env", "url_password",
 ]
 
 DEFAULT_ALLOWED_HEADERS: Final = (
@@ -194,6 +194,12 @@ def redact_url(url: str) -> str:
         return url
     user = f"{parts.username}:***@" if parts.username else ":***@"
     return urlunsplit(parts._replace(netloc=user + parts.netloc.rpartition("@")[2]))
+
+
+def redact_text(text: str, url: str) -> str:
+    """``text`` (a driver's error, say) with the password of ``url`` replaced by ``***``."""
+    password = url_password(url)
+    return text.replace(password, "***") if password else text
 
 
 def url_password(url: str | None) -> str | None:

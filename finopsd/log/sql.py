@@ -42,7 +42,6 @@ class Dialect:
     ranked: str
     # exceptions that mean "the engine rejected this search text"
     bad_query: tuple[type[BaseException], ...]
-    aggregate: str  # "total" (SQLite: a float, 0.0 over no rows) or "sum"
     # SQLite's unary ``+`` keeps its planner off a column's index where a filter is cheaper;
     # on PostgreSQL it would keep the primary key out of reach altogether
     unindexed: str
@@ -54,8 +53,8 @@ class Dialect:
         return f"{column} in ({subquery})" if self.name == "sqlite" else f"{column} = any(array({subquery}))"
 
     def total(self, expr: str) -> str:
-        """The sum of ``expr``, 0 (not null) over no rows."""
-        return f"total({expr})" if self.aggregate == "total" else f"coalesce(sum({expr}), 0)"
+        """The sum of ``expr``, 0 (not null) over no rows (SQLite's total(): a float, 0.0 then)."""
+        return f"total({expr})" if self.name == "sqlite" else f"coalesce(sum({expr}), 0)"
 
     def count_if(self, condition: str) -> str:
         return self.total(f"case when {condition} then 1 else 0 end")
@@ -100,7 +99,6 @@ SQLITE = Dialect(
     # FTS5 reports bad syntax as OperationalError ("fts5: syntax error", "unterminated
     # string", "no such column")
     bad_query=(sqlite3.OperationalError,),
-    aggregate="total",
     unindexed="+",
 )
 

@@ -161,9 +161,7 @@ class Writer:
             self.cached_bytes -= old.size
 
     def _remember(self, thread: Thread) -> None:
-        old = self.threads.pop(thread.rowid, None)
-        if old is not None:
-            self.cached_bytes -= old.size
+        self.drop(thread.rowid)
         self.threads[thread.rowid] = thread
         self.cached_bytes += thread.size
         while len(self.threads) > CACHE_SESSIONS or (self.cached_bytes > CACHE_BYTES and len(self.threads) > 1):

@@ -100,19 +100,20 @@ class PostgreSQL(SQLite):
 
     shared = True
 
-    def __init__(self, db: psycopg.Connection[Any]) -> None:
+    def __init__(self, db: psycopg.Connection[Any], tables: Sequence[str] = TABLES) -> None:
+        """``tables``: those whose column types the inserts coerce to (the writer's, or more)."""
         self.db = db
-        self.types: dict[str, dict[str, str]] = {t: {} for t in TABLES}
+        self.types: dict[str, dict[str, str]] = {t: {} for t in tables}
         for table, column, kind in db.execute(
             "select table_name, column_name, data_type from information_schema.columns"
-            " where table_schema = current_schema() and table_name = any(%s)", (list(TABLES),)
+            " where table_schema = current_schema() and table_name = any(%s)", (list(tables),)
         ):
             self.types[table][column] = kind
         self.sequences = {t: db.execute("select pg_get_serial_sequence(%s, 'id')", (t,)).fetchone()[0]
                           for t in ("content", "sessions", "requests")}  # fmt: skip
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        return self.db.execute(translate(sql), [_text(a) if isinstance(a, str) else a for a in args])
+        return self.db.execute(translate(sql), _column(list(args)))
 
     def begin(self) -> None:
         self.db.execute("begin")

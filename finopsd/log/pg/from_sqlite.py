@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import psycopg
 
-from finopsd.config import POSTGRES_SCHEMES, ConfigError, resolve_env, url_password
+from finopsd.config import POSTGRES_SCHEMES, ConfigError, redact_text, resolve_env
 from finopsd.log.content import unpack
 from finopsd.log.pg import schema as pg_schema
 from finopsd.log.pg.dialect import PostgreSQL, quoted
@@ -69,8 +69,7 @@ def migrate_file(path: str, url: str, say: Callable[[str], None]) -> dict[str, i
         with psycopg.connect(url, autocommit=True) as target:
             return copy_log(source, target, say)
     except psycopg.Error as e:
-        password = url_password(url)
-        raise MigrateError(str(e).replace(password, "***") if password else str(e)) from None
+        raise MigrateError(redact_text(str(e), url)) from None
     finally:
         source.close()
 
@@ -86,11 +85,7 @@ def copy_log(source: sqlite3.Connection, target: psycopg.Connection[Any],
     if holding:
         raise MigrateError(f"the target database already holds a log ({', '.join(holding)} not empty);"
                            " finopsd migrate copies into an empty database only")
-    dialect = PostgreSQL(target)
-    for table, column, kind in target.execute(  # the writer's tables are known to it; these are the rest
-            "select table_name, column_name, data_type from information_schema.columns"
-            " where table_schema = current_schema() and table_name = any(%s)", (list(tables),)):
-        dialect.types.setdefault(table, {})[column] = kind
+    dialect = PostgreSQL(target, tables)
     copied: dict[str, int] = {}
     source.execute("begin")  # one snapshot of the whole file
     try:

@@ -49,7 +49,6 @@ POSTGRES = Dialect(
     ranked=(f"select c.id as rowid, -ts_rank('{RANK_WEIGHTS}', c.tsv, q)::float8 as score"
             f" from content c, to_tsquery('{TS_CONFIG}', ?) q where c.tsv @@ q"),
     bad_query=(psycopg.errors.SyntaxError,),
-    aggregate="sum",
     unindexed="",
 )
 
