@@ -40,7 +40,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from finopsd.config import redact_url, url_password
+from finopsd.config import redact_text, redact_url
 from finopsd.spend import Counter, iso, window_end, window_start
 from finopsd.state import BudgetRefusal, Charge, Hold, Limits, Owner, RateRefusal, Rebuild
 from finopsd.state import lua
@@ -170,9 +170,7 @@ class RedisState:
             await self.redis.aclose()
 
     def _text(self, e: BaseException) -> str:
-        text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        secret = url_password(self.url)
-        return text.replace(secret, "***") if secret else text
+        return redact_text(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__, self.url)
 
     def _lost(self, e: BaseException) -> None:
         self.error = self._text(e)
@@ -296,19 +294,19 @@ class RedisState:
 
     async def admit(self, owners: Sequence[Limits], now: float, estimate: float,
                     hold_ttl: float) -> Hold | RateRefusal | BudgetRefusal | None:
+        self.metered.update(o.owner for o in owners if o.tpm is not None)
+        if all(o.rpm is None and o.tpm is None and not o.budgets for o in owners):
+            self.local.count(owners, now)  # nothing to share: no round trip, no task
+            return None
         verdict, cancelled = await to_the_end(self._admit(owners, now, estimate, hold_ttl))
         if cancelled:  # the client left meanwhile: what it holds goes, and so does the request
             if isinstance(verdict, Hold):
-                await to_the_end(self._settle(verdict, None))
+                await self.settle(verdict, None)  # a local hold if Redis was away
             raise asyncio.CancelledError
         return verdict
 
     async def _admit(self, owners: Sequence[Limits], now: float, estimate: float,
                      hold_ttl: float) -> Hold | RateRefusal | BudgetRefusal | None:
-        self.metered.update(o.owner for o in owners if o.tpm is not None)
-        if all(o.rpm is None and o.tpm is None and not o.budgets for o in owners):
-            self.local.count(owners, now)  # nothing to share: no round trip
-            return None
         member = f"{self._id}:{next(self._ids)}"
         keys: list[str] = []
         counters: list[Counter] = []
@@ -358,9 +356,6 @@ class RedisState:
                 for scope, name in charge.owners for period in sorted(self.periods.get((scope, name), ()))]
 
     async def settle(self, hold: Hold | None, charge: Charge | None) -> None:
-        await to_the_end(self._settle(hold, charge))  # a client leaving now takes nothing off the books
-
-    async def _settle(self, hold: Hold | None, charge: Charge | None) -> None:
         if hold is not None and not hold.shared:
             self.local.release(hold)  # admitted while Redis was away
             hold = None
@@ -370,6 +365,11 @@ class RedisState:
         if hold is None and not counters and charge is not None and not self.metered.intersection(charge.owners):
             self.local.charge(charge)  # no budget, no token limit: nothing to share
             return
+        await to_the_end(self._settle(hold, charge, counters))  # a client leaving now takes nothing off the books
+
+    async def _settle(self, hold: Hold | None, charge: Charge | None,
+                      counters: list[tuple[Counter, float]]) -> None:
+        """One round trip: ``hold`` (shared) released, ``charge`` added to ``counters``."""
         keys = [k for owner in (hold.owners if hold else ()) for k in owner_keys(owner)[4:]]
         keys += [k for owner in (charge.owners if charge else ()) for k in owner_keys(owner)[2:4]]
         keys += [spend_key(c, start) for c, start in counters]
