@@ -23,7 +23,7 @@ from typing import Any
 
 from bench.agent_traffic import TOOLS, system_prompt, task
 
-from finopsd.ids import new_request_id
+from finopsd.exchange import new_request_id
 from finopsd.log.store import LogStore
 
 def agent_rows(turns: int, system_kb: float, tool_kb: float, seed: int = 1) -> Iterator[tuple[dict[str, Any], int]]:

@@ -3,8 +3,8 @@
 Each server runs in its own process with stdout and stderr in a log file (a pipe
 nobody reads would fill and stall it); readiness is the "listening on URL" line
 it prints once bound. CPU time is utime + stime of /proc/<pid>/stat (every thread,
-exited ones included) of the process and its descendants (finopsd's log writer process
-counts as the gateway's), RSS the sum of their VmRSS in /proc/<pid>/status.
+exited ones included: aiosqlite's writer thread counts as the gateway's), RSS is
+VmRSS of /proc/<pid>/status.
 """
 
 from __future__ import annotations
@@ -34,28 +34,11 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PR_SET_PDEATHSIG = 1
 
 
-def tree(pid: int) -> list[int]:
-    """The process and its live descendants (finopsd's log writer and the fork server it comes from)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        with contextlib.suppress(OSError):  # a process that just ended
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/children") as f:
-                    todo += [int(c) for c in f.read().split()]
-    return out
-
-
 def cpu_ms(pid: int) -> float:
-    """CPU time (user + system, all threads) the process and its descendants have used, in ms,
-    with what descendants that ended left to their parents."""
-    total = 0
-    for p in tree(pid):
-        with contextlib.suppress(OSError), open(f"/proc/{p}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()  # the command name may hold spaces: split after it
-            total += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
-    return total * 1000 / CLK_TCK
+    """CPU time (user + system, all threads) the process has used, in ms."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # the command name may hold spaces: split after it
+    return (int(fields[11]) + int(fields[12])) * 1000 / CLK_TCK
 
 
 def machine_busy_ms() -> tuple[float, float]:
@@ -103,16 +86,14 @@ def start_time(pid: int) -> int:
 
 
 def memory_mb(pid: int) -> dict[str, float]:
-    """VmRSS (now) and VmHWM (peak) in MB, summed over the process and its descendants (pages
-    they share count once per process: an upper bound)."""
-    out = {"VmRSS": 0.0, "VmHWM": 0.0}
-    for p in tree(pid):
-        with contextlib.suppress(OSError), open(f"/proc/{p}/status") as f:
-            for line in f:
-                if line.startswith(("VmRSS:", "VmHWM:")):
-                    key, value = line.split(":", 1)
-                    out[key] += int(value.split()[0]) / 1024
-    return {"rss": out["VmRSS"], "peak": out["VmHWM"]}
+    """VmRSS (now) and VmHWM (peak) in MB."""
+    out: dict[str, float] = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":", 1)
+                out[key] = int(value.split()[0]) / 1024
+    return {"rss": out.get("VmRSS", 0.0), "peak": out.get("VmHWM", 0.0)}
 
 
 @dataclass
@@ -129,14 +110,13 @@ class Pinning:
     everything: set[int]
     gateway: set[int] | None = None  # None: no split possible (one CPU) or turned off
     load: set[int] | None = None
-    writer_free: bool = False  # the gateway's child processes (finopsd's log writer) left on every CPU
 
     @classmethod
-    def for_machine(cls, enabled: bool, writer_free: bool = False) -> Pinning:
+    def for_machine(cls, enabled: bool) -> Pinning:
         cpus = sorted(os.sched_getaffinity(0))
         if not enabled or len(cpus) < 2:
             return cls(set(cpus))
-        return cls(set(cpus), {cpus[0]}, set(cpus[1:]), writer_free)
+        return cls(set(cpus), {cpus[0]}, set(cpus[1:]))
 
     def cpus(self, role: str, split: bool) -> set[int] | None:
         """CPUs for a new process of ``role`` ("gateway" or "load"); None: leave it alone."""
@@ -150,19 +130,13 @@ class Pinning:
             cpus = self.cpus(role, split) or self.everything
             for pid in pids:
                 pin_all_threads(pid, cpus)
-                if role == "gateway" and self.writer_free:
-                    for child in tree(pid)[1:]:
-                        pin_all_threads(child, self.everything)
 
 
 def pin_all_threads(pid: int, cpus: set[int]) -> None:
-    """Every thread of the process and of its descendants: threads inherit their creator's
-    affinity, so pinning every thread now covers later ones."""
-    for p in tree(pid):
-        with contextlib.suppress(OSError):  # a process or thread that just ended
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with contextlib.suppress(ProcessLookupError):
-                    os.sched_setaffinity(int(tid), cpus)
+    # threads inherit their creator's affinity, so pinning every thread now covers later ones
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(int(tid), cpus)
 
 
 @dataclass

@@ -102,7 +102,7 @@ async def measure(load: Load, targets: list[Target], ours: tuple[list[int], list
 
 
 async def bench(args: argparse.Namespace) -> int:
-    pins = Pinning.for_machine(not args.no_pin, args.free_writer)
+    pins = Pinning.for_machine(not args.no_pin)
     workdir = Path(tempfile.mkdtemp(prefix="finopsd-bench-"))
     children = Children(workdir)
     wrk = None if args.driver == "aiohttp" else shutil.which("wrk")
@@ -201,8 +201,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                    help="before each scenario, wait up to S seconds for other processes to leave the CPUs idle")
     p.add_argument("--no-pin", action="store_true", help="do not pin gateways and load to separate CPUs")
-    p.add_argument("--free-writer", action="store_true",
-                   help="leave finopsd's log writer process on every CPU, not on the gateway's one")
     p.add_argument("--profile", metavar="FILE", help="afterwards, profile finopsd under the stream c=32 load "
                    "with py-spy for --duration s; FILE gets the collapsed stacks")
     p.add_argument("--profile-gil", action="store_true", help="sample only the thread holding the GIL")

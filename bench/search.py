@@ -23,7 +23,7 @@ from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
-from finopsd.ids import new_request_id
+from finopsd.exchange import new_request_id
 from finopsd.log.pg.store import PgLogStore
 from finopsd.log.store import LogStore
 

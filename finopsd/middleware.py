@@ -13,7 +13,7 @@ from aiohttp import web
 
 from finopsd.appkeys import RUNTIME
 from finopsd.errors import BadRequest, GatewayError, error_type_for_status
-from finopsd.ids import new_request_id
+from finopsd.exchange import new_request_id
 
 log = logging.getLogger(__name__)
 

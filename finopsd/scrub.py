@@ -21,6 +21,8 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
+from finopsd.config import url_password
+
 if TYPE_CHECKING:
     from finopsd.config import Config
 
@@ -40,9 +42,6 @@ def config_secrets(config: Config) -> Iterator[str | None]:
     for server in config.mcp.servers.values():
         yield from server.env.values()
         yield from server.headers.values()
-    # imported here: the log writer's process imports Scrubber without the config's modules
-    from finopsd.config import url_password
-
     yield url_password(config.storage.url)
     yield url_password(config.state.redis_url)
 
@@ -52,7 +51,6 @@ class Scrubber:
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         self._learned: dict[str, None] = {}  # insertion order: the oldest is dropped first
-        self.generation = 0  # moves on with every change: the log writer's process copies the secrets then
         self.use(secrets)
 
     def use(self, secrets: Iterable[str | None]) -> None:
@@ -60,12 +58,7 @@ class Scrubber:
         self._static = {s for s in secrets if s and len(s) >= MIN_LENGTH}
         self._compile()
 
-    def secrets(self) -> list[str]:
-        """Every secret scrubbed now, configured and learned (for ``use`` in another process)."""
-        return [*self._static, *self._learned]
-
     def _compile(self) -> None:
-        self.generation += 1
         forms: set[str] = set()
         for s in self._static | self._learned.keys():
             forms.add(s)

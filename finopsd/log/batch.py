@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from finopsd.ids import new_request_id
+from finopsd.exchange import new_request_id
 from finopsd.log.content import ANSWER, MESSAGE, POS, SKELETON, TOOLS, pack, split_request, unpack, without_images
 from finopsd.log.dialect import CANDIDATES, NEW_SESSION, SESSION_COLUMNS, SQLite
 from finopsd.log.schema import REQUEST_COLUMNS, SCALARS

@@ -1,20 +1,20 @@
-"""The queue in front of a log store's writer process, the same for SQLite and PostgreSQL.
+"""The queue in front of a log store's writer thread, the same for SQLite and PostgreSQL.
 
 Handlers call ``submit(row)`` (a ``put_nowait``, never an ``await`` on the database); one
-task hands rows in batches to the writer's process (``finopsd.log.remote``, which waits
-for it in a worker thread), and ``close()`` drains the queue before the process stops and
-the connections close. The queue is bounded in bytes of request body as well as in rows.
-What happens past a bound is the store's ``policy``: SQLite (``HOLD``) holds new requests
-back in ``wait_for_room`` until the writer catches up, so memory stays bounded and at most
-a flush interval plus one batch of rows is at risk in a crash; PostgreSQL (``SHED``), a
-server that may be down, never holds a request: past the bytes bound a row is queued
-without its conversation, past the rows bound it is dropped, each counted
-(``stripped_rows``, ``dropped_rows``) and logged.
+task hands rows in batches to the writer (``finopsd.log.writer``) in a worker thread,
+and ``close()`` drains the queue before the connections close. The queue is bounded in
+bytes of request body as well as in rows. What happens past a bound is the store's
+``policy``: SQLite (``HOLD``) holds new requests back in ``wait_for_room`` until the writer
+catches up, so memory stays bounded and at most a flush interval plus one batch of rows
+is at risk in a crash; PostgreSQL (``SHED``), a server that may be down, never holds a
+request: past the bytes bound a row is queued without its conversation, past the rows
+bound it is dropped, each counted (``stripped_rows``, ``dropped_rows``) and logged.
 
-A batch that could not be written at all (``Refused`` as transient: PostgreSQL gone or
-restarting, a deadlock, the writer's process killed) is kept and written again, with
-backoff, on a new connection or a new process; the rows behind it wait in the queue.
+A batch the database could not take at all (``dialect.transient``: PostgreSQL gone or
+restarting, a deadlock) is kept and written again, with backoff, once ``recover`` has
+a connection again; the rows behind it wait in the queue.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from finopsd.log.remote import Refused, RemoteWriter
+from finopsd.log.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Intake:
 
     policy = HOLD
 
-    def __init__(self, writer: RemoteWriter, batch_rows: int, flush_ms: int, max_queue: int, max_queue_bytes: int) -> None:
+    def __init__(self, writer: Writer, batch_rows: int, flush_ms: int, max_queue: int, max_queue_bytes: int) -> None:
         self._writer = writer
         self._batch_rows = max(1, batch_rows)
         self._flush_s = max(0, flush_ms) / 1000
@@ -73,11 +73,6 @@ class Intake:
     def degraded_rows(self) -> int:
         """Rows written without their conversation or without values the database could not hold."""
         return self._writer.degraded
-
-    @property
-    def writer_restarts(self) -> int:
-        """Writer processes that died (killed, out of memory) and were replaced."""
-        return self._writer.restarts
 
     @property
     def queued_rows(self) -> int:
@@ -162,32 +157,10 @@ class Intake:
         try:
             await self._task
         finally:
-            await asyncio.to_thread(self._writer.stop)
             await self._close_connections()
 
     async def _close_connections(self) -> None:
         raise NotImplementedError
-
-    # ------------------------------------------------------------------ retention
-
-    async def prune(self, retention_days: float) -> int:
-        """Delete whole sessions last active more than ``retention_days`` ago, with the content
-        nothing else refers to; give the space back; return how many requests went. Each step is
-        its own transaction, so batches are written between them; a step the database refused
-        ends the run (logged), and the next hourly one catches up."""
-        if retention_days < 0:
-            raise ValueError("retention_days must be >= 0")
-        cutoff = time.time() - retention_days * 86_400
-        deleted, more = 0, True
-        try:
-            while more:
-                count, more = await self._on_writer(self._writer.prune_step, cutoff)
-                deleted += count
-            if deleted:
-                await self._on_writer(self._writer.vacuum)
-        except Refused as e:
-            log.warning("log retention: %s", e.name)
-        return deleted
 
     # ------------------------------------------------------------------ the writer
 
@@ -244,6 +217,8 @@ class Intake:
             try:
                 async with self._write_lock:
                     started = time.perf_counter()
+                    if not self._writer.sql.connected():
+                        await asyncio.to_thread(self._recover)
                     await asyncio.to_thread(self._writer.write, rows, again)
                     if self.on_batch is not None:
                         self.on_batch(len(rows) - (self._writer.failed - failed), time.perf_counter() - started)
@@ -253,9 +228,9 @@ class Intake:
                     self._down.clear()
                 return
             except Exception as e:  # noqa: BLE001 - the writer outlives any one batch
-                name = self._writer.error_name(e)
+                name = self._writer.sql.error_name(e)
                 tries += 1
-                if not self._writer.transient(e) or (tries >= TRIES and not self._writer.lasting(e)):
+                if not self._writer.sql.transient(e) or (tries >= TRIES and not self._writer.sql.lasting(e)):
                     self._writer.failed += len(rows)
                     log.error("log batch of %d rows failed (%s): ids %s", len(rows), name, [r.get("id") for r in rows])
                     return
@@ -292,6 +267,9 @@ class Intake:
                 self._queue.put_nowait(item)  # _STOP, for _run to see
                 break
         return items
+
+    def _recover(self) -> None:
+        """In the worker thread: a working connection for the writer, when it has none."""
 
     async def _on_writer(self, fn: Any, *args: Any) -> Any:
         async with self._write_lock:

@@ -100,14 +100,14 @@ class RecordHook:
         await self.store.wait_for_room()
 
     async def post(self, ex: Exchange) -> None:
-        # scrubbed by the writer's process, only in what is new (finopsd.log.writer)
+        # scrubbed by the writer, off the event loop and only in what is new (finopsd.log.writer)
         self.store.submit(row_of(ex, self.runtime.config.logs.content))
 
 
 async def open_logstore(app: web.Application) -> AsyncIterator[None]:
     """Open the database before serving; close (draining every queued row) after the last handler."""
     rt = app[RUNTIME]
-    store = await open_log(rt.config, scrubber=lambda: rt.scrubber)
+    store = await open_log(rt.config, scrub=lambda value: rt.scrubber.value(value))
     app[LOGSTORE] = store
     rt.hooks = (RecordHook(rt, store), *rt.hooks)
     try:

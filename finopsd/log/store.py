@@ -2,9 +2,7 @@
 
 Handlers call ``submit(row)`` (a ``put_nowait``, never an ``await`` on SQLite); the
 queue and its batches are ``intake``'s, shared with the PostgreSQL store; each batch is
-written in one transaction by the writer's own process on its own connection (``child``,
-``writer``), while this connection migrates and keeps what the gateway writes itself
-(stored responses, keys, alerts). Past the queue's
+written in one transaction on the writer's own connection (``writer``). Past the queue's
 bounds ``wait_for_room`` holds new requests back until the writer catches up. Readers
 use a second, query-only connection, so a slow search never holds up the writer (WAL
 lets both run).
@@ -14,7 +12,7 @@ the session rule in ``sessions``; request search in ``search``, session pages in
 ``sessionviews``; retention in ``retention``.
 
 ``new_request_id()`` gives UUIDv7 strings (36 characters, time-ordered to the
-millisecond); it lives in ``finopsd.ids`` and is re-exported here so there is one
+millisecond); it lives in ``finopsd.exchange`` and is re-exported here so there is one
 implementation. Paging never relies on it: the keyset is ``(ts, id)``.
 
 References:
@@ -31,37 +29,41 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import aiosqlite
 
-from finopsd.ids import new_request_id
-from finopsd.log.child import WRITER_CACHE_KB, SqliteSide, connect_sqlite
+from finopsd.exchange import new_request_id
+from finopsd.log.dialect import SQLite
 from finopsd.log.intake import Intake
 from finopsd.log.reads import LogReads
-from finopsd.log.remote import RemoteWriter
+from finopsd.log.retention import prune_step
 from finopsd.log.schema import MIGRATIONS, migrate
 from finopsd.log.sql import SqliteDb
 from finopsd.log.text import prompt_text, response_text
-from finopsd.scrub import Scrubber
+from finopsd.log.writer import Writer
 
 __all__ = ["LogStore", "MIGRATIONS", "migrate", "new_request_id", "prompt_text", "response_text"]
 
 log = logging.getLogger(__name__)
 
+WRITER_CACHE_KB: Final = 2 * 1024
 READER_CACHE_KB: Final = 16 * 1024
 
 
-def open_writer(path: str) -> tuple[sqlite3.Connection, list[str]]:
-    """The gateway's write connection (migrations, stored responses, keys), on a migrated file."""
+def _open_writer(path: str) -> tuple[sqlite3.Connection, list[str]]:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    db = connect_sqlite(path, WRITER_CACHE_KB)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         # auto_vacuum only takes effect if set before the first table is created.
         db.execute("pragma auto_vacuum = incremental")
         db.execute("pragma journal_mode = wal")
+        db.execute("pragma synchronous = normal")  # durable at checkpoints; a process crash loses nothing
+        db.execute("pragma busy_timeout = 5000")
+        db.execute(f"pragma cache_size = -{WRITER_CACHE_KB}")  # the hash and session lookups stay in memory
         applied = migrate(db)
         if "m007_content_and_sessions" in applied:
             db.executescript("pragma incremental_vacuum")  # give back what the old text took
@@ -76,22 +78,22 @@ class LogStore(LogReads, Intake):
     (what it answers is ``LogReads``')."""
 
     def __init__(
-        self, writer: sqlite3.Connection, reader: aiosqlite.Connection, process: RemoteWriter, batch_rows: int,
-        flush_ms: int, max_queue: int, max_queue_bytes: int,
+        self, writer: sqlite3.Connection, reader: aiosqlite.Connection, batch_rows: int, flush_ms: int,
+        max_queue: int, max_queue_bytes: int, scrub: Callable[[Any], Any] | None,
     ) -> None:  # fmt: skip
         self._db = writer
         self._reader = reader
         self._read = SqliteDb(writer, self._on_writer, reader)
-        super().__init__(process, batch_rows, flush_ms, max_queue, max_queue_bytes)
+        super().__init__(Writer(SQLite(writer), scrub), batch_rows, flush_ms, max_queue, max_queue_bytes)
 
     @classmethod
     async def open(
         cls, path: str, *, batch_rows: int = 500, flush_ms: int = 100, max_queue: int = 10_000,
-        max_queue_bytes: int = 8 << 20, scrubber: Callable[[], Scrubber] | None = None,
+        max_queue_bytes: int = 8 << 20, scrub: Callable[[Any], Any] | None = None,
     ) -> LogStore:  # fmt: skip
-        """Open (or create) the log database at ``path``, migrate it, and start the writer's
-        process; ``scrubber``'s secrets are taken out of what rows store."""
-        writer, applied = await asyncio.to_thread(open_writer, path)
+        """Open (or create) the log database at ``path``, migrate it, and start the writer;
+        ``scrub`` (``Scrubber.value``) takes secrets out of what rows store."""
+        writer, applied = await asyncio.to_thread(_open_writer, path)
         if applied:
             log.info("log database %s: applied %s", path, ", ".join(applied))
         reader: aiosqlite.Connection | None = None
@@ -103,15 +105,36 @@ class LogStore(LogReads, Intake):
             # default 2 MB cache makes that 3x slower (bench/search.py). Allocated as pages are read.
             await reader.execute(f"pragma cache_size = -{READER_CACHE_KB}")
             reader.row_factory = sqlite3.Row
-            process = RemoteWriter(SqliteSide(path), scrubber)
-            await asyncio.to_thread(process.start)
         except BaseException:
             writer.close()
             if reader is not None:
                 await reader.close()
             raise
-        return cls(writer, reader, process, batch_rows, flush_ms, max_queue, max_queue_bytes)
+        return cls(writer, reader, batch_rows, flush_ms, max_queue, max_queue_bytes, scrub)
 
     async def _close_connections(self) -> None:
         await self._reader.close()
         await asyncio.to_thread(self._db.close)  # the last close checkpoints the WAL
+
+    # ------------------------------------------------------------------ retention
+
+    async def prune(self, retention_days: float) -> int:
+        """Delete whole sessions last active more than ``retention_days`` ago, with the content
+        nothing else refers to; give the pages back; return how many requests went."""
+        if retention_days < 0:
+            raise ValueError("retention_days must be >= 0")
+        cutoff = time.time() - retention_days * 86_400
+        deleted = 0
+        while True:
+            count, sessions = await self._on_writer(prune_step, self._db, cutoff)
+            for sid in sessions:
+                self._writer.drop(sid)
+            deleted += count
+            if not sessions:
+                break
+        if deleted:
+            # executescript steps the pragma to the end; execute() stops after its first
+            # step, which frees a single page.
+            await self._on_writer(self._db.executescript, "pragma incremental_vacuum")
+        return deleted
+

@@ -35,8 +35,6 @@ class StateCollector(Collector):
                                       value=store.stripped_rows)
             yield GaugeMetricFamily("finopsd_log_database_up", "1 while the log database takes writes, else 0",
                                     value=int(store.database_up))
-            yield CounterMetricFamily("finopsd_log_writer_restarts", "Log writer processes that died and were "
-                                      "replaced (their batches written again)", value=store.writer_restarts)
         live = self.app[STATE].metrics()
         if "redis_up" in live:
             yield GaugeMetricFamily("finopsd_state_redis_up", "1 while Redis answers; 0: limits and budgets "

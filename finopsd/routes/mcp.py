@@ -52,8 +52,7 @@ from finopsd import access
 from finopsd.admin import is_loopback
 from finopsd.appkeys import RUNTIME
 from finopsd.errors import GatewayError, error_type_for_status
-from finopsd.exchange import Exchange, ToolCall
-from finopsd.ids import new_request_id
+from finopsd.exchange import Exchange, ToolCall, new_request_id
 from finopsd.jsonwire import loads
 from finopsd.mcp_upstream import MCP_HUB, Upstream, UpstreamFailure, UpstreamRpcError
 from finopsd.middleware import REQUEST_ID

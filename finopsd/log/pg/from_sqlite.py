@@ -32,7 +32,7 @@ from finopsd.config import POSTGRES_SCHEMES, ConfigError, redact_text, resolve_e
 from finopsd.log.content import unpack
 from finopsd.log.pg import schema as pg_schema
 from finopsd.log.pg.dialect import PostgreSQL, quoted
-from finopsd.log.store import open_writer
+from finopsd.log.store import _open_writer as open_writer
 
 # the order a row's references are copied in does not matter (no foreign keys), except that
 # the roll-ups come after requests, whose trigger writes them

@@ -1,7 +1,7 @@
 """The request log on PostgreSQL (``storage.url``): several instances write one log.
 
-The write side is SQLite's (``intake`` batches, ``writer`` plans and writes them in the
-writer's process, ``child``) on a psycopg connection of its own, with PostgreSQL's statements
+The write side is SQLite's (``intake`` batches, ``writer`` plans and writes them) on a
+psycopg connection of its own in the worker thread, with PostgreSQL's statements
 (``finopsd.log.pg.dialect``). A server that is down or slow never holds a request back
 (``intake.SHED``): rows queue in memory up to a bound in rows and bytes, the batch that
 failed is written again once a new connection works, and what happens past the bounds
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -21,13 +22,13 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from finopsd.config import redact_url
-from finopsd.log.child import PgSide
 from finopsd.log.intake import SHED, Intake
+from finopsd.log.pg.dialect import PostgreSQL
 from finopsd.log.pg.reader import PgDb, open_pool
+from finopsd.log.pg.retention import prune_step
 from finopsd.log.pg.schema import migrate
 from finopsd.log.reads import LogReads
-from finopsd.log.remote import RemoteWriter
-from finopsd.scrub import Scrubber
+from finopsd.log.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def connect(url: str) -> psycopg.Connection[Any]:
     return psycopg.connect(url, **CONNECT)
 
 
-def open_writer(url: str) -> psycopg.Connection[Any]:
+def _open_writer(url: str) -> psycopg.Connection[Any]:
     """A connection on a migrated database."""
     db = connect(url)
     try:
@@ -67,34 +68,58 @@ class PgLogStore(LogReads, Intake):
     policy = SHED
 
     def __init__(
-        self, pool: AsyncConnectionPool, process: RemoteWriter, batch_rows: int, flush_ms: int, max_queue: int,
-        max_queue_bytes: int,
+        self, url: str, writer: psycopg.Connection[Any], pool: AsyncConnectionPool, batch_rows: int,
+        flush_ms: int, max_queue: int, max_queue_bytes: int, scrub: Callable[[Any], Any] | None,
     ) -> None:  # fmt: skip
+        self._url = url
         self._pool = pool
         self._read = PgDb(pool)
-        super().__init__(process, batch_rows, flush_ms, max_queue, max_queue_bytes)
+        super().__init__(Writer(PostgreSQL(writer), scrub), batch_rows, flush_ms, max_queue, max_queue_bytes)
 
     @classmethod
     async def open(
         cls, url: str, *, batch_rows: int = 500, flush_ms: int = 100, max_queue: int = 50_000,
-        max_queue_bytes: int = 64 << 20, scrubber: Callable[[], Scrubber] | None = None,
+        max_queue_bytes: int = 64 << 20, scrub: Callable[[Any], Any] | None = None,
     ) -> PgLogStore:  # fmt: skip
-        """Connect, migrate (once across instances starting together), start the writer's process.
-        The server must answer now (libpq reports an unreachable server and a wrong password alike,
-        and the dashboard's keys are read at startup too); after that, it may come and go."""
+        """Connect, migrate (once across instances starting together), start the writer. The server
+        must answer now (libpq reports an unreachable server and a wrong password alike, and the
+        dashboard's keys are read at startup too); after that, it may come and go."""
         try:
-            await asyncio.to_thread(lambda: open_writer(url).close())
+            writer = await asyncio.to_thread(_open_writer, url)
         except psycopg.Error as e:
             # libpq's message names the host and user, never the password; the URL is shown redacted
             raise RuntimeError(f"log database {redact_url(url)}: {e}") from None
-        process = RemoteWriter(PgSide(url), scrubber)
-        await asyncio.to_thread(process.start)
         try:
             pool = await open_pool(url)
         except BaseException:
-            await asyncio.to_thread(process.stop)
+            await asyncio.to_thread(writer.close)
             raise
-        return cls(pool, process, batch_rows, flush_ms, max_queue, max_queue_bytes)
+        return cls(url, writer, pool, batch_rows, flush_ms, max_queue, max_queue_bytes, scrub)
+
+    def _recover(self) -> None:
+        self._writer.sql.db.close()
+        self._writer.use(PostgreSQL(_open_writer(self._url)))  # migrated: the server may be a new one
 
     async def _close_connections(self) -> None:
         await self._pool.close()
+        await asyncio.to_thread(self._writer.sql.db.close)
+
+    async def prune(self, retention_days: float) -> int:
+        """As ``LogStore.prune``: whole sessions last active more than ``retention_days`` ago go,
+        with the content nothing else refers to; return how many requests went."""
+        if retention_days < 0:
+            raise ValueError("retention_days must be >= 0")
+        cutoff = time.time() - retention_days * 86_400
+        deleted = 0
+        while True:
+            try:
+                count, sessions = await self._on_writer(prune_step, self._writer.sql, cutoff)
+            except psycopg.Error as e:  # down: the next hourly run catches up
+                log.warning("log retention: %s", self._writer.sql.error_name(e))
+                break
+            for sid in sessions:
+                self._writer.drop(sid)
+            deleted += count
+            if not sessions:
+                break
+        return deleted
