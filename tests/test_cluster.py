@@ -99,7 +99,8 @@ async def logged(instance: Instance, at_least: int, **filters: Any) -> dict[str,
     async with asyncio.timeout(20):
         while True:
             body: dict[str, Any] = await instance.get("/api/logs", limit=500, **filters)
-            if len(body["items"]) >= at_least:
+            # totals are read before the page, so a row committed between the two is in one only
+            if len(body["items"]) >= at_least and body["totals"]["requests"] >= at_least:
                 return body
             await asyncio.sleep(0.1)
 

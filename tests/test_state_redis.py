@@ -42,9 +42,11 @@ Apps = Callable[..., Awaitable[list[TestClient]]]
 
 
 @pytest.fixture
-def apps(make_gateway: GatewayFactory, fake_openai: FakeUpstream, redis_server: RedisServer, postgres_url: str,
+def apps(postgres_url: str, redis_server: RedisServer, make_gateway: GatewayFactory, fake_openai: FakeUpstream,
          tmp_path: Path) -> Apps:
-    """``apps(n, keys, teams)``: n gateways on one Redis, each with its own log file."""
+    """``apps(n, keys, teams)``: n gateways on one Redis, each with its own log file. The servers
+    come first, so they outlive the gateways (a database dropped under a gateway holds its close
+    for the writer's 10 s)."""
 
     async def start(n: int, keys: str, teams: str = "{}", providers: str | None = None) -> list[TestClient]:
         out = []
