@@ -322,6 +322,26 @@ async def test_the_queue_is_bounded_in_bytes_of_request_body(db_path: str) -> No
         await store.close()
 
 
+async def test_a_batch_takes_at_most_a_quarter_of_the_queue_bytes_so_intake_flows_while_it_is_written(
+    db_path: str,
+) -> None:
+    """The queue counts a batch's bodies until it commits: a batch as big as the bound would hold
+    every new request back for as long as it takes to write."""
+    store = await LogStore.open(db_path, flush_ms=50, max_queue_bytes=1_000_000)
+    batches: list[int] = []
+    store.on_batch = lambda rows, _seconds: batches.append(rows)
+    try:
+        async with store._write_lock:  # the rows all wait, then go as the writer takes them
+            for i in range(10):
+                store.submit(make_row(f"r{i}", body_bytes=100_000))
+        await store.flush()
+        await asyncio.wait_for(store.wait_for_room(), 1)
+    finally:
+        await store.close()
+    assert sum(batches) == 10
+    assert max(batches) == 3  # 250 KB: the third 100 KB row reaches it
+
+
 async def test_bad_row_is_logged_by_id_and_the_writer_goes_on(
     store: LogStore, caplog: pytest.LogCaptureFixture
 ) -> None:
