@@ -30,6 +30,7 @@ __all__ = ["MARK", "LogScrub", "Scrubber", "config_secrets"]
 
 MARK: Final = "[secret]"
 MIN_LENGTH: Final = 8
+SEP: Final = "\x00"
 MAX_LEARNED: Final = 64  # run-time tokens kept (Vertex tokens live an hour: a few per credential)
 
 
@@ -70,6 +71,9 @@ class Scrubber:
         self._bytes = re.compile(alternatives.encode()) if alternatives else None
         # `in` is a fast substring search; the regex alternation runs only when one is there
         self._forms, self._byte_forms = tuple(ordered), tuple(f.encode() for f in ordered)
+        # every secret written the same inside a JSON string as outside one (no quote, backslash or
+        # control character, as API keys are): then a value holds one only if its JSON text does
+        self._plain = all(json.dumps(f, ensure_ascii=False)[1:-1] == f for f in ordered)
 
     def learn(self, secret: str | None) -> None:
         """A credential fetched at run time (an OAuth access token): scrubbed from now on."""
@@ -89,6 +93,13 @@ class Scrubber:
         if self._bytes is None or not any(f in value for f in self._byte_forms):
             return value
         return self._bytes.sub(MARK.encode(), value)
+
+    def may_hold(self, encoded: bytes) -> bool:
+        """Whether the value ``encoded`` is the JSON text of may hold a secret (False is certain):
+        one substring search of the text instead of a walk of the value."""
+        if self._bytes is None:
+            return False
+        return not self._plain or any(f in encoded for f in self._byte_forms)
 
     def value(self, value: Any) -> Any:
         """A JSON-shaped value (a log row) with every string scrubbed, keys included; a copy.
@@ -114,18 +125,23 @@ class Scrubber:
         return root[0]
 
     def _holds_secret(self, value: Any) -> bool:
+        strings: list[str] = []
         stack = [value]
         while stack:
             item = stack.pop()
             if isinstance(item, str):
-                if any(f in item for f in self._forms):
-                    return True
+                strings.append(item)
             elif isinstance(item, dict):
                 stack.extend(item.values())
                 stack.extend(item.keys())
             elif isinstance(item, (list, tuple)):
                 stack.extend(item)
-        return False
+        # one search over them all (a search per string cost more than the walk): joined by a
+        # character no secret holds, so no match spans two strings
+        if any(SEP in f for f in self._forms):
+            return any(f in s for s in strings for f in self._forms)
+        text = SEP.join(strings)
+        return any(f in text for f in self._forms)
 
 
 class LogScrub(logging.Filter):

@@ -18,6 +18,7 @@ from finopsd.log import search as logsearch
 from finopsd.errors import BadRequest
 from finopsd.log.schema import SCALARS
 from finopsd.log.store import MIGRATIONS, LogStore, migrate, new_request_id, prompt_text, response_text
+from finopsd.scrub import Scrubber
 from tests.logdb import open_store, query
 
 NOW = time.time()
@@ -340,6 +341,33 @@ async def test_a_batch_takes_at_most_a_quarter_of_the_queue_bytes_so_intake_flow
         await store.close()
     assert sum(batches) == 10
     assert max(batches) == 3  # 250 KB: the third 100 KB row reaches it
+
+
+@pytest.mark.parametrize("odd", [None, 'pa"ss\\word-0002', "tab\tkey-0003"])
+async def test_secrets_leave_no_form_in_any_piece_even_json_inside_json(db_path: str, odd: str | None) -> None:
+    """Plain secrets (as API keys are) are looked for in each piece's JSON text, the others in its
+    strings: either way none is stored, also inside a tool call's arguments (JSON in JSON)."""
+    plain = "sk-plain-secret-0001"
+    scrubber = Scrubber([plain, odd])
+    secrets = [plain, *([odd] if odd else [])]
+    args = json.dumps({"token": secrets[-1]})
+    request = {"model": plain, "messages": [
+        {"role": "user", "content": " and ".join(secrets)},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "login", "arguments": args}}]}],
+        "tools": [{"type": "function", "function": {"name": "login", "description": secrets[-1]}}]}
+    store = await LogStore.open(db_path, scrubber=lambda: scrubber)
+    try:
+        store.submit(make_row("r", request=request, error_message=f"upstream said {secrets[-1]}",
+                              response={"content": secrets[-1], "reasoning": "", "tool_calls": [
+                                  {"id": "c2", "name": "login", "arguments": args}]}))
+        await store.flush()
+        back = await store.get("r")
+    finally:
+        await store.close()
+    assert json.dumps(back).count("[secret]") >= 8
+    assert scrubber.value(back) is back  # no string holds any form of any secret
+    assert "[secret]" in back["request"]["messages"][1]["tool_calls"][0]["function"]["arguments"]
 
 
 async def test_bad_row_is_logged_by_id_and_the_writer_goes_on(

@@ -394,7 +394,7 @@ class Batch:
             self.degraded += 1
 
     def _piece(self, new: dict[bytes, Piece], kind: str, value: Any) -> int:
-        digest, size, body, stored = pack(kind, self.writer.scrub(value))
+        digest, size, body, stored = pack(kind, value, self.writer.scrubber)
         known = self.pending.get(digest)
         if known is not None:
             return known

@@ -28,9 +28,12 @@ import json
 import re
 import zlib
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from finopsd.log.text import _dumps, prompt_text, response_text
+
+if TYPE_CHECKING:
+    from finopsd.scrub import Scrubber
 
 try:
     import orjson
@@ -63,9 +66,17 @@ def _encode(value: Any) -> tuple[bytes, Callable[[bytes], Any]]:
     return _dumps(value).encode(), json.loads
 
 
-def pack(kind: str, value: Any) -> tuple[bytes, int, bytes, Any]:
-    """(hash, size, stored body, the value as it will read back) for one piece."""
+def encode(value: Any) -> bytes:
+    """The JSON text a piece of ``value`` would be stored as."""
+    return _encode(value)[0]
+
+
+def pack(kind: str, value: Any, scrubber: Scrubber | None = None) -> tuple[bytes, int, bytes, Any]:
+    """(hash, size, stored body, the value as it will read back) for one piece, with ``scrubber``'s
+    secrets taken out: the value is walked only when its JSON text may hold one."""
     data, parse = _encode(value)
+    if scrubber is not None and scrubber.may_hold(data):
+        data, parse = _encode(scrubber.value(value))
     digest = hashlib.blake2b(data, digest_size=16, person=kind.encode()).digest()
     body = data
     if len(data) >= COMPRESS_FROM:

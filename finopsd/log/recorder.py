@@ -107,7 +107,7 @@ class RecordHook:
 async def open_logstore(app: web.Application) -> AsyncIterator[None]:
     """Open the database before serving; close (draining every queued row) after the last handler."""
     rt = app[RUNTIME]
-    store = await open_log(rt.config, scrub=lambda value: rt.scrubber.value(value))
+    store = await open_log(rt.config, scrubber=lambda: rt.scrubber)
     app[LOGSTORE] = store
     rt.hooks = (RecordHook(rt, store), *rt.hooks)
     try:

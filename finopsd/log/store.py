@@ -32,7 +32,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import aiosqlite
 
@@ -45,6 +45,7 @@ from finopsd.log.schema import MIGRATIONS, migrate
 from finopsd.log.sql import SqliteDb
 from finopsd.log.text import prompt_text, response_text
 from finopsd.log.writer import Writer
+from finopsd.scrub import Scrubber
 
 __all__ = ["LogStore", "MIGRATIONS", "migrate", "new_request_id", "prompt_text", "response_text"]
 
@@ -79,20 +80,20 @@ class LogStore(LogReads, Intake):
 
     def __init__(
         self, writer: sqlite3.Connection, reader: aiosqlite.Connection, batch_rows: int, flush_ms: int,
-        max_queue: int, max_queue_bytes: int, scrub: Callable[[Any], Any] | None,
+        max_queue: int, max_queue_bytes: int, scrubber: Callable[[], Scrubber] | None,
     ) -> None:  # fmt: skip
         self._db = writer
         self._reader = reader
         self._read = SqliteDb(writer, self._on_writer, reader)
-        super().__init__(Writer(SQLite(writer), scrub), batch_rows, flush_ms, max_queue, max_queue_bytes)
+        super().__init__(Writer(SQLite(writer), scrubber), batch_rows, flush_ms, max_queue, max_queue_bytes)
 
     @classmethod
     async def open(
         cls, path: str, *, batch_rows: int = 500, flush_ms: int = 100, max_queue: int = 10_000,
-        max_queue_bytes: int = 8 << 20, scrub: Callable[[Any], Any] | None = None,
+        max_queue_bytes: int = 8 << 20, scrubber: Callable[[], Scrubber] | None = None,
     ) -> LogStore:  # fmt: skip
         """Open (or create) the log database at ``path``, migrate it, and start the writer;
-        ``scrub`` (``Scrubber.value``) takes secrets out of what rows store."""
+        ``scrubber``'s secrets are taken out of what rows store."""
         writer, applied = await asyncio.to_thread(_open_writer, path)
         if applied:
             log.info("log database %s: applied %s", path, ", ".join(applied))
@@ -110,7 +111,7 @@ class LogStore(LogReads, Intake):
             if reader is not None:
                 await reader.close()
             raise
-        return cls(writer, reader, batch_rows, flush_ms, max_queue, max_queue_bytes, scrub)
+        return cls(writer, reader, batch_rows, flush_ms, max_queue, max_queue_bytes, scrubber)
 
     async def _close_connections(self) -> None:
         await self._reader.close()

@@ -23,8 +23,10 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from finopsd.log.batch import Batch, Thread, load_thread
+from finopsd.log.content import encode
 from finopsd.log.dialect import SQLite
 from finopsd.log.schema import LATE_COLUMNS
+from finopsd.scrub import Scrubber
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +34,36 @@ CACHE_SESSIONS: Final = 256
 CACHE_BYTES: Final = 8 << 20
 
 
-def _as_is(value: Any) -> Any:
-    return value
-
-
 class Writer:
     """Owns the write connection's session cache and failure counts; not thread-safe (one caller at a time).
 
-    ``scrub`` takes secrets out of what is stored (``Scrubber.value``). It runs here, in the
-    worker thread, on the row's own fields and on each new piece only: a whole conversation
-    scrubbed per request would cost the event loop time that grows with the history."""
+    ``scrubber``'s secrets are taken out of what is stored. That runs here, in the worker
+    thread, on the row's own fields and on each new piece only: a whole conversation scrubbed
+    per request would cost the event loop time that grows with the history."""
 
-    def __init__(self, sql: SQLite, scrub: Callable[[Any], Any] | None = None) -> None:
-        self.scrub = scrub or _as_is
+    def __init__(self, sql: SQLite, scrubber: Callable[[], Scrubber] | None = None) -> None:
+        self._scrubber = scrubber
         self.threads: OrderedDict[int, Thread] = OrderedDict()
         self.cached_bytes = 0
         self.use(sql)
         self.failed = 0  # rows lost: not even their metadata could be written
         self.degraded = 0  # rows written without their conversation or some values
+
+    @property
+    def scrubber(self) -> Scrubber | None:
+        return None if self._scrubber is None else self._scrubber()
+
+    def scrub(self, value: Any) -> Any:
+        """``value`` without secrets (a copy where it held one); walked only when its JSON text may hold one."""
+        scrubber = self.scrubber
+        if scrubber is None:
+            return value
+        try:
+            if not scrubber.may_hold(encode(value)):
+                return value
+        except (TypeError, ValueError, RecursionError):  # not JSON at all: walk it
+            pass
+        return scrubber.value(value)
 
     # ------------------------------------------------------------------ batches
 

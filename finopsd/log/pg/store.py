@@ -29,6 +29,7 @@ from finopsd.log.pg.retention import prune_step
 from finopsd.log.pg.schema import migrate
 from finopsd.log.reads import LogReads
 from finopsd.log.writer import Writer
+from finopsd.scrub import Scrubber
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +70,17 @@ class PgLogStore(LogReads, Intake):
 
     def __init__(
         self, url: str, writer: psycopg.Connection[Any], pool: AsyncConnectionPool, batch_rows: int,
-        flush_ms: int, max_queue: int, max_queue_bytes: int, scrub: Callable[[Any], Any] | None,
+        flush_ms: int, max_queue: int, max_queue_bytes: int, scrubber: Callable[[], Scrubber] | None,
     ) -> None:  # fmt: skip
         self._url = url
         self._pool = pool
         self._read = PgDb(pool)
-        super().__init__(Writer(PostgreSQL(writer), scrub), batch_rows, flush_ms, max_queue, max_queue_bytes)
+        super().__init__(Writer(PostgreSQL(writer), scrubber), batch_rows, flush_ms, max_queue, max_queue_bytes)
 
     @classmethod
     async def open(
         cls, url: str, *, batch_rows: int = 500, flush_ms: int = 100, max_queue: int = 50_000,
-        max_queue_bytes: int = 64 << 20, scrub: Callable[[Any], Any] | None = None,
+        max_queue_bytes: int = 64 << 20, scrubber: Callable[[], Scrubber] | None = None,
     ) -> PgLogStore:  # fmt: skip
         """Connect, migrate (once across instances starting together), start the writer. The server
         must answer now (libpq reports an unreachable server and a wrong password alike, and the
@@ -94,7 +95,7 @@ class PgLogStore(LogReads, Intake):
         except BaseException:
             await asyncio.to_thread(writer.close)
             raise
-        return cls(url, writer, pool, batch_rows, flush_ms, max_queue, max_queue_bytes, scrub)
+        return cls(url, writer, pool, batch_rows, flush_ms, max_queue, max_queue_bytes, scrubber)
 
     def _recover(self) -> None:
         self._writer.sql.db.close()
