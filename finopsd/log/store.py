@@ -89,7 +89,7 @@ class LogStore(LogReads, Intake):
 
     @classmethod
     async def open(
-        cls, path: str, *, batch_rows: int = 32, flush_ms: int = 100, max_queue: int = 10_000,
+        cls, path: str, *, batch_rows: int = 500, flush_ms: int = 100, max_queue: int = 10_000,
         max_queue_bytes: int = 8 << 20, scrubber: Callable[[], Scrubber] | None = None,
     ) -> LogStore:  # fmt: skip
         """Open (or create) the log database at ``path``, migrate it, and start the writer;

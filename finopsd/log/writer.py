@@ -18,7 +18,6 @@ row's fault: the batch is rolled back and raised, for the store to write again l
 from __future__ import annotations
 
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
@@ -33,12 +32,6 @@ log = logging.getLogger(__name__)
 
 CACHE_SESSIONS: Final = 256
 CACHE_BYTES: Final = 8 << 20
-# Planning a batch is Python from end to end, and an event loop that wants the GIL meanwhile
-# waits for it up to the 5 ms switch interval, at each of the several times a request takes
-# it back: past STRETCH_S of planning the writer sleeps LET_IN_S, which lets a waiting loop
-# in (a sleep(0) would not: the writer takes the GIL back before the loop's thread wakes).
-STRETCH_S: Final = 0.0005
-LET_IN_S: Final = 0.0001
 
 
 class Writer:
@@ -134,11 +127,7 @@ class Writer:
         """Plan and write ``rows`` in a savepoint; with ``strict`` None each row is tried whole,
         then without its conversation."""
         batch = Batch(self, rows)
-        stretch = time.perf_counter()
         for row in rows:
-            if time.perf_counter() - stretch > STRETCH_S:
-                time.sleep(LET_IN_S)
-                stretch = time.perf_counter()
             if strict is not None:
                 batch.add(row, strict)
                 continue
