@@ -38,6 +38,7 @@ HOLD: Final = "hold"
 SHED: Final = "shed"
 RETRY_S: Final = (0.1, 5.0)  # first and longest wait between attempts at a batch the database refused
 TRIES: Final = 5  # of a batch that lost a conflict (a deadlock); a database that is away gets as long as it takes
+CALM_S: Final = 0.001  # a deadline wake-up this late or less: the loop is not saturated
 CLOSE_WAIT_S: Final = 10.0  # how long close() keeps trying an unreachable database before dropping the rest
 STRIP_NOTE: Final = {"note": "log: conversation not kept (the log queue was past its bytes bound)"}
 
@@ -178,6 +179,7 @@ class Intake:
             size = 0
             waiters: list[asyncio.Future[None]] = []
             deadline = loop.time() + self._flush_s
+            late = None  # how late the loop woke this task at the batch's deadline
             while True:
                 if item is _STOP:
                     stop = True
@@ -194,12 +196,18 @@ class Intake:
                 except asyncio.QueueEmpty:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
+                        late = -remaining
                         break
                     try:
                         async with asyncio.timeout(remaining):
                             item = await self._queue.get()
                     except TimeoutError:
+                        late = loop.time() - deadline
                         break
+            # a loop that woke on time has room: the writer's GIL is then what a request would
+            # wait for, so it lets the loop in while it plans; a batch that filled up, or a loop
+            # that woke late, is a saturated one, where the hand-overs would cost more than they save
+            self._writer.let_in = late is not None and late < CALM_S
             if rows:
                 await self._write(rows, waiters)
                 self._queued_bytes -= size
