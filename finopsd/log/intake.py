@@ -168,6 +168,34 @@ class Intake:
     async def _close_connections(self) -> None:
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ retention
+
+    async def prune(self, retention_days: float) -> int:
+        """Delete whole sessions last active more than ``retention_days`` ago, with the content
+        nothing else refers to; return how many requests went. Each step is one transaction on
+        the writer's connection (``_prune_step``: None when the database refused it), so batches
+        are written between steps."""
+        if retention_days < 0:
+            raise ValueError("retention_days must be >= 0")
+        cutoff = time.time() - retention_days * 86_400
+        deleted = 0
+        while (step := await self._prune_step(cutoff)) is not None:
+            count, sessions = step
+            for sid in sessions:
+                self._writer.drop(sid)
+            deleted += count
+            if not sessions:
+                break
+        if deleted:
+            await self._after_prune()
+        return deleted
+
+    async def _prune_step(self, cutoff: float) -> tuple[int, list[int]] | None:
+        raise NotImplementedError
+
+    async def _after_prune(self) -> None:
+        """What the database needs after rows went (SQLite: its free pages given back)."""
+
     # ------------------------------------------------------------------ the writer
 
     async def _run(self) -> None:

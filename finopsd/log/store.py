@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -119,23 +118,12 @@ class LogStore(LogReads, Intake):
 
     # ------------------------------------------------------------------ retention
 
-    async def prune(self, retention_days: float) -> int:
-        """Delete whole sessions last active more than ``retention_days`` ago, with the content
-        nothing else refers to; give the pages back; return how many requests went."""
-        if retention_days < 0:
-            raise ValueError("retention_days must be >= 0")
-        cutoff = time.time() - retention_days * 86_400
-        deleted = 0
-        while True:
-            count, sessions = await self._on_writer(prune_step, self._db, cutoff)
-            for sid in sessions:
-                self._writer.drop(sid)
-            deleted += count
-            if not sessions:
-                break
-        if deleted:
-            # executescript steps the pragma to the end; execute() stops after its first
-            # step, which frees a single page.
-            await self._on_writer(self._db.executescript, "pragma incremental_vacuum")
-        return deleted
+    async def _prune_step(self, cutoff: float) -> tuple[int, list[int]]:
+        result: tuple[int, list[int]] = await self._on_writer(prune_step, self._db, cutoff)
+        return result
+
+    async def _after_prune(self) -> None:
+        # give the pages back: executescript steps the pragma to the end; execute() stops after
+        # its first step, which frees a single page
+        await self._on_writer(self._db.executescript, "pragma incremental_vacuum")
 

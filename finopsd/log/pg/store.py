@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -105,22 +104,10 @@ class PgLogStore(LogReads, Intake):
         await self._pool.close()
         await asyncio.to_thread(self._writer.sql.db.close)
 
-    async def prune(self, retention_days: float) -> int:
-        """As ``LogStore.prune``: whole sessions last active more than ``retention_days`` ago go,
-        with the content nothing else refers to; return how many requests went."""
-        if retention_days < 0:
-            raise ValueError("retention_days must be >= 0")
-        cutoff = time.time() - retention_days * 86_400
-        deleted = 0
-        while True:
-            try:
-                count, sessions = await self._on_writer(prune_step, self._writer.sql, cutoff)
-            except psycopg.Error as e:  # down: the next hourly run catches up
-                log.warning("log retention: %s", self._writer.sql.error_name(e))
-                break
-            for sid in sessions:
-                self._writer.drop(sid)
-            deleted += count
-            if not sessions:
-                break
-        return deleted
+    async def _prune_step(self, cutoff: float) -> tuple[int, list[int]] | None:
+        try:
+            result: tuple[int, list[int]] = await self._on_writer(prune_step, self._writer.sql, cutoff)
+        except psycopg.Error as e:  # down: the next hourly run catches up
+            log.warning("log retention: %s", self._writer.sql.error_name(e))
+            return None
+        return result
