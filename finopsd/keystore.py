@@ -330,12 +330,18 @@ class KeyStore:
         """The change and its audit rows in one transaction; Stale if a statement found its row
         moved on (then nothing is written, and the SIGHUP rows wait for the next change)."""
         pending, self._reloads = self._reloads, []
+        rows, seen = (*pending, audit), self.seen
         try:
-            await self._db.apply([*sql, *((AUDIT_INSERT, row) for row in (*pending, audit))], lock=WRITE_LOCK)
+            await self._db.apply([*sql, *((AUDIT_INSERT, row) for row in rows)], lock=WRITE_LOCK)
         except BaseException:
             self._reloads = [*pending, *self._reloads][-MAX_PENDING:]
             raise
         self.generation += 1
+        # the caller puts the change in memory itself: unless another writer's audit row came
+        # since the tables were read (ids are then not just ours, or have a gap), the watch
+        # need not read every key again for it
+        if (await self._db.fetch("select coalesce(max(id), 0) from audit"))[0][0] == seen + len(rows):
+            self.seen = seen + len(rows)
 
     async def _retrying(self, change: Any) -> Any:
         """Run ``change()`` (which checks against memory, then writes naming the version it saw)

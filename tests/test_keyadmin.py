@@ -276,3 +276,27 @@ async def test_two_instances_on_one_postgresql_share_every_key_change(
     assert (await refused(b, new)).status_code == 401
     actions = [e["action"] for e in (await (await b.get("/api/audit")).json())["items"]]
     assert actions == ["delete", "rotate", "create", "edit", "edit", "edit", "create"]
+
+
+async def test_an_instance_does_not_read_every_key_again_for_its_own_change_but_does_for_another_writers(
+    log_backend: Any, make_gateway: GatewayFactory, fake_openai: FakeUpstream
+) -> None:
+    gw = await make_gateway(gateway_yaml(fake_openai.url, OPEN))
+    store = gw.server.app[RUNTIME].dashboard
+    assert store is not None
+    await new_key(gw, name="mine")
+    after_create = store.generation
+    await asyncio.sleep(3 * 0.5)  # three polls of the watch
+    assert store.generation == after_create  # its own change was in memory: no reload
+    # another writer (a second instance, the CLI) on the same tables: the watch reads them again
+    other = await type(store).open(gw.server.app[RUNTIME].config.storage)
+    try:
+        await other.create("key", {"name": "theirs"}, gw.server.app[RUNTIME].config, "cli", None)
+    finally:
+        await other.close()
+
+    async def reloaded() -> bool:
+        return (await gw.get("/api/keys/theirs")).status == 200
+
+    await _until(reloaded)
+    assert store.generation == after_create + 1
