@@ -74,6 +74,8 @@ class Scrubber:
         # every secret written the same inside a JSON string as outside one (no quote, backslash or
         # control character, as API keys are): then a value holds one only if its JSON text does
         self._plain = all(json.dumps(f, ensure_ascii=False)[1:-1] == f for f in ordered)
+        # _holds_secret joins a value's strings by SEP: only if no secret holds it can no match span two
+        self._joinable = not any(SEP in f for f in ordered)
 
     def learn(self, secret: str | None) -> None:
         """A credential fetched at run time (an OAuth access token): scrubbed from now on."""
@@ -136,9 +138,8 @@ class Scrubber:
                 stack.extend(item.keys())
             elif isinstance(item, (list, tuple)):
                 stack.extend(item)
-        # one search over them all (a search per string cost more than the walk): joined by a
-        # character no secret holds, so no match spans two strings
-        if any(SEP in f for f in self._forms):
+        # one search over them all (a search per string cost more than the walk)
+        if not self._joinable:
             return any(f in s for s in strings for f in self._forms)
         text = SEP.join(strings)
         return any(f in text for f in self._forms)

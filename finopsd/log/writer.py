@@ -35,10 +35,10 @@ CACHE_SESSIONS: Final = 256
 CACHE_BYTES: Final = 8 << 20
 # Planning a batch is Python from end to end, and an event loop that wants the GIL meanwhile
 # waits for it up to the 5 ms switch interval, at each of the several times a request takes
-# it back: with ``let_in`` set, past STRETCH_S of planning the writer sleeps LET_IN_S, which
-# lets a waiting loop in (a sleep(0) would not: the writer takes the GIL back before the
-# loop's thread wakes). Each hand-over costs both threads; the store sets ``let_in`` only
-# while the loop keeps time (``intake``), not when it is saturated.
+# it back: with ``let_in`` set, past STRETCH_S of planning the writer (always in a worker
+# thread, never on the loop) sleeps LET_IN_S, which lets a waiting loop in (a sleep(0) would
+# not: the writer takes the GIL back before the loop's thread wakes). Each hand-over costs
+# both threads; the store sets ``let_in`` only while the loop keeps time (``intake``).
 STRETCH_S: Final = 0.0005
 LET_IN_S: Final = 0.0001
 
